@@ -1,0 +1,122 @@
+//! Configuration: the TOML file, validated into [`Config`] with every problem reported at once.
+//!
+//! Layers: `raw` (what serde reads, everything optional) → `validate` (checks that name the
+//! integration or sink and the field, and resolves secrets) → the types below.
+
+mod raw;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::duo::sign::SigVersion;
+use crate::logs::LogKind;
+use crate::normalize::Format;
+use crate::secret::Secret;
+
+pub use validate::parse_config_str;
+
+/// Where the config is read from when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/duo-collector/config.toml";
+/// Where state lives when neither `state_dir` nor `$STATE_DIRECTORY` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/duo-collector";
+/// Duo keeps 180 days of logs; a `mintime` older than this is refused.
+pub const MAX_LOOKBACK: Duration = Duration::from_secs(180 * 86_400);
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub collector: CollectorSettings,
+    pub integrations: Vec<Integration>,
+    pub sinks: Vec<SinkSettings>,
+    /// Problems that do not stop the collector but that an operator should see.
+    pub warnings: Vec<String>,
+    /// Whether some integration's secret key is written in the file itself.
+    pub literal_secret: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CollectorSettings {
+    pub state_dir: PathBuf,
+}
+
+/// One Duo Admin API integration (one set of keys on one account).
+#[derive(Debug, Clone)]
+pub struct Integration {
+    pub name: String,
+    pub api_hostname: String,
+    pub ikey: String,
+    pub skey: Secret,
+    pub logs: Vec<LogKind>,
+    pub schedule: String,
+    pub initial_lookback: Duration,
+    pub delay: Duration,
+    pub signature: SigVersion,
+    pub sinks: Vec<String>,
+    pub connect_to: Option<url::Url>,
+    pub ca_file: Option<PathBuf>,
+    /// Records asked for per page (`limit`), capped per endpoint.
+    pub page_size: u32,
+    /// Whole-request timeout for one API call.
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkSettings {
+    pub name: String,
+    pub format: Format,
+    pub kind: SinkKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    File { path: PathBuf },
+    Stdout,
+}
+
+impl SinkKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkKind::File { .. } => "file",
+            SinkKind::Stdout => "stdout",
+        }
+    }
+}
+
+/// Every problem found in a config file, in file order.
+#[derive(Debug, thiserror::Error)]
+#[error("{} problem(s) in {}:\n{}", .problems.len(), .source_name, .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    pub source_name: String,
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source_name: path.display().to_string(),
+            problems: vec![format!(
+                "cannot read the config file: {e} (pass --config PATH, or create {})",
+                DEFAULT_CONFIG_PATH
+            )],
+        })?;
+        let mut config = parse_config_str(&text, &path.display().to_string(), &validate::Env::real())?;
+        config
+            .warnings
+            .extend(validate::config_file_permission_warning(path, &config));
+        Ok(config)
+    }
+
+    pub fn integration(&self, name: &str) -> Option<&Integration> {
+        self.integrations.iter().find(|i| i.name == name)
+    }
+
+    pub fn sink(&self, name: &str) -> Option<&SinkSettings> {
+        self.sinks.iter().find(|s| s.name == name)
+    }
+
+    pub fn state_db_path(&self) -> PathBuf {
+        self.collector.state_dir.join("state.db")
+    }
+}

@@ -1,0 +1,60 @@
+//! The config file as serde reads it: every field optional, so that validation can report all
+//! problems at once instead of stopping at the first missing field.
+
+use serde::Deserialize;
+
+pub const TOP_KEYS: &[&str] = &["collector", "integration", "sink"];
+pub const COLLECTOR_KEYS: &[&str] = &["state_dir"];
+pub const INTEGRATION_KEYS: &[&str] = &[
+    "name",
+    "api_hostname",
+    "ikey",
+    "skey",
+    "skey_file",
+    "skey_env",
+    "logs",
+    "schedule",
+    "initial_lookback",
+    "delay",
+    "signature",
+    "sinks",
+    "connect_to",
+    "ca_file",
+    "page_size",
+    "request_timeout",
+];
+pub const SINK_KEYS: &[&str] = &["name", "type", "path", "format"];
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCollector {
+    pub state_dir: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+pub struct RawIntegration {
+    pub name: Option<String>,
+    pub api_hostname: Option<String>,
+    pub ikey: Option<String>,
+    pub skey: Option<String>,
+    pub skey_file: Option<String>,
+    pub skey_env: Option<String>,
+    pub logs: Option<Vec<String>>,
+    pub schedule: Option<String>,
+    pub initial_lookback: Option<String>,
+    pub delay: Option<String>,
+    pub signature: Option<String>,
+    pub sinks: Option<Vec<String>>,
+    pub connect_to: Option<String>,
+    pub ca_file: Option<String>,
+    pub page_size: Option<u32>,
+    pub request_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSink {
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub path: Option<String>,
+    pub format: Option<String>,
+}

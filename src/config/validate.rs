@@ -1,0 +1,616 @@
+//! Turns the raw TOML into a validated [`Config`], collecting every problem with the name of
+//! the integration or sink and the field it concerns.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{self, RawCollector, RawIntegration, RawSink};
+use super::{
+    CollectorSettings, Config, ConfigError, Integration, SinkKind, SinkSettings,
+    DEFAULT_STATE_DIR, MAX_LOOKBACK,
+};
+use crate::duo::sign::SigVersion;
+use crate::logs::LogKind;
+use crate::normalize::Format;
+use crate::secret::Secret;
+
+pub const DEFAULT_SCHEDULE: &str = "0 */5 * * * *";
+const DEFAULT_LOOKBACK: Duration = Duration::from_secs(86_400);
+const DEFAULT_DELAY: Duration = Duration::from_secs(120);
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The process environment, injectable so tests need not mutate global state.
+pub struct Env {
+    var: Box<dyn Fn(&str) -> Option<String>>,
+}
+
+impl Env {
+    pub fn real() -> Env {
+        Env {
+            var: Box::new(|name| std::env::var(name).ok()),
+        }
+    }
+
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Env {
+        let owned: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Env {
+            var: Box::new(move |name| {
+                owned
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            }),
+        }
+    }
+
+    fn var(&self, name: &str) -> Option<String> {
+        (self.var)(name)
+    }
+}
+
+/// Collects problems and warnings with a consistent prefix.
+#[derive(Default)]
+struct Report {
+    problems: Vec<String>,
+    warnings: Vec<String>,
+    literal_secret: bool,
+}
+
+impl Report {
+    fn error(&mut self, scope: &str, field: &str, message: impl std::fmt::Display) {
+        self.problems.push(format!("{scope}: field `{field}`: {message}"));
+    }
+
+    fn warn(&mut self, scope: &str, field: &str, message: impl std::fmt::Display) {
+        self.warnings.push(format!("{scope}: field `{field}`: {message}"));
+    }
+}
+
+/// Parses and validates config text; `source_name` names it in messages.
+pub fn parse_config_str(text: &str, source_name: &str, env: &Env) -> Result<Config, ConfigError> {
+    let fail = |problems| ConfigError {
+        source_name: source_name.to_string(),
+        problems,
+    };
+    let table: toml::Table = toml::from_str(text)
+        .map_err(|e| fail(vec![format!("not valid TOML: {}", e.to_string().trim_end())]))?;
+
+    let mut report = Report::default();
+    unknown_keys(&mut report, "top level", &table, raw::TOP_KEYS);
+
+    let collector_raw: RawCollector = match table.get("collector") {
+        None => RawCollector::default(),
+        Some(value) => {
+            if let Some(t) = value.as_table() {
+                unknown_keys(&mut report, "[collector]", t, raw::COLLECTOR_KEYS);
+            }
+            deserialize_or_report(&mut report, "[collector]", value).unwrap_or_default()
+        }
+    };
+    let collector = CollectorSettings {
+        state_dir: collector_raw
+            .state_dir
+            .map(PathBuf::from)
+            .or_else(|| env.var("STATE_DIRECTORY").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+    };
+
+    let sinks = array_of_tables(&mut report, &table, "sink", raw::SINK_KEYS)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, (scope, raw))| validate_sink(&mut report, i, scope, raw))
+        .collect::<Vec<_>>();
+    let sink_names: HashSet<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
+    duplicate_names(&mut report, "sink", sinks.iter().map(|s| s.name.as_str()));
+
+    let integrations = array_of_tables::<RawIntegration>(
+        &mut report,
+        &table,
+        "integration",
+        raw::INTEGRATION_KEYS,
+    )
+    .into_iter()
+    .enumerate()
+    .filter_map(|(i, (scope, raw))| validate_integration(&mut report, env, i, scope, raw, &sink_names))
+    .collect::<Vec<_>>();
+    duplicate_names(
+        &mut report,
+        "integration",
+        integrations.iter().map(|i| i.name.as_str()),
+    );
+    if integrations.is_empty() && report.problems.is_empty() {
+        report.problems.push(
+            "no [[integration]] is configured: add one with name, api_hostname, ikey and a secret key"
+                .to_string(),
+        );
+    }
+    for sink in &sinks {
+        if !integrations.iter().any(|i| i.sinks.contains(&sink.name)) {
+            report.warnings.push(format!(
+                "sink {:?}: no integration sends to it (add it to an integration's `sinks`)",
+                sink.name
+            ));
+        }
+    }
+
+    if report.problems.is_empty() {
+        Ok(Config {
+            collector,
+            integrations,
+            sinks,
+            warnings: report.warnings,
+            literal_secret: report.literal_secret,
+        })
+    } else {
+        Err(fail(report.problems))
+    }
+}
+
+fn unknown_keys(report: &mut Report, scope: &str, table: &toml::Table, known: &[&str]) {
+    for key in table.keys() {
+        if !known.contains(&key.as_str()) {
+            report.problems.push(format!(
+                "{scope}: unknown key `{key}` (valid keys: {})",
+                known.join(", ")
+            ));
+        }
+    }
+}
+
+fn deserialize_or_report<T: serde::de::DeserializeOwned>(
+    report: &mut Report,
+    scope: &str,
+    value: &toml::Value,
+) -> Option<T> {
+    match value.clone().try_into::<T>() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            report
+                .problems
+                .push(format!("{scope}: {}", e.to_string().trim_end()));
+            None
+        }
+    }
+}
+
+/// Reads `[[name]]` entries, each with a scope label naming it for messages.
+fn array_of_tables<T: serde::de::DeserializeOwned>(
+    report: &mut Report,
+    table: &toml::Table,
+    name: &str,
+    known: &[&str],
+) -> Vec<(String, T)> {
+    let Some(value) = table.get(name) else {
+        return Vec::new();
+    };
+    let Some(items) = value.as_array() else {
+        report.problems.push(format!(
+            "`{name}` must be written as [[{name}]] tables (an array of tables)"
+        ));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let scope = match item.get("name").and_then(|n| n.as_str()) {
+            Some(n) => format!("{name} {n:?}"),
+            None => format!("{name} #{}", i + 1),
+        };
+        let Some(t) = item.as_table() else {
+            report.problems.push(format!("{scope}: must be a table"));
+            continue;
+        };
+        unknown_keys(report, &scope, t, known);
+        if let Some(parsed) = deserialize_or_report(report, &scope, item) {
+            out.push((scope, parsed));
+        }
+    }
+    out
+}
+
+fn duplicate_names<'a>(report: &mut Report, what: &str, names: impl Iterator<Item = &'a str>) {
+    let mut seen = HashSet::new();
+    for name in names {
+        if !seen.insert(name) {
+            report.problems.push(format!(
+                "{what} {name:?}: field `name`: duplicate name; every {what} needs a unique name"
+            ));
+        }
+    }
+}
+
+fn validate_name(report: &mut Report, scope: &str, name: Option<String>) -> Option<String> {
+    match name {
+        None => {
+            report.error(scope, "name", "missing; give it a unique name (letters, digits, - and _)");
+            None
+        }
+        Some(n)
+            if n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+        {
+            report.error(
+                scope,
+                "name",
+                format!("{n:?} may only contain letters, digits, - and _"),
+            );
+            None
+        }
+        Some(n) => Some(n),
+    }
+}
+
+fn validate_sink(report: &mut Report, _index: usize, scope: String, raw: RawSink) -> Option<SinkSettings> {
+    let name = validate_name(report, &scope, raw.name);
+    let format = match raw.format.as_deref() {
+        None => Some(Format::default()),
+        Some(f) => match f.parse::<Format>() {
+            Ok(format) => Some(format),
+            Err(e) => {
+                report.error(&scope, "format", e);
+                None
+            }
+        },
+    };
+    let kind = match raw.kind.as_deref() {
+        None => {
+            report.error(&scope, "type", "missing; use \"file\" or \"stdout\"");
+            None
+        }
+        Some("file") => match raw.path {
+            Some(p) if !p.trim().is_empty() => Some(SinkKind::File { path: PathBuf::from(p) }),
+            _ => {
+                report.error(
+                    &scope,
+                    "path",
+                    "a file sink needs `path`, e.g. \"/var/log/duo-collector/events.jsonl\"",
+                );
+                None
+            }
+        },
+        Some("stdout") => {
+            if raw.path.is_some() {
+                report.error(&scope, "path", "a stdout sink takes no path; remove it or use type = \"file\"");
+            }
+            Some(SinkKind::Stdout)
+        }
+        Some(other) => {
+            report.error(&scope, "type", format!("unknown sink type {other:?}; use \"file\" or \"stdout\""));
+            None
+        }
+    };
+    Some(SinkSettings {
+        name: name?,
+        format: format?,
+        kind: kind?,
+    })
+}
+
+fn parse_duration_field(
+    report: &mut Report,
+    scope: &str,
+    field: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Option<Duration> {
+    match value {
+        None => Some(default),
+        Some(text) => match humantime::parse_duration(text.trim()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                report.error(
+                    scope,
+                    field,
+                    format!("{text:?} is not a duration ({e}); write it like \"90s\", \"2m\", \"12h\" or \"1d\""),
+                );
+                None
+            }
+        },
+    }
+}
+
+fn validate_integration(
+    report: &mut Report,
+    env: &Env,
+    _index: usize,
+    scope: String,
+    raw: RawIntegration,
+    sink_names: &HashSet<&str>,
+) -> Option<Integration> {
+    let scope = scope.as_str();
+    let name = validate_name(report, scope, raw.name);
+    let api_hostname = validate_api_hostname(report, scope, raw.api_hostname);
+    let ikey = match raw.ikey {
+        Some(k) if !k.trim().is_empty() => {
+            if !(k.len() == 20 && k.starts_with("DI")) {
+                report.warn(scope, "ikey", "Duo integration keys are 20 characters starting with \"DI\"; check for a typo");
+            }
+            Some(k.trim().to_string())
+        }
+        _ => {
+            report.error(scope, "ikey", "missing; copy the integration key from the Admin API application in the Duo Admin Panel");
+            None
+        }
+    };
+    let skey = resolve_skey(report, env, scope, raw.skey, raw.skey_file, raw.skey_env);
+
+    let logs = match raw.logs {
+        None => Some(vec![LogKind::Authentication]),
+        Some(list) if list.is_empty() => {
+            report.error(scope, "logs", format!("is empty; list at least one of: {}", LogKind::names()));
+            None
+        }
+        Some(list) => {
+            let mut kinds = Vec::new();
+            let mut ok = true;
+            for item in list {
+                match item.parse::<LogKind>() {
+                    Ok(k) if !kinds.contains(&k) => kinds.push(k),
+                    Ok(_) => {}
+                    Err(e) => {
+                        report.error(scope, "logs", e);
+                        ok = false;
+                    }
+                }
+            }
+            ok.then_some(kinds)
+        }
+    };
+
+    let schedule = raw.schedule.unwrap_or_else(|| DEFAULT_SCHEDULE.to_string());
+    let schedule_ok = match crate::schedule::validate_cron(&schedule) {
+        Ok(()) => true,
+        Err(e) => {
+            report.error(scope, "schedule", e);
+            false
+        }
+    };
+
+    let initial_lookback = parse_duration_field(report, scope, "initial_lookback", raw.initial_lookback.as_deref(), DEFAULT_LOOKBACK)
+        .and_then(|d| {
+            if d > MAX_LOOKBACK {
+                report.error(scope, "initial_lookback", format!("{} is more than Duo keeps (180 days); use at most \"180d\"", humantime::format_duration(d)));
+                None
+            } else {
+                Some(d)
+            }
+        });
+    let delay = parse_duration_field(report, scope, "delay", raw.delay.as_deref(), DEFAULT_DELAY);
+    if let Some(d) = delay {
+        if d < DEFAULT_DELAY {
+            report.warn(scope, "delay", format!("{} is under Duo's two-minute availability delay: events that Duo publishes late can be missed", humantime::format_duration(d)));
+        }
+    }
+    let request_timeout = parse_duration_field(report, scope, "request_timeout", raw.request_timeout.as_deref(), DEFAULT_REQUEST_TIMEOUT);
+
+    let signature = match raw.signature.as_deref() {
+        None | Some("v5") => Some(SigVersion::V5),
+        Some("v2") => Some(SigVersion::V2Sha1),
+        Some(other) => {
+            report.error(scope, "signature", format!("{other:?} is not a signature version; use \"v5\" (HMAC-SHA512, Duo's default) or \"v2\" (HMAC-SHA1)"));
+            None
+        }
+    };
+
+    let sinks = match raw.sinks {
+        None => {
+            report.error(scope, "sinks", "missing; name at least one [[sink]] to deliver events to");
+            None
+        }
+        Some(list) if list.is_empty() => {
+            report.error(scope, "sinks", "is empty; name at least one [[sink]] to deliver events to");
+            None
+        }
+        Some(list) => {
+            let mut ok = true;
+            for s in &list {
+                if !sink_names.contains(s.as_str()) {
+                    report.error(scope, "sinks", format!("refers to sink {s:?}, which is not defined; add a [[sink]] with name = {s:?} or fix the name"));
+                    ok = false;
+                }
+            }
+            ok.then_some(list)
+        }
+    };
+
+    let connect_to = raw.connect_to.and_then(|text| validate_connect_to(report, scope, &text));
+    let connect_ok = connect_to.is_some() || report.problems.iter().all(|p| !p.contains("`connect_to`"));
+
+    let ca_file = raw.ca_file.map(PathBuf::from);
+    if let Some(path) = &ca_file {
+        if let Err(e) = std::fs::read(path) {
+            report.error(scope, "ca_file", format!("cannot read {}: {e}", path.display()));
+        }
+    }
+
+    let page_size = match raw.page_size {
+        None => Some(1000),
+        Some(n) if (1..=1000).contains(&n) => Some(n),
+        Some(n) => {
+            report.error(scope, "page_size", format!("{n} is out of range; Duo accepts 1 to 1000 records per page"));
+            None
+        }
+    };
+
+    if !schedule_ok || !connect_ok {
+        return None;
+    }
+    Some(Integration {
+        name: name?,
+        api_hostname: api_hostname?,
+        ikey: ikey?,
+        skey: skey?,
+        logs: logs?,
+        schedule,
+        initial_lookback: initial_lookback?,
+        delay: delay?,
+        signature: signature?,
+        sinks: sinks?,
+        connect_to,
+        ca_file,
+        page_size: page_size?,
+        request_timeout: request_timeout?,
+    })
+}
+
+const HOSTNAME_HINT: &str =
+    "must be only the host name, of the form api-XXXXXXXX.duosecurity.com, as shown in the Duo Admin Panel";
+
+fn validate_api_hostname(report: &mut Report, scope: &str, value: Option<String>) -> Option<String> {
+    let Some(host) = value.map(|h| h.trim().to_string()) else {
+        report.error(scope, "api_hostname", format!("missing; it {HOSTNAME_HINT}"));
+        return None;
+    };
+    if host.contains("://") {
+        report.error(scope, "api_hostname", format!("{host:?} has a scheme; it {HOSTNAME_HINT} (remove \"https://\")"));
+        return None;
+    }
+    if host.contains('/') {
+        report.error(scope, "api_hostname", format!("{host:?} has a path; it {HOSTNAME_HINT}"));
+        return None;
+    }
+    if host.contains(':') {
+        report.error(scope, "api_hostname", format!("{host:?} has a port; it {HOSTNAME_HINT} (Duo is always on port 443)"));
+        return None;
+    }
+    let valid_chars = !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+        });
+    if !valid_chars {
+        report.error(scope, "api_hostname", format!("{host:?} is not a valid host name; it {HOSTNAME_HINT}"));
+        return None;
+    }
+    let lower = host.to_ascii_lowercase();
+    if !(lower.ends_with(".duosecurity.com") || lower.ends_with(".duofederal.com")) {
+        report.warn(scope, "api_hostname", format!("{host:?} is not under duosecurity.com or duofederal.com; check it against the Duo Admin Panel"));
+    }
+    Some(lower)
+}
+
+fn is_loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => IpAddr::V4(*ip).is_loopback(),
+        url::Host::Ipv6(ip) => IpAddr::V6(*ip).is_loopback(),
+    }
+}
+
+fn validate_connect_to(report: &mut Report, scope: &str, text: &str) -> Option<url::Url> {
+    let url = match url::Url::parse(text) {
+        Ok(u) => u,
+        Err(e) => {
+            report.error(scope, "connect_to", format!("{text:?} is not a URL ({e}); write it like \"https://proxy.example.com:8443\""));
+            return None;
+        }
+    };
+    let Some(host) = url.host() else {
+        report.error(scope, "connect_to", format!("{text:?} has no host"));
+        return None;
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback_host(&host) => {}
+        "http" => {
+            report.error(scope, "connect_to", format!("{text:?}: plain http:// is allowed only to loopback addresses (127.0.0.1, ::1, localhost); use https://"));
+            return None;
+        }
+        other => {
+            report.error(scope, "connect_to", format!("{text:?}: scheme {other:?} is not supported; use https:// (or http:// to a loopback address)"));
+            return None;
+        }
+    }
+    if url.path() != "/" || url.query().is_some() {
+        report.error(scope, "connect_to", format!("{text:?} must be a base URL without a path or query"));
+        return None;
+    }
+    Some(url)
+}
+
+fn resolve_skey(
+    report: &mut Report,
+    env: &Env,
+    scope: &str,
+    literal: Option<String>,
+    file: Option<String>,
+    env_name: Option<String>,
+) -> Option<Secret> {
+    let given = [literal.is_some(), file.is_some(), env_name.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if given != 1 {
+        let what = if given == 0 { "missing" } else { "given more than once" };
+        report.problems.push(format!(
+            "{scope}: field `skey`: secret key {what}; set exactly one of `skey`, `skey_file` (recommended) or `skey_env`"
+        ));
+        return None;
+    }
+    let (field, value) = if let Some(v) = literal {
+        report.literal_secret = true;
+        ("skey", v)
+    } else if let Some(path) = file {
+        let path = PathBuf::from(path);
+        match std::fs::read_to_string(&path) {
+            Ok(v) => {
+                if let Some(w) = others_can_read(&path) {
+                    report.warn(scope, "skey_file", format!("{} {w}; run chmod 600 on it", path.display()));
+                }
+                ("skey_file", v)
+            }
+            Err(e) => {
+                report.error(scope, "skey_file", format!("cannot read {}: {e}", path.display()));
+                return None;
+            }
+        }
+    } else {
+        let name = env_name.unwrap_or_default();
+        match env.var(&name) {
+            Some(v) => ("skey_env", v),
+            None => {
+                report.error(scope, "skey_env", format!("environment variable {name:?} is not set"));
+                return None;
+            }
+        }
+    };
+    let value = value.trim();
+    if value.is_empty() {
+        report.error(scope, field, "the secret key is empty; paste the Admin API application's secret key");
+        return None;
+    }
+    Some(Secret::new(value))
+}
+
+/// Describes why a file is readable by users other than its owner, if it is.
+fn others_can_read(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    if mode & 0o004 != 0 {
+        Some("is readable by every user")
+    } else if mode & 0o040 != 0 {
+        Some("is readable by its group")
+    } else {
+        None
+    }
+}
+
+/// A config that holds a literal `skey` must not be readable by others.
+pub fn config_file_permission_warning(path: &Path, config: &Config) -> Option<String> {
+    if !config.literal_secret {
+        return None;
+    }
+    others_can_read(path).map(|why| {
+        format!(
+            "{}: {why} and holds a literal `skey`; run chmod 600 on it or move the secret to `skey_file`",
+            path.display()
+        )
+    })
+}

@@ -1,0 +1,279 @@
+//! The signed HTTP client for the Duo Admin and Accounts APIs, with Duo's retry rules:
+//! 429 is retried on the 1, 2, 4 … 32 s schedule (plus jitter) that Duo's own clients use;
+//! 5xx, timeouts, connection errors and malformed bodies a few times; everything else not at all.
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use super::error::{self, DuoError};
+use super::sign::{self, SigVersion, SignInput};
+use crate::config::Integration;
+use crate::logs::page::PageError;
+use crate::secret::Secret;
+
+pub const USER_AGENT: &str = concat!("duo-collector/", env!("CARGO_PKG_VERSION"));
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How failed requests are retried.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// First wait after a 429; doubled after each further 429.
+    pub rate_limit_initial: Duration,
+    /// Give up on 429 once the next wait would exceed this (Duo's clients: 32 s).
+    pub rate_limit_max: Duration,
+    /// Attempts in all for transient failures (5xx, timeouts, connection errors).
+    pub transient_attempts: u32,
+    pub transient_initial: Duration,
+    /// Upper bound of the random extra added to each wait.
+    pub jitter: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            rate_limit_initial: Duration::from_secs(1),
+            rate_limit_max: Duration::from_secs(32),
+            transient_attempts: 4,
+            transient_initial: Duration::from_secs(1),
+            jitter: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A client bound to one set of keys.
+#[derive(Debug, Clone)]
+pub struct DuoClient {
+    http: reqwest::Client,
+    connect_to: Option<url::Url>,
+    ikey: String,
+    skey: Secret,
+    signature: SigVersion,
+    timeout: Duration,
+    retry: RetryPolicy,
+}
+
+/// A request before signing.
+struct Call<'a> {
+    method: reqwest::Method,
+    host: &'a str,
+    path: &'a str,
+    params: &'a [(String, String)],
+}
+
+impl DuoClient {
+    pub fn for_integration(integration: &Integration, retry: RetryPolicy) -> Result<Self, DuoError> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(90));
+        if let Some(path) = &integration.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| DuoError::Transport(format!("cannot read ca_file {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| DuoError::Transport(format!("ca_file {} holds no usable PEM certificate: {e}", path.display())))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| DuoError::Transport(format!("cannot build the HTTP client: {}", error_chain(&e))))?;
+        Ok(DuoClient {
+            http,
+            connect_to: integration.connect_to.clone(),
+            ikey: integration.ikey.clone(),
+            skey: integration.skey.clone(),
+            signature: integration.signature,
+            timeout: integration.request_timeout,
+            retry,
+        })
+    }
+
+    /// A signed GET, retried per the policy; `parse` turns the body into the result, and a
+    /// parse failure counts as a transient error (a truncated or garbled response).
+    pub async fn get<T>(
+        &self,
+        host: &str,
+        path: &str,
+        params: &[(String, String)],
+        cancel: &CancellationToken,
+        parse: impl Fn(&[u8]) -> Result<T, PageError>,
+    ) -> Result<T, DuoError> {
+        let call = Call {
+            method: reqwest::Method::GET,
+            host,
+            path,
+            params,
+        };
+        self.with_retries(&call, cancel, parse).await
+    }
+
+    /// A signed POST with the parameters as a form body (v2) or JSON body (v5).
+    pub async fn post<T>(
+        &self,
+        host: &str,
+        path: &str,
+        params: &[(String, String)],
+        cancel: &CancellationToken,
+        parse: impl Fn(&[u8]) -> Result<T, PageError>,
+    ) -> Result<T, DuoError> {
+        let call = Call {
+            method: reqwest::Method::POST,
+            host,
+            path,
+            params,
+        };
+        self.with_retries(&call, cancel, parse).await
+    }
+
+    async fn with_retries<T>(
+        &self,
+        call: &Call<'_>,
+        cancel: &CancellationToken,
+        parse: impl Fn(&[u8]) -> Result<T, PageError>,
+    ) -> Result<T, DuoError> {
+        let started = Instant::now();
+        let mut rate_limit_wait = self.retry.rate_limit_initial;
+        let mut attempts = 0u32;
+        let mut transient_failures = 0u32;
+        loop {
+            attempts += 1;
+            let outcome = tokio::select! {
+                _ = cancel.cancelled() => return Err(DuoError::Cancelled),
+                r = self.send_once(call) => r,
+            };
+            let err = match outcome.and_then(|body| parse(&body).map_err(|e| DuoError::Malformed(e.0))) {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            let wait = if is_rate_limited(&err) {
+                if rate_limit_wait > self.retry.rate_limit_max {
+                    return Err(DuoError::RateLimited {
+                        attempts,
+                        waited: started.elapsed(),
+                    });
+                }
+                let w = rate_limit_wait;
+                rate_limit_wait *= 2;
+                w
+            } else if err.is_transient() {
+                transient_failures += 1;
+                if transient_failures >= self.retry.transient_attempts {
+                    return Err(err);
+                }
+                self.retry.transient_initial * 2u32.saturating_pow(transient_failures - 1)
+            } else {
+                return Err(err);
+            };
+            let wait = wait + self.jitter();
+            tracing::warn!(host = call.host, path = call.path, attempt = attempts, wait_ms = wait.as_millis() as u64, error = %err, "Duo request failed; retrying");
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(DuoError::Cancelled),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn jitter(&self) -> Duration {
+        let max = self.retry.jitter.as_millis() as u64;
+        if max == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(rand::rng().random_range(0..=max))
+    }
+
+    fn url_for(&self, host: &str, path: &str) -> Result<url::Url, DuoError> {
+        let base = match &self.connect_to {
+            Some(u) => u.clone(),
+            None => url::Url::parse(&format!("https://{host}"))
+                .map_err(|e| DuoError::Transport(format!("invalid API host {host:?}: {e}")))?,
+        };
+        base.join(path)
+            .map_err(|e| DuoError::Transport(format!("invalid path {path:?}: {e}")))
+    }
+
+    async fn send_once(&self, call: &Call<'_>) -> Result<Vec<u8>, DuoError> {
+        let mut url = self.url_for(call.host, call.path)?;
+        let date = sign::rfc2822_date(chrono::Utc::now());
+        let is_get = call.method == reqwest::Method::GET;
+        let json_body = self.signature == SigVersion::V5 && !is_get;
+        let body: Vec<u8> = if json_body {
+            let map: serde_json::Map<String, serde_json::Value> = call
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            // serde_json::Map is sorted, matching `json.dumps(sort_keys=True)`.
+            serde_json::to_vec(&map).unwrap_or_else(|_| b"{}".to_vec())
+        } else if is_get {
+            Vec::new()
+        } else {
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(call.params)
+                .finish()
+                .into_bytes()
+        };
+        if is_get && !call.params.is_empty() {
+            url.query_pairs_mut().extend_pairs(call.params);
+        }
+        let signed_params: &[(String, String)] = if json_body { &[] } else { call.params };
+        let input = SignInput {
+            date: &date,
+            method: call.method.as_str(),
+            host: call.host,
+            path: call.path,
+            params: signed_params,
+            body: &body,
+            x_duo_headers: &[],
+        };
+        let signature = sign::signature_hex(self.signature, self.skey.expose().as_bytes(), &input);
+        let mut request = self
+            .http
+            .request(call.method.clone(), url)
+            .timeout(self.timeout)
+            .header("Date", &date)
+            .header("Authorization", sign::authorization_header(&self.ikey, &signature));
+        if !is_get {
+            let content_type = if json_body { "application/json" } else { "application/x-www-form-urlencoded" };
+            request = request.header("Content-Type", content_type).body(body);
+        }
+        let started = Instant::now();
+        let response = request.send().await.map_err(|e| self.transport_error(e))?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(|e| self.transport_error(e))?;
+        tracing::debug!(host = call.host, path = call.path, status, bytes = bytes.len(), elapsed_ms = started.elapsed().as_millis() as u64, "Duo API call");
+        if status == 200 {
+            Ok(bytes.to_vec())
+        } else {
+            Err(error::from_response(status, &bytes))
+        }
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> DuoError {
+        if e.is_timeout() {
+            DuoError::Timeout(self.timeout)
+        } else if e.is_decode() || e.is_body() {
+            DuoError::Malformed(error_chain(&e))
+        } else {
+            DuoError::Transport(error_chain(&e))
+        }
+    }
+}
+
+fn is_rate_limited(e: &DuoError) -> bool {
+    matches!(e, DuoError::Api { status: 429, .. }) || e.code() == Some(42901)
+}
+
+/// An error with its causes, `a: b: c`, since reqwest's own Display hides the cause.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

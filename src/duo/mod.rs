@@ -1,0 +1,8 @@
+//! Talking to Duo: request signing (pure) and the HTTP client with Duo's retry rules.
+
+pub mod client;
+pub mod error;
+pub mod sign;
+
+pub use client::{DuoClient, RetryPolicy};
+pub use error::DuoError;

@@ -1,0 +1,34 @@
+//! duo-collector: collects Cisco Duo Admin API logs and delivers them, acknowledged, to sinks.
+//!
+//! See ARCHITECTURE.md for the bird's-eye view and the invariants.
+
+#![forbid(unsafe_code)]
+
+/// Per-integration collection: pager, ack-before-checkpoint.
+pub mod collector;
+/// TOML configuration and its validation.
+pub mod config;
+/// The long-running service: scheduling, signals, shutdown.
+pub mod daemon;
+/// `duo-collector demo`: simulator plus collector in one process.
+// pub mod demo;
+/// Duo API signing and HTTP client.
+pub mod duo;
+/// Events, batches and stream ids.
+pub mod event;
+/// Duo log kinds and page parsing.
+pub mod logs;
+/// Output formats (pure).
+pub mod normalize;
+/// Cron schedules.
+pub mod schedule;
+/// Secrets that never print.
+pub mod secret;
+/// The embedded Duo API simulator.
+// pub mod simulator;
+/// Sinks and acknowledged delivery.
+pub mod sink;
+/// SQLite checkpoints and run history.
+pub mod state;
+/// `status` rendering.
+pub mod status;

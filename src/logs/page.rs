@@ -1,0 +1,215 @@
+//! Parsing of log pages. Records stay as raw JSON text; only the few fields the pager needs
+//! (id and time) are deserialized, borrowed, so a page costs little more than a scan.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use super::LogKind;
+use crate::event::Event;
+
+/// One parsed page of a v2 log.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub events: Vec<Event>,
+    /// The cursor for the next page, comma-joined (`"ms,id"`), or `None` when Duo says done.
+    pub next_offset: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("malformed Duo response: {0}")]
+pub struct PageError(pub String);
+
+fn malformed(what: impl Into<String>) -> PageError {
+    PageError(what.into())
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    stat: Cow<'a, str>,
+    #[serde(borrow)]
+    response: Option<&'a RawValue>,
+}
+
+/// Returns the `response` member of a `{"stat":"OK",…}` envelope.
+pub fn response_of(body: &[u8]) -> Result<&RawValue, PageError> {
+    let env: Envelope<'_> = serde_json::from_slice(body)
+        .map_err(|e| malformed(format!("not a Duo JSON envelope ({e})")))?;
+    if env.stat != "OK" {
+        return Err(malformed(format!("stat is {:?}, not \"OK\"", env.stat)));
+    }
+    env.response.ok_or_else(|| malformed("no `response` member"))
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Offset<'a> {
+    Parts(Vec<Cow<'a, str>>),
+    Joined(Cow<'a, str>),
+    Number(i64),
+}
+
+impl Offset<'_> {
+    fn joined(&self) -> Option<String> {
+        let s = match self {
+            Offset::Parts(parts) => parts.join(","),
+            Offset::Joined(s) => s.to_string(),
+            Offset::Number(n) => n.to_string(),
+        };
+        (!s.is_empty()).then_some(s)
+    }
+}
+
+#[derive(Deserialize)]
+struct Metadata<'a> {
+    #[serde(borrow, default)]
+    next_offset: Option<Offset<'a>>,
+}
+
+#[derive(Deserialize)]
+struct V2Response<'a> {
+    #[serde(borrow, alias = "authlogs")]
+    items: Vec<&'a RawValue>,
+    #[serde(borrow)]
+    metadata: Option<Metadata<'a>>,
+}
+
+/// The fields of a record the pager needs; the union over all v2 kinds.
+#[derive(Deserialize)]
+struct RecordKey<'a> {
+    #[serde(borrow, default)]
+    txid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    telephony_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    activity_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    isotimestamp: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    ts: Option<Cow<'a, str>>,
+    #[serde(default)]
+    timestamp: Option<f64>,
+}
+
+/// Parses a v2 page (authentication, telephony, activity).
+pub fn parse_v2(kind: LogKind, body: &[u8]) -> Result<Page, PageError> {
+    let response = response_of(body)?;
+    let parsed: V2Response<'_> = serde_json::from_str(response.get())
+        .map_err(|e| malformed(format!("unexpected {kind} page shape ({e})")))?;
+    let mut events = Vec::with_capacity(parsed.items.len());
+    for raw in parsed.items {
+        events.push(v2_event(kind, raw)?);
+    }
+    let next_offset = parsed
+        .metadata
+        .and_then(|m| m.next_offset)
+        .and_then(|o| o.joined());
+    Ok(Page { events, next_offset })
+}
+
+fn v2_event(kind: LogKind, raw: &RawValue) -> Result<Event, PageError> {
+    let text = raw.get();
+    if !text.starts_with('{') {
+        return Err(malformed(format!("a {kind} record is not a JSON object")));
+    }
+    let key: RecordKey<'_> = serde_json::from_str(text)
+        .map_err(|e| malformed(format!("a {kind} record has unexpected field types ({e})")))?;
+    let id = match kind {
+        LogKind::Authentication => key.txid,
+        LogKind::Telephony => key.telephony_id,
+        LogKind::Activity => key.activity_id,
+        _ => None,
+    };
+    let iso = key.isotimestamp.or(key.ts);
+    let ts_ms = match (iso.as_deref().and_then(parse_iso_ms), key.timestamp) {
+        (Some(ms), _) => ms,
+        (None, Some(seconds)) => (seconds * 1000.0) as i64,
+        (None, None) => return Err(malformed(format!("a {kind} record has no usable timestamp"))),
+    };
+    let event_id = match id {
+        Some(id) if !id.is_empty() => id.into_owned(),
+        _ => fingerprint(text),
+    };
+    Ok(Event {
+        raw: text.to_string(),
+        event_id,
+        ts_ms,
+    })
+}
+
+/// Epoch milliseconds of an RFC 3339 time such as `2020-08-17T13:43:58.335969+00:00`.
+pub fn parse_iso_ms(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// A stable content id: SHA-256 of the record's canonical JSON (keys sorted, no whitespace).
+pub fn fingerprint(record_json: &str) -> String {
+    let canonical = match serde_json::from_str::<serde_json::Value>(record_json) {
+        // serde_json's map is a BTreeMap (no `preserve_order`), so keys serialize sorted.
+        Ok(v) => serde_json::to_string(&v).unwrap_or_else(|_| record_json.to_string()),
+        Err(_) => record_json.to_string(),
+    };
+    hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_an_auth_page_with_array_cursor() {
+        let body = br#"{"stat":"OK","response":{"authlogs":[
+            {"txid":"a","isotimestamp":"2020-08-17T13:43:58.335969+00:00","timestamp":1597671838,"user":{"name":"\u00e9"}},
+            {"txid":"b\"q","timestamp":1597671839}
+        ],"metadata":{"next_offset":["1597671839000","b"],"total_objects":5}}}"#;
+        let page = parse_v2(LogKind::Authentication, body).unwrap();
+        assert_eq!(page.events.len(), 2);
+        assert_eq!(page.events[0].event_id, "a");
+        assert_eq!(page.events[0].ts_ms, 1_597_671_838_335);
+        assert!(page.events[0].raw.contains(r#""name":"\u00e9""#));
+        assert_eq!(page.events[1].event_id, "b\"q");
+        assert_eq!(page.events[1].ts_ms, 1_597_671_839_000);
+        assert_eq!(page.next_offset.as_deref(), Some("1597671839000,b"));
+    }
+
+    #[test]
+    fn parses_string_cursor_and_null() {
+        let body = br#"{"stat":"OK","response":{"items":[{"telephony_id":"t1","ts":"2023-03-21T22:34:49.466370+00:00"}],"metadata":{"next_offset":"1679438089466,t1"}}}"#;
+        let page = parse_v2(LogKind::Telephony, body).unwrap();
+        assert_eq!(page.events[0].event_id, "t1");
+        assert_eq!(page.next_offset.as_deref(), Some("1679438089466,t1"));
+        let empty = br#"{"response":{"authlogs":[],"metadata":{"next_offset":null,"total_objects":0}},"stat":"OK"}"#;
+        let page = parse_v2(LogKind::Authentication, empty).unwrap();
+        assert!(page.events.is_empty());
+        assert_eq!(page.next_offset, None);
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_not_a_panic() {
+        for body in [
+            &b""[..],
+            b"<html>502 Bad Gateway</html>",
+            b"{\"stat\":\"OK\",\"response\":{\"authlogs\":[{\"txid\":\"a\",\"timest",
+            b"{\"stat\":\"FAIL\",\"code\":40103,\"message\":\"x\"}",
+            b"{\"stat\":\"OK\",\"response\":{\"authlogs\":[1,2]}}",
+            b"{\"stat\":\"OK\",\"response\":{\"authlogs\":[{\"txid\":\"a\"}]}}",
+            b"{\"stat\":\"OK\",\"response\":{\"authlogs\":[{\"txid\":5,\"timestamp\":1}]}}",
+            b"{\"stat\":\"OK\",\"response\":[]}",
+        ] {
+            assert!(parse_v2(LogKind::Authentication, body).is_err(), "{:?}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn fingerprint_ignores_key_order_and_whitespace() {
+        let a = fingerprint(r#"{"b":1,"a":{"y":2,"x":"é"}}"#);
+        let b = fingerprint(r#"{ "a": {"x":"\u00e9", "y":2}, "b":1 }"#);
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, fingerprint(r#"{"b":2,"a":{"y":2,"x":"é"}}"#));
+    }
+}

@@ -1,0 +1,391 @@
+//! Deterministic event generation and the paging engine over compact events.
+
+use super::{ExpectedEvent, KindCounts, SimConfig};
+
+/// The log kinds the simulator serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Authentication,
+    Administrator,
+    Telephony,
+    Activity,
+    TrustMonitor,
+    OfflineEnrollment,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Authentication,
+        Kind::Administrator,
+        Kind::Telephony,
+        Kind::Activity,
+        Kind::TrustMonitor,
+        Kind::OfflineEnrollment,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Authentication => "authentication",
+            Kind::Administrator => "administrator",
+            Kind::Telephony => "telephony",
+            Kind::Activity => "activity",
+            Kind::TrustMonitor => "trust_monitor",
+            Kind::OfflineEnrollment => "offline_enrollment",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// v1 kinds have one-second resolution.
+    pub fn is_v1(self) -> bool {
+        matches!(self, Kind::Administrator | Kind::OfflineEnrollment)
+    }
+
+    /// Timestamp unit in ms: 1000 for v1 kinds, 1 otherwise.
+    pub fn unit_ms(self) -> i64 {
+        if self.is_v1() {
+            1000
+        } else {
+            1
+        }
+    }
+}
+
+/// SplitMix64: tiny, fast, and stable across crate versions (unlike `StdRng`).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (0 when n == 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi.saturating_sub(lo) + 1)
+    }
+
+    /// True with probability `pct`/100.
+    pub fn pct(&mut self, pct: u64) -> bool {
+        self.below(100) < pct
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// Hash-combine two words.
+pub fn mix(a: u64, b: u64) -> u64 {
+    Rng::new(a ^ b.rotate_left(32).wrapping_mul(0xD6E8_FEB8_6659_FD93)).next_u64()
+}
+
+/// One event, compact: 32 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ev {
+    /// Event time in µs (whole seconds for v1 kinds).
+    pub ts_us: i64,
+    /// UUID-v4-shaped 128-bit id; ties on the timestamp are ordered by it.
+    pub id: u128,
+    /// Visible from `ms() + delay_ms`.
+    pub delay_ms: u32,
+}
+
+impl Ev {
+    pub fn ms(&self) -> i64 {
+        self.ts_us.div_euclid(1000)
+    }
+
+    pub fn visible_at(&self) -> i64 {
+        self.ms() + i64::from(self.delay_ms)
+    }
+
+    pub fn key(&self) -> (i64, u128) {
+        (self.ms(), self.id)
+    }
+}
+
+/// A page request over one kind (times in ms, inclusive).
+#[derive(Debug, Clone)]
+pub struct PageReq {
+    pub mintime: i64,
+    pub maxtime: i64,
+    pub limit: usize,
+    pub desc: bool,
+    /// Strictly after this `(ms, id)` in the sort direction.
+    pub cursor: Option<(i64, u128)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Indices into `KindData::events`, in response order.
+    pub idx: Vec<usize>,
+    /// More matching visible events follow.
+    pub more: bool,
+    pub boundary_split: bool,
+}
+
+/// The sorted events of one kind.
+pub struct KindData {
+    pub kind: Kind,
+    pub events: Vec<Ev>,
+    pub max_delay_ms: i64,
+}
+
+impl KindData {
+    fn lower(&self, ms: i64) -> usize {
+        self.events.partition_point(|e| e.ms() < ms)
+    }
+
+    fn upper(&self, ms: i64) -> usize {
+        self.events.partition_point(|e| e.ms() <= ms)
+    }
+
+    /// Page through visible events with `mintime <= ms <= maxtime`, honouring the cursor.
+    pub fn page(&self, req: &PageReq, now_ms: i64, filter: &dyn Fn(&Ev) -> bool) -> Page {
+        let lo = self.lower(req.mintime);
+        // Nothing later than `now` can be visible: bounds the scan over invisible events.
+        let hi = self.upper(req.maxtime.min(now_ms)).max(lo);
+        let ev = &self.events;
+        let ok = |e: &Ev| e.visible_at() <= now_ms && filter(e);
+        let mut out = Vec::with_capacity(req.limit.min(hi - lo));
+        let mut next = None;
+        if !req.desc {
+            let mut i = match req.cursor {
+                Some(c) => ev.partition_point(|e| e.key() <= c).max(lo),
+                None => lo,
+            };
+            while i < hi {
+                if ok(&ev[i]) {
+                    if out.len() == req.limit {
+                        next = Some(i);
+                        break;
+                    }
+                    out.push(i);
+                }
+                i += 1;
+            }
+        } else {
+            let mut i = match req.cursor {
+                Some(c) => ev.partition_point(|e| e.key() < c).min(hi),
+                None => hi,
+            };
+            while i > lo {
+                i -= 1;
+                if ok(&ev[i]) {
+                    if out.len() == req.limit {
+                        next = Some(i);
+                        break;
+                    }
+                    out.push(i);
+                }
+            }
+        }
+        let unit = self.kind.unit_ms();
+        let boundary_split = match (out.last(), next) {
+            (Some(&last), Some(n)) => {
+                ev[last].ms().div_euclid(unit) == ev[n].ms().div_euclid(unit)
+            }
+            _ => false,
+        };
+        Page {
+            idx: out,
+            more: next.is_some(),
+            boundary_split,
+        }
+    }
+
+    /// Number of visible events with `mintime <= ms <= maxtime`.
+    pub fn count_visible(&self, mintime: i64, maxtime: i64, now_ms: i64) -> usize {
+        let lo = self.lower(mintime);
+        let hi = self.upper(maxtime.min(now_ms)).max(lo);
+        let sure = self
+            .upper(now_ms.saturating_sub(self.max_delay_ms))
+            .clamp(lo, hi);
+        (sure - lo)
+            + self.events[sure..hi]
+                .iter()
+                .filter(|e| e.visible_at() <= now_ms)
+                .count()
+    }
+}
+
+/// Everything one account serves.
+pub struct Dataset {
+    pub seed: u64,
+    /// The account's own id (`akey` in activity records).
+    pub akey: String,
+    /// `admin-XXXX.duosecurity.com`, for Trust Monitor triage URIs.
+    pub admin_host: String,
+    pub kinds: Vec<KindData>,
+}
+
+impl Dataset {
+    pub fn generate(
+        cfg: &SimConfig,
+        seed: u64,
+        counts: &KindCounts,
+        account_id: Option<&str>,
+        api_hostname: &str,
+    ) -> Dataset {
+        let kinds = Kind::ALL
+            .iter()
+            .map(|&k| KindData {
+                kind: k,
+                events: generate_events(
+                    seed,
+                    k,
+                    counts.get(k),
+                    cfg.start_ms,
+                    cfg.end_ms,
+                    cfg.max_visibility_delay_ms,
+                    cfg.admin_second_over_1000 && k == Kind::Administrator,
+                ),
+                max_delay_ms: cfg.max_visibility_delay_ms.max(0),
+            })
+            .collect();
+        let host = api_hostname.to_ascii_lowercase();
+        let admin_host = match host.strip_prefix("api-") {
+            Some(rest) => format!("admin-{rest}"),
+            None => format!("admin.{host}"),
+        };
+        Dataset {
+            seed,
+            akey: account_id
+                .map(str::to_string)
+                .unwrap_or_else(|| super::records::duo_key("DA", mix(seed, 0xACC7))),
+            admin_host,
+            kinds,
+        }
+    }
+
+    pub fn for_child(cfg: &SimConfig, child: &super::ChildAccount) -> Dataset {
+        Dataset::generate(
+            cfg,
+            child.seed,
+            &child.counts,
+            Some(&child.account_id),
+            &child.api_hostname,
+        )
+    }
+
+    pub fn kind(&self, kind: Kind) -> &KindData {
+        &self.kinds[kind.index()]
+    }
+
+    /// See `SimHandle::expected_events`.
+    pub fn expected(&self, kind: Kind, visible_at_ms: i64, up_to_ts_ms: i64) -> Vec<ExpectedEvent> {
+        let kd = self.kind(kind);
+        let hi = kd.upper(up_to_ts_ms);
+        kd.events[..hi]
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.visible_at() <= visible_at_ms)
+            .map(|(i, e)| ExpectedEvent {
+                ts_ms: e.ms(),
+                id: super::records::natural_id(kind, e),
+                record: super::records::render(self, kind, i),
+            })
+            .collect()
+    }
+}
+
+/// Set `ts[s..s+g]` to one timestamp unit (that of `ts[s]`), keeping the slice sorted by unit.
+fn make_group(ts: &mut [i64], s: usize, g: usize, unit_us: i64, rng: &mut Rng) {
+    let Some(&first) = ts.get(s) else { return };
+    let end = (s + g).min(ts.len());
+    let base = first - first.rem_euclid(unit_us);
+    for t in &mut ts[s..end] {
+        *t = if unit_us == 1000 {
+            base + rng.below(1000) as i64
+        } else {
+            base
+        };
+    }
+}
+
+fn uuid_v4(hi: u64, lo: u64) -> u128 {
+    let v = (u128::from(hi) << 64) | u128::from(lo);
+    (v & !(0xF_u128 << 76) & !(0b11_u128 << 62)) | (0x4_u128 << 76) | (0b10_u128 << 62)
+}
+
+/// Generate `count` events over `[start_ms, end_ms)`, sorted by `(ms, id)`.
+///
+/// Equal-unit groups (ms for v2, s for v1) of 2–40 events are placed at random and straddling
+/// every index ≡ 99 (mod 100) (so also ≡ 999 mod 1000): page sizes 100 and 1000 split them.
+pub fn generate_events(
+    seed: u64,
+    kind: Kind,
+    count: usize,
+    start_ms: i64,
+    end_ms: i64,
+    max_delay_ms: i64,
+    second_over_1000: bool,
+) -> Vec<Ev> {
+    let mut rng = Rng::new(mix(seed, 0x5EED_0000 + kind.index() as u64));
+    let unit_us = kind.unit_ms() * 1000;
+    let span_us = (end_ms.saturating_sub(start_ms).max(1) as u64).saturating_mul(1000);
+    let start_us = start_ms.saturating_mul(1000);
+    let mut ts: Vec<i64> = (0..count)
+        .map(|_| start_us + rng.below(span_us) as i64)
+        .collect();
+    ts.sort_unstable();
+    if unit_us > 1000 {
+        for t in ts.iter_mut() {
+            *t -= t.rem_euclid(unit_us);
+        }
+    }
+    // Random groups first, so that the boundary groups below stay intact.
+    let mut i = 0;
+    while i < count {
+        if rng.below(60) == 0 {
+            let g = rng.range(2, 40) as usize;
+            make_group(&mut ts, i, g, unit_us, &mut rng);
+            i += g;
+        } else {
+            i += 1;
+        }
+    }
+    if second_over_1000 && count > 1000 {
+        let g = (1100 + rng.below(200) as usize).min(count);
+        let s = (count - g) / 2;
+        make_group(&mut ts, s, g, unit_us, &mut rng);
+    }
+    let mut b = 99;
+    while b + 1 < count {
+        let g = rng.range(2, 40) as usize;
+        let s = b - rng.below(g as u64 - 1) as usize;
+        make_group(&mut ts, s, g, unit_us, &mut rng);
+        b += 100;
+    }
+    let max_delay = max_delay_ms.clamp(0, i64::from(u32::MAX)) as u64;
+    let mut evs: Vec<Ev> = ts
+        .into_iter()
+        .map(|ts_us| Ev {
+            ts_us,
+            id: uuid_v4(rng.next_u64(), rng.next_u64()),
+            delay_ms: rng.below(max_delay + 1) as u32,
+        })
+        .collect();
+    evs.sort_unstable_by_key(Ev::key);
+    evs
+}

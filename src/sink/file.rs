@@ -1,0 +1,126 @@
+//! The file sink: JSON Lines appended to a file, acknowledged once written and fsynced.
+//!
+//! Two things a long-running daemon meets: a crash can leave a torn last line (repaired at
+//! open; that event was never acknowledged, so it is delivered again), and log rotation can
+//! move the file away (detected by inode, and the file is reopened at its path).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug)]
+pub struct FileSink {
+    path: PathBuf,
+    file: Arc<Mutex<File>>,
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)?;
+    repair_torn_tail(&mut file)?;
+    Ok(file)
+}
+
+/// Cuts a partial last line left by a crash mid-write.
+fn repair_torn_tail(file: &mut File) -> std::io::Result<()> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(());
+    }
+    // Scan backwards in chunks for the last newline.
+    let mut end = len;
+    let mut cut = 0;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk[..n])?;
+        if let Some(pos) = chunk[..n].iter().rposition(|b| *b == b'\n') {
+            cut = start + pos as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    tracing::warn!(bytes = len - cut, "file sink: removing a torn last line left by an interrupted write; its event is delivered again");
+    file.set_len(cut)?;
+    file.sync_all()
+}
+
+impl FileSink {
+    pub fn open(path: &Path) -> std::io::Result<FileSink> {
+        Ok(FileSink {
+            path: path.to_path_buf(),
+            file: Arc::new(Mutex::new(open_append(path)?)),
+        })
+    }
+
+    /// Appends `bytes` and fsyncs; reopens first if the file was rotated away.
+    pub async fn write_durably(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        let file = self.file.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = file.lock().unwrap_or_else(|p| p.into_inner());
+            let rotated = match std::fs::metadata(&path) {
+                Ok(on_disk) => {
+                    let ours = guard.metadata()?;
+                    on_disk.ino() != ours.ino() || on_disk.dev() != ours.dev()
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                Err(e) => return Err(e),
+            };
+            if rotated {
+                tracing::info!(path = %path.display(), "file sink: file was moved or removed; reopening");
+                *guard = open_append(&path)?;
+            }
+            guard.write_all(&bytes)?;
+            guard.sync_data()
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torn_tail_is_cut_back_to_the_last_full_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, b"{\"a\":1}\n{\"b\":2}\n{\"c\":").unwrap();
+        let _sink = FileSink::open(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n{\"b\":2}\n");
+        std::fs::write(&path, b"no newline at all").unwrap();
+        let _sink = FileSink::open(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+    }
+
+    #[tokio::test]
+    async fn appends_and_follows_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/events.jsonl");
+        let mut sink = FileSink::open(&path).unwrap();
+        sink.write_durably(b"1\n".to_vec()).await.unwrap();
+        std::fs::rename(&path, dir.path().join("rotated.jsonl")).unwrap();
+        sink.write_durably(b"2\n".to_vec()).await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"2\n");
+        assert_eq!(std::fs::read(dir.path().join("rotated.jsonl")).unwrap(), b"1\n");
+    }
+}

@@ -1,0 +1,68 @@
+//! Schema and migrations. Each migration runs once, in order, inside a transaction.
+
+use rusqlite::Connection;
+
+use super::StateError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: checkpoints and runs.
+    "CREATE TABLE checkpoints(
+        integration TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        log TEXT NOT NULL,
+        mintime_ms INTEGER NOT NULL,
+        window_max_ms INTEGER,
+        cursor TEXT,
+        seen TEXT NOT NULL DEFAULT '[]',
+        newest_event_ms INTEGER,
+        events_total INTEGER NOT NULL DEFAULT 0,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY(integration, account_id, log)
+     );
+     CREATE TABLE runs(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        integration TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        log TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        ended_ms INTEGER,
+        pages INTEGER NOT NULL,
+        events INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        error TEXT
+     );
+     CREATE INDEX runs_by_stream ON runs(integration, account_id, log, id);",
+];
+
+fn current_version(conn: &Connection) -> Result<i64, StateError> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)")?;
+    Ok(conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| r.get(0))?)
+}
+
+pub fn migrate(conn: &mut Connection) -> Result<(), StateError> {
+    let found = current_version(conn)?;
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(StateError::TooNew { found, known });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute("DELETE FROM schema_version", [])?;
+        tx.execute("INSERT INTO schema_version(version) VALUES (?1)", [i as i64 + 1])?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// For read-only opens: the schema must be one this build understands.
+pub fn check_version(conn: &Connection) -> Result<(), StateError> {
+    let found: i64 = conn
+        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| r.get(0))
+        .unwrap_or(0);
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(StateError::TooNew { found, known });
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! `duo-collector status`: per stream, the newest event, the checkpoint, the lag and the last run.
+
+use serde::Serialize;
+
+use crate::state::{Checkpoint, StreamStatus};
+
+#[derive(Debug, Serialize)]
+pub struct StatusRow {
+    pub integration: String,
+    pub account_id: Option<String>,
+    pub log: String,
+    /// Newest delivered event, RFC 3339.
+    pub newest_event: Option<String>,
+    /// Where the next run resumes, RFC 3339.
+    pub checkpoint: Option<String>,
+    /// Open window end and cursor, when a run stopped inside a window.
+    pub window_end: Option<String>,
+    pub cursor: Option<String>,
+    /// Seconds between the checkpoint position and now.
+    pub lag_seconds: Option<i64>,
+    pub events_total: i64,
+    pub last_run_started: Option<String>,
+    pub last_run_outcome: Option<String>,
+    pub last_run_pages: Option<i64>,
+    pub last_run_events: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// The time up to which a stream has delivered everything: the cursor inside an open window,
+/// else the start of the next window.
+pub fn position_ms(cp: &Checkpoint) -> i64 {
+    cp.cursor
+        .as_deref()
+        .and_then(|c| c.split(',').next())
+        .and_then(|ms| ms.parse::<i64>().ok())
+        .unwrap_or(cp.mintime_ms)
+}
+
+pub fn rows(streams: &[StreamStatus], now_ms: i64) -> Vec<StatusRow> {
+    streams
+        .iter()
+        .map(|s| {
+            let cp = s.checkpoint.as_ref();
+            StatusRow {
+                integration: s.integration.clone(),
+                account_id: s.account_id.clone(),
+                log: s.log.clone(),
+                newest_event: cp.and_then(|c| c.newest_event_ms).map(iso),
+                checkpoint: cp.map(|c| iso(c.mintime_ms)),
+                window_end: cp.and_then(|c| c.window_max_ms).map(iso),
+                cursor: cp.and_then(|c| c.cursor.clone()),
+                lag_seconds: cp.map(|c| ((now_ms - position_ms(c)) / 1000).max(0)),
+                events_total: s.events_total,
+                last_run_started: s.last_run.as_ref().map(|r| iso(r.started_ms)),
+                last_run_outcome: s.last_run.as_ref().map(|r| r.outcome.clone()),
+                last_run_pages: s.last_run.as_ref().map(|r| r.pages),
+                last_run_events: s.last_run.as_ref().map(|r| r.events),
+                last_error: s.last_run.as_ref().and_then(|r| r.error.clone()),
+            }
+        })
+        .collect()
+}
+
+fn human_lag(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// A plain-text table for terminals.
+pub fn render_text(rows: &[StatusRow]) -> String {
+    if rows.is_empty() {
+        return "no collection has run yet (state database is empty)\n".to_string();
+    }
+    let mut out = String::new();
+    for r in rows {
+        let stream = match &r.account_id {
+            Some(a) => format!("{}/{}/{}", r.integration, a, r.log),
+            None => format!("{}/{}", r.integration, r.log),
+        };
+        out.push_str(&format!("{stream}\n"));
+        let dash = || "-".to_string();
+        out.push_str(&format!("  newest event : {}\n", r.newest_event.clone().unwrap_or_else(dash)));
+        out.push_str(&format!(
+            "  checkpoint   : {}{}\n",
+            r.checkpoint.clone().unwrap_or_else(dash),
+            match (&r.window_end, &r.cursor) {
+                (Some(end), Some(c)) => format!(" (window open until {end}, cursor {c})"),
+                (Some(end), None) => format!(" (window open until {end})"),
+                _ => String::new(),
+            }
+        ));
+        out.push_str(&format!(
+            "  lag          : {}\n",
+            r.lag_seconds.map(human_lag).unwrap_or_else(dash)
+        ));
+        out.push_str(&format!("  events total : {}\n", r.events_total));
+        out.push_str(&format!(
+            "  last run     : {}\n",
+            match (&r.last_run_started, &r.last_run_outcome) {
+                (Some(t), Some(o)) => format!(
+                    "{t} {o}, {} pages, {} events",
+                    r.last_run_pages.unwrap_or(0),
+                    r.last_run_events.unwrap_or(0)
+                ),
+                _ => dash(),
+            }
+        ));
+        if let Some(e) = &r.last_error {
+            out.push_str(&format!("  last error   : {e}\n"));
+        }
+    }
+    out
+}
