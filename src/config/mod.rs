@@ -120,3 +120,6 @@ impl Config {
         self.collector.state_dir.join("state.db")
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -78,7 +78,7 @@ pub fn parse_config_str(text: &str, source_name: &str, env: &Env) -> Result<Conf
         problems,
     };
     let table: toml::Table = toml::from_str(text)
-        .map_err(|e| fail(vec![format!("not valid TOML: {}", e.to_string().trim_end())]))?;
+        .map_err(|e| fail(vec![format!("not valid TOML: {}", describe_toml_error(text, &e))]))?;
 
     let mut report = Report::default();
     unknown_keys(&mut report, "top level", &table, raw::TOP_KEYS);
@@ -162,6 +162,41 @@ fn unknown_keys(report: &mut Report, scope: &str, table: &toml::Table, known: &[
     }
 }
 
+/// A TOML syntax error as "line L, column C: message", without the source excerpt that toml
+/// would print: that excerpt could be the line holding a secret key.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = redact_values(e.message());
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// Drops quoted values from serde messages such as `invalid type: string "…", expected u32`,
+/// since a misplaced secret would otherwise be echoed.
+fn redact_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find("string \"") {
+        out.push_str(&rest[..start + "string".len()]);
+        let after = &rest[start + "string \"".len()..];
+        match after.find("\", expected") {
+            Some(end) => rest = &after[end + 1..],
+            None => {
+                rest = "";
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.trim_end().to_string()
+}
+
 fn deserialize_or_report<T: serde::de::DeserializeOwned>(
     report: &mut Report,
     scope: &str,
@@ -172,7 +207,7 @@ fn deserialize_or_report<T: serde::de::DeserializeOwned>(
         Err(e) => {
             report
                 .problems
-                .push(format!("{scope}: {}", e.to_string().trim_end()));
+                .push(format!("{scope}: {}", redact_values(e.message())));
             None
         }
     }
