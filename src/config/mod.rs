@@ -14,7 +14,7 @@ use crate::logs::LogKind;
 use crate::normalize::Format;
 use crate::secret::Secret;
 
-pub use validate::parse_config_str;
+pub use validate::{parse_config_str, Env};
 
 /// Where the config is read from when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/duo-collector/config.toml";

@@ -200,3 +200,17 @@ fn toml_syntax_errors_do_not_echo_the_line() {
     assert!(e.contains("not valid TOML") && e.contains("line 8"), "{e}");
     assert!(!e.contains(SECRET), "{e}");
 }
+
+#[test]
+fn skey_credential_reads_from_the_credentials_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cred = dir.path().join("corp-skey");
+    std::fs::write(&cred, SECRET).unwrap();
+    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let text = valid_integration("").replace("skey_env = \"DUO_SKEY\"", "skey_credential = \"corp-skey\"");
+    let dir_s = dir.path().display().to_string();
+    let c = parse_config_str(&text, "t", &Env::from_pairs(&[("CREDENTIALS_DIRECTORY", &dir_s)])).unwrap();
+    assert_eq!(c.integrations[0].skey.expose(), SECRET);
+    let e = parse_config_str(&text, "t", &Env::from_pairs(&[])).unwrap_err();
+    assert!(e.to_string().contains("`skey_credential`") && e.to_string().contains("LoadCredential"), "{e}");
+}

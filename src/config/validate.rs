@@ -373,7 +373,17 @@ fn validate_integration(
             None
         }
     };
-    let skey = resolve_skey(report, env, scope, raw.skey, raw.skey_file, raw.skey_env);
+    let skey = resolve_skey(
+        report,
+        env,
+        scope,
+        SecretSources {
+            literal: raw.skey,
+            file: raw.skey_file,
+            env_name: raw.skey_env,
+            credential: raw.skey_credential,
+        },
+    );
 
     let logs = match raw.logs {
         None => Some(vec![LogKind::Authentication]),
@@ -570,24 +580,47 @@ fn validate_connect_to(report: &mut Report, scope: &str, text: &str) -> Option<u
     Some(url)
 }
 
-fn resolve_skey(
-    report: &mut Report,
-    env: &Env,
-    scope: &str,
+/// The ways a secret key can be given; exactly one must be.
+struct SecretSources {
     literal: Option<String>,
     file: Option<String>,
     env_name: Option<String>,
-) -> Option<Secret> {
-    let given = [literal.is_some(), file.is_some(), env_name.is_some()]
+    /// A systemd credential name, read from `$CREDENTIALS_DIRECTORY/<name>`.
+    credential: Option<String>,
+}
+
+fn resolve_skey(report: &mut Report, env: &Env, scope: &str, sources: SecretSources) -> Option<Secret> {
+    let SecretSources {
+        literal,
+        mut file,
+        env_name,
+        credential,
+    } = sources;
+    let given = [literal.is_some(), file.is_some(), env_name.is_some(), credential.is_some()]
         .iter()
         .filter(|b| **b)
         .count();
     if given != 1 {
         let what = if given == 0 { "missing" } else { "given more than once" };
         report.problems.push(format!(
-            "{scope}: field `skey`: secret key {what}; set exactly one of `skey`, `skey_file` (recommended) or `skey_env`"
+            "{scope}: field `skey`: secret key {what}; set exactly one of `skey_file` (recommended), `skey_credential` (systemd LoadCredential=), `skey_env` or `skey`"
         ));
         return None;
+    }
+    let mut field_name = "skey_file";
+    if let Some(name) = credential {
+        field_name = "skey_credential";
+        if name.is_empty() || name.contains('/') {
+            report.error(scope, "skey_credential", format!("{name:?} must be a credential name, as in LoadCredential=NAME:PATH"));
+            return None;
+        }
+        match env.var("CREDENTIALS_DIRECTORY") {
+            Some(dir) => file = Some(format!("{dir}/{name}")),
+            None => {
+                report.error(scope, "skey_credential", format!("$CREDENTIALS_DIRECTORY is not set: run under systemd with LoadCredential={name}:/path/to/secret, or use `skey_file`"));
+                return None;
+            }
+        }
     }
     let (field, value) = if let Some(v) = literal {
         report.literal_secret = true;
@@ -597,12 +630,12 @@ fn resolve_skey(
         match std::fs::read_to_string(&path) {
             Ok(v) => {
                 if let Some(w) = others_can_read(&path) {
-                    report.warn(scope, "skey_file", format!("{} {w}; run chmod 600 on it", path.display()));
+                    report.warn(scope, field_name, format!("{} {w}; run chmod 600 on it", path.display()));
                 }
-                ("skey_file", v)
+                (field_name, v)
             }
             Err(e) => {
-                report.error(scope, "skey_file", format!("cannot read {}: {e}", path.display()));
+                report.error(scope, field_name, format!("cannot read {}: {e}", path.display()));
                 return None;
             }
         }

@@ -1,0 +1,148 @@
+//! `duo-collector simulate` and `duo-collector demo`: the embedded Duo API simulator on its own,
+//! or together with a collector that prints events to stdout — the whole pipeline, no Duo
+//! account needed.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::parse_config_str;
+use crate::daemon::{self, Runtime, RuntimeOptions};
+use crate::simulator::{KindCounts, SimConfig, Simulator};
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Seed of the generated data (same seed, same events).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Authentication events in the backlog.
+    #[arg(long, default_value_t = 20_000)]
+    pub auth_events: usize,
+    /// Days of history the backlog spans, ending now.
+    #[arg(long, default_value_t = 2)]
+    pub days: i64,
+    /// Keep generating events for this many minutes after start (events "arrive" live).
+    #[arg(long, default_value_t = 60)]
+    pub live_minutes: i64,
+    /// Host name the signatures are verified against.
+    #[arg(long, default_value = "api-sim00001.duosecurity.com")]
+    pub api_hostname: String,
+    #[arg(long, default_value = "DIS1MULAT0R0ADM1NKEY")]
+    pub ikey: String,
+    /// Secret key the simulator expects (a test value, not a real secret).
+    #[arg(long, default_value = "simulatorsecretkeysimulatorsecretkey0000")]
+    pub skey: String,
+    /// Answer 429 above this many log requests per minute (off by default).
+    #[arg(long)]
+    pub rate_limit_per_minute: Option<u32>,
+    /// Events become visible up to this many ms after their timestamp (Duo: 120000).
+    #[arg(long, default_value_t = 120_000)]
+    pub max_visibility_delay_ms: i64,
+}
+
+impl SimulateArgs {
+    fn sim_config(&self) -> SimConfig {
+        let now = chrono::Utc::now().timestamp_millis();
+        let history_ms = self.days.max(0) * 86_400_000;
+        let live_ms = self.live_minutes.max(0) * 60_000;
+        SimConfig {
+            api_hostname: self.api_hostname.clone(),
+            ikey: self.ikey.clone(),
+            skey: self.skey.clone(),
+            seed: self.seed,
+            start_ms: now - history_ms,
+            end_ms: now + live_ms,
+            counts: KindCounts {
+                authentication: self.auth_events,
+                ..KindCounts::default()
+            },
+            max_visibility_delay_ms: self.max_visibility_delay_ms,
+            rate_limit_per_minute: self.rate_limit_per_minute,
+            ..SimConfig::default()
+        }
+    }
+}
+
+/// Serves the simulator until cancelled.
+pub async fn simulate(args: SimulateArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+    let cfg = args.sim_config();
+    let sim = Simulator::start(args.listen, cfg)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    eprintln!(
+        "Duo API simulator listening on {}\nPoint an integration at it with:\n\n{}",
+        sim.base_url(),
+        integration_snippet(&args, &sim.base_url())
+    );
+    cancel.cancelled().await;
+    sim.shutdown().await;
+    Ok(())
+}
+
+fn integration_snippet(args: &SimulateArgs, base_url: &str) -> String {
+    format!(
+        "[[integration]]\nname = \"sim\"\napi_hostname = \"{}\"\nikey = \"{}\"\nskey = \"{}\"\nconnect_to = \"{base_url}\"\nsinks = [\"out\"]\n\n[[sink]]\nname = \"out\"\ntype = \"stdout\"\n",
+        args.api_hostname, args.ikey, args.skey
+    )
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Authentication events in the simulated backlog.
+    #[arg(long, default_value_t = 2_000)]
+    pub events: usize,
+    /// Drain the backlog once and exit instead of collecting continuously.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// Starts the simulator and a collector writing to stdout.
+pub async fn demo(args: DemoArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+    let sim_args = SimulateArgs {
+        listen: "127.0.0.1:0".parse().context("listen address")?,
+        seed: 1,
+        auth_events: args.events,
+        days: 1,
+        live_minutes: 60,
+        api_hostname: "api-sim00001.duosecurity.com".into(),
+        ikey: "DIS1MULAT0R0ADM1NKEY".into(),
+        skey: "simulatorsecretkeysimulatorsecretkey0000".into(),
+        rate_limit_per_minute: None,
+        max_visibility_delay_ms: 5_000,
+    };
+    let sim = Simulator::start(sim_args.listen, sim_args.sim_config()).await?;
+    let state_dir = tempfile::tempdir().context("cannot create a temporary state directory")?;
+    let text = format!(
+        "[collector]\nstate_dir = {state:?}\n\n[[integration]]\nname = \"demo\"\napi_hostname = \"{host}\"\nikey = \"{ikey}\"\nskey = \"{skey}\"\nconnect_to = \"{url}\"\nschedule = \"*/10 * * * * *\"\ndelay = \"5s\"\nsinks = [\"stdout\"]\n\n[[sink]]\nname = \"stdout\"\ntype = \"stdout\"\nformat = \"raw\"\n",
+        state = state_dir.path().display().to_string(),
+        host = sim_args.api_hostname,
+        ikey = sim_args.ikey,
+        skey = sim_args.skey,
+        url = sim.base_url(),
+    );
+    let config = parse_config_str(&text, "demo config", &crate::config::Env::real())?;
+    eprintln!(
+        "demo: Duo API simulator at {} with {} authentication events over the last day (more arrive live).\n\
+         demo: collecting them to stdout as JSON lines; progress is logged here on stderr.{}",
+        sim.base_url(),
+        args.events,
+        if args.once { "" } else { " Ctrl-C to stop." }
+    );
+    let runtime = Runtime::build(&config, &RuntimeOptions::default())?;
+    if args.once {
+        let reports = daemon::collect_once(&runtime, None, &cancel).await;
+        let events: u64 = reports.iter().map(|r| r.events).sum();
+        eprintln!("demo: delivered {events} events");
+        if let Some(failed) = reports.iter().find_map(|r| r.error.as_ref()) {
+            anyhow::bail!("demo collection failed: {failed}");
+        }
+    } else {
+        daemon::run(runtime, cancel).await?;
+    }
+    sim.shutdown().await;
+    Ok(())
+}
