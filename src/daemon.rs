@@ -44,7 +44,11 @@ impl Runtime {
         let sinks = SinkSet::open(&config.sinks).map_err(|errors| {
             anyhow::anyhow!(
                 "cannot open sinks:\n{}",
-                errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n")
+                errors
+                    .iter()
+                    .map(|e| format!("  - {e}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             )
         })?;
         let mut integrations = Vec::new();
@@ -59,23 +63,36 @@ impl Runtime {
             .with_context(|| format!("integration {:?}", integration.name))?;
             integrations.push(Arc::new(rt));
         }
-        Ok(Runtime { state, integrations })
+        Ok(Runtime {
+            state,
+            integrations,
+        })
     }
 }
 
 /// One full drain of the selected integrations, concurrently; for `collect-now`.
-pub async fn collect_once(runtime: &Runtime, only: Option<&str>, cancel: &CancellationToken) -> Vec<StreamReport> {
+pub async fn collect_once(
+    runtime: &Runtime,
+    only: Option<&str>,
+    cancel: &CancellationToken,
+) -> Vec<StreamReport> {
     let selected = runtime
         .integrations
         .iter()
         .filter(|rt| only.is_none_or(|name| rt.settings.name == name));
     let runs = selected.map(|rt| rt.collect_all(cancel));
-    futures::future::join_all(runs).await.into_iter().flatten().collect()
+    futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Runs until `cancel` fires: every integration on its schedule, plus once at start.
 pub async fn run(runtime: Runtime, cancel: CancellationToken) -> anyhow::Result<()> {
-    let scheduler = JobScheduler::new().await.context("cannot start the scheduler")?;
+    let scheduler = JobScheduler::new()
+        .await
+        .context("cannot start the scheduler")?;
     let mut workers = Vec::new();
     for rt in &runtime.integrations {
         let (tick_tx, mut tick_rx) = mpsc::channel::<()>(1);
@@ -110,8 +127,14 @@ pub async fn run(runtime: Runtime, cancel: CancellationToken) -> anyhow::Result<
             }
         }));
     }
-    scheduler.start().await.context("cannot start the scheduler")?;
-    tracing::info!(integrations = runtime.integrations.len(), "duo-collector running");
+    scheduler
+        .start()
+        .await
+        .context("cannot start the scheduler")?;
+    tracing::info!(
+        integrations = runtime.integrations.len(),
+        "duo-collector running"
+    );
     cancel.cancelled().await;
     tracing::info!("shutting down: finishing the page in flight");
     let mut scheduler = scheduler;

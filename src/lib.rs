@@ -11,7 +11,7 @@ pub mod config;
 /// The long-running service: scheduling, signals, shutdown.
 pub mod daemon;
 /// `duo-collector demo`: simulator plus collector in one process.
-// pub mod demo;
+pub mod demo;
 /// Duo API signing and HTTP client.
 pub mod duo;
 /// Events, batches and stream ids.
@@ -25,7 +25,7 @@ pub mod schedule;
 /// Secrets that never print.
 pub mod secret;
 /// The embedded Duo API simulator.
-// pub mod simulator;
+pub mod simulator;
 /// Sinks and acknowledged delivery.
 pub mod sink;
 /// SQLite checkpoints and run history.

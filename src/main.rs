@@ -10,10 +10,14 @@ use tokio_util::sync::CancellationToken;
 use duo_collector::config::{Config, DEFAULT_CONFIG_PATH};
 use duo_collector::daemon::{self, Runtime, RuntimeOptions};
 use duo_collector::state::{RunOutcome, State};
-use duo_collector::status;
+use duo_collector::{demo, status};
 
 #[derive(Parser)]
-#[command(name = "duo-collector", version, about = "Collects Cisco Duo logs and delivers them to your SIEM or pipeline")]
+#[command(
+    name = "duo-collector",
+    version,
+    about = "Collects Cisco Duo logs and delivers them to your SIEM or pipeline"
+)]
 struct Cli {
     /// Log filter, e.g. "info" or "duo_collector=debug" (RUST_LOG also works).
     #[arg(long, global = true, env = "DUO_COLLECTOR_LOG", default_value = "info")]
@@ -51,6 +55,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the embedded Duo API simulator.
+    Simulate(demo::SimulateArgs),
+    /// Start the simulator and a collector printing events to stdout: no Duo account needed.
+    Demo(demo::DemoArgs),
 }
 
 const EXIT_FAILURE: u8 = 1;
@@ -111,11 +119,20 @@ fn print_reports(reports: &[duo_collector::collector::StreamReport]) -> bool {
         match r.outcome {
             RunOutcome::Failed => {
                 ok = false;
-                eprintln!("FAILED {}: {} pages, {} events delivered before: {}", r.stream, r.pages, r.events, r.error.as_deref().unwrap_or("unknown error"));
+                eprintln!(
+                    "FAILED {}: {} pages, {} events delivered before: {}",
+                    r.stream,
+                    r.pages,
+                    r.events,
+                    r.error.as_deref().unwrap_or("unknown error")
+                );
             }
             RunOutcome::Interrupted => {
                 ok = false;
-                eprintln!("INTERRUPTED {}: {} pages, {} events", r.stream, r.pages, r.events);
+                eprintln!(
+                    "INTERRUPTED {}: {} pages, {} events",
+                    r.stream, r.pages, r.events
+                );
             }
             RunOutcome::Ok => eprintln!("ok {}: {} pages, {} events", r.stream, r.pages, r.events),
         }
@@ -147,20 +164,30 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             daemon::run(runtime, cancel).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::CollectNow { config, integration } => {
+        Command::CollectNow {
+            config,
+            integration,
+        } => {
             let Ok(cfg) = load_config(&config.config) else {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
             if let Some(name) = &integration {
                 if cfg.integration(name).is_none() {
-                    eprintln!("error: --integration {name:?} is not in {}", config.config.display());
+                    eprintln!(
+                        "error: --integration {name:?} is not in {}",
+                        config.config.display()
+                    );
                     return Ok(ExitCode::from(EXIT_CONFIG));
                 }
             }
             let cancel = shutdown_token()?;
             let runtime = Runtime::build(&cfg, &RuntimeOptions::default())?;
             let reports = daemon::collect_once(&runtime, integration.as_deref(), &cancel).await;
-            Ok(if print_reports(&reports) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) })
+            Ok(if print_reports(&reports) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            })
         }
         Command::Status { config, json } => {
             let Ok(cfg) = load_config(&config.config) else {
@@ -168,7 +195,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let path = cfg.state_db_path();
             if !path.exists() {
-                eprintln!("no state database at {} yet: run `duo-collector run` or `collect-now` first", path.display());
+                eprintln!(
+                    "no state database at {} yet: run `duo-collector run` or `collect-now` first",
+                    path.display()
+                );
                 return Ok(ExitCode::from(EXIT_FAILURE));
             }
             let state = State::open_read_only(&path)?;
@@ -180,13 +210,26 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Simulate(args) => {
+            let cancel = shutdown_token()?;
+            demo::simulate(args, cancel).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            let cancel = shutdown_token()?;
+            demo::demo(args, cancel).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

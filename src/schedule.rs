@@ -14,8 +14,15 @@ pub fn validate_cron(expr: &str) -> Result<(), String> {
 }
 
 /// The next time the expression fires after `after`, if it ever does.
-pub fn next_tick(expr: &str, after: chrono::DateTime<chrono::Utc>) -> Option<chrono::DateTime<chrono::Utc>> {
-    parser().parse(expr).ok()?.find_next_occurrence(&after, false).ok()
+pub fn next_tick(
+    expr: &str,
+    after: chrono::DateTime<chrono::Utc>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    parser()
+        .parse(expr)
+        .ok()?
+        .find_next_occurrence(&after, false)
+        .ok()
 }
 
 #[cfg(test)]

@@ -89,7 +89,10 @@ pub fn render_text(rows: &[StatusRow]) -> String {
         };
         out.push_str(&format!("{stream}\n"));
         let dash = || "-".to_string();
-        out.push_str(&format!("  newest event : {}\n", r.newest_event.clone().unwrap_or_else(dash)));
+        out.push_str(&format!(
+            "  newest event : {}\n",
+            r.newest_event.clone().unwrap_or_else(dash)
+        ));
         out.push_str(&format!(
             "  checkpoint   : {}{}\n",
             r.checkpoint.clone().unwrap_or_else(dash),

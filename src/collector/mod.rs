@@ -88,12 +88,20 @@ impl IntegrationRuntime {
                 break;
             }
             let stream = StreamId::new(&self.settings.name, None, *kind);
-            reports.push(self.collect_stream(&stream, &self.settings.api_hostname, cancel).await);
+            reports.push(
+                self.collect_stream(&stream, &self.settings.api_hostname, cancel)
+                    .await,
+            );
         }
         reports
     }
 
-    async fn collect_stream(&self, stream: &StreamId, host: &str, cancel: &CancellationToken) -> StreamReport {
+    async fn collect_stream(
+        &self,
+        stream: &StreamId,
+        host: &str,
+        cancel: &CancellationToken,
+    ) -> StreamReport {
         let mut progress = Progress::default();
         let run_id = match self.state.begin_run(stream, now_ms()) {
             Ok(id) => id,
@@ -116,16 +124,22 @@ impl IntegrationRuntime {
         let (outcome, error) = match result {
             Ok(()) if cancel.is_cancelled() => (RunOutcome::Interrupted, None),
             Ok(()) => (RunOutcome::Ok, None),
-            Err(CollectError::Duo(DuoError::Cancelled)) | Err(CollectError::Sink(SinkError::Cancelled)) => {
-                (RunOutcome::Interrupted, None)
-            }
+            Err(CollectError::Duo(DuoError::Cancelled))
+            | Err(CollectError::Sink(SinkError::Cancelled)) => (RunOutcome::Interrupted, None),
             Err(e) => (RunOutcome::Failed, Some(e.to_string())),
         };
         match &error {
-            None => tracing::info!(integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log, pages = progress.pages, events = progress.events, outcome = ?outcome, "collection finished"),
-            Some(e) => tracing::error!(integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log, pages = progress.pages, events = progress.events, error = %e, "collection failed; the checkpoint stays at the last acknowledged page"),
+            None => {
+                tracing::info!(integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log, pages = progress.pages, events = progress.events, outcome = ?outcome, "collection finished")
+            }
+            Some(e) => {
+                tracing::error!(integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log, pages = progress.pages, events = progress.events, error = %e, "collection failed; the checkpoint stays at the last acknowledged page")
+            }
         }
-        if let Err(e) = self.state.end_run(stream, run_id, outcome, error.as_deref(), now_ms()) {
+        if let Err(e) = self
+            .state
+            .end_run(stream, run_id, outcome, error.as_deref(), now_ms())
+        {
             tracing::error!(stream = %stream, error = %e, "cannot record the run end");
         }
         StreamReport {

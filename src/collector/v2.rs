@@ -4,7 +4,9 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::{now_ms, CollectError, IntegrationRuntime, Progress, RETENTION_MARGIN_MS, RETENTION_MS};
+use super::{
+    now_ms, CollectError, IntegrationRuntime, Progress, RETENTION_MARGIN_MS, RETENTION_MS,
+};
 use crate::event::{Batch, StreamId};
 use crate::logs::page::parse_v2;
 use crate::sink::deliver_all;
@@ -76,11 +78,14 @@ pub(super) async fn drain(
         let kind = stream.log;
         let page = rt
             .client
-            .get(host, kind.path(), &params, cancel, |body| parse_v2(kind, body))
+            .get(host, kind.path(), &params, cancel, |body| {
+                parse_v2(kind, body)
+            })
             .await?;
         let count = page.events.len();
         if count > 0 {
-            let collected_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let collected_at =
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             let batch = Batch {
                 stream,
                 account_name: None,

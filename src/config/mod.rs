@@ -101,7 +101,8 @@ impl Config {
                 DEFAULT_CONFIG_PATH
             )],
         })?;
-        let mut config = parse_config_str(&text, &path.display().to_string(), &validate::Env::real())?;
+        let mut config =
+            parse_config_str(&text, &path.display().to_string(), &validate::Env::real())?;
         config
             .warnings
             .extend(validate::config_file_permission_warning(path, &config));

@@ -38,7 +38,8 @@ fn problems(text: &str) -> Vec<String> {
 fn assert_problem(text: &str, needles: &[&str]) {
     let p = problems(text);
     assert!(
-        p.iter().any(|line| needles.iter().all(|n| line.contains(n))),
+        p.iter()
+            .any(|line| needles.iter().all(|n| line.contains(n))),
         "no problem mentions {needles:?}; got {p:#?}"
     );
 }
@@ -70,10 +71,23 @@ fn state_directory_env_is_the_default_state_dir() {
 
 #[test]
 fn unknown_keys_everywhere() {
-    assert_problem(&valid_integration("lgos = [\"authentication\"]"), &["integration \"corp\"", "unknown key `lgos`"]);
-    assert_problem(&format!("[collector]\nstate_dri = \"/x\"\n{}", valid_integration("")), &["[collector]", "`state_dri`"]);
-    assert_problem(&format!("{}\ncolour = 1\n", valid_integration("")).replace("path = \"/tmp/x.jsonl\"\ncolour", "colour"), &["unknown key `colour`"]);
-    assert_problem(&format!("bogus = 1\n{}", valid_integration("")), &["top level", "`bogus`"]);
+    assert_problem(
+        &valid_integration("lgos = [\"authentication\"]"),
+        &["integration \"corp\"", "unknown key `lgos`"],
+    );
+    assert_problem(
+        &format!("[collector]\nstate_dri = \"/x\"\n{}", valid_integration("")),
+        &["[collector]", "`state_dri`"],
+    );
+    assert_problem(
+        &format!("{}\ncolour = 1\n", valid_integration(""))
+            .replace("path = \"/tmp/x.jsonl\"\ncolour", "colour"),
+        &["unknown key `colour`"],
+    );
+    assert_problem(
+        &format!("bogus = 1\n{}", valid_integration("")),
+        &["top level", "`bogus`"],
+    );
 }
 
 #[test]
@@ -81,9 +95,18 @@ fn duplicate_names_and_missing_sink_and_bad_kind() {
     let twice = format!("{}{}", valid_integration(""), valid_integration(""));
     assert_problem(&twice, &["integration \"corp\"", "`name`", "duplicate"]);
     assert_problem(&twice, &["sink \"local\"", "duplicate"]);
-    assert_problem(&valid_integration("").replace("sinks = [\"local\"]", "sinks = [\"nowhere\"]"), &["integration \"corp\"", "`sinks`", "\"nowhere\""]);
-    assert_problem(&valid_integration("logs = [\"authentication\", \"auth\"]"), &["`logs`", "\"auth\"", "authentication"]);
-    assert_problem(&valid_integration("").replace("name = \"corp\"", "name = \"corp ltd\""), &["`name`", "letters, digits"]);
+    assert_problem(
+        &valid_integration("").replace("sinks = [\"local\"]", "sinks = [\"nowhere\"]"),
+        &["integration \"corp\"", "`sinks`", "\"nowhere\""],
+    );
+    assert_problem(
+        &valid_integration("logs = [\"authentication\", \"auth\"]"),
+        &["`logs`", "\"auth\"", "authentication"],
+    );
+    assert_problem(
+        &valid_integration("").replace("name = \"corp\"", "name = \"corp ltd\""),
+        &["`name`", "letters, digits"],
+    );
 }
 
 #[test]
@@ -94,22 +117,60 @@ fn api_hostname_must_be_only_the_host() {
         ("api-abcd1234.duosecurity.com:443", "port"),
     ] {
         let text = valid_integration("").replace("api-abcd1234.duosecurity.com", bad);
-        assert_problem(&text, &["integration \"corp\"", "`api_hostname`", what, "api-XXXXXXXX.duosecurity.com"]);
+        assert_problem(
+            &text,
+            &[
+                "integration \"corp\"",
+                "`api_hostname`",
+                what,
+                "api-XXXXXXXX.duosecurity.com",
+            ],
+        );
     }
-    let c = parse(&valid_integration("").replace("api-abcd1234.duosecurity.com", "duo.example.org")).unwrap();
-    assert!(c.warnings.iter().any(|w| w.contains("`api_hostname`") && w.contains("duosecurity.com")), "{:?}", c.warnings);
-    let c = parse(&valid_integration("").replace("api-abcd1234.duosecurity.com", "API-ABCD1234.duofederal.com")).unwrap();
-    assert_eq!(c.integrations[0].api_hostname, "api-abcd1234.duofederal.com");
+    let c =
+        parse(&valid_integration("").replace("api-abcd1234.duosecurity.com", "duo.example.org"))
+            .unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("`api_hostname`") && w.contains("duosecurity.com")),
+        "{:?}",
+        c.warnings
+    );
+    let c = parse(&valid_integration("").replace(
+        "api-abcd1234.duosecurity.com",
+        "API-ABCD1234.duofederal.com",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.integrations[0].api_hostname,
+        "api-abcd1234.duofederal.com"
+    );
     assert!(c.warnings.is_empty());
 }
 
 #[test]
 fn durations_and_schedule() {
-    assert_problem(&valid_integration("initial_lookback = \"181d\""), &["`initial_lookback`", "180"]);
-    assert_problem(&valid_integration("initial_lookback = \"one day\""), &["`initial_lookback`", "\"one day\""]);
-    assert_problem(&valid_integration("delay = \"2 fortnights\""), &["`delay`", "not a duration"]);
-    assert_problem(&valid_integration("schedule = \"*/5 * * * *\""), &["`schedule`", "\"*/5 * * * *\"", "seconds"]);
-    let c = parse(&valid_integration("initial_lookback = \"180d\"\ndelay = \"30s\"")).unwrap();
+    assert_problem(
+        &valid_integration("initial_lookback = \"181d\""),
+        &["`initial_lookback`", "180"],
+    );
+    assert_problem(
+        &valid_integration("initial_lookback = \"one day\""),
+        &["`initial_lookback`", "\"one day\""],
+    );
+    assert_problem(
+        &valid_integration("delay = \"2 fortnights\""),
+        &["`delay`", "not a duration"],
+    );
+    assert_problem(
+        &valid_integration("schedule = \"*/5 * * * *\""),
+        &["`schedule`", "\"*/5 * * * *\"", "seconds"],
+    );
+    let c = parse(&valid_integration(
+        "initial_lookback = \"180d\"\ndelay = \"30s\"",
+    ))
+    .unwrap();
     assert_eq!(c.integrations[0].initial_lookback, MAX_LOOKBACK);
     assert!(c.warnings.iter().any(|w| w.contains("`delay`")));
 }
@@ -123,36 +184,65 @@ fn secrets_exactly_one_source_readable_and_non_empty() {
     assert_problem(&none, &["`skey`", "missing"]);
 
     let missing = dir.path().join("nope.skey");
-    let text = valid_integration("").replace("skey_env = \"DUO_SKEY\"", &format!("skey_file = {:?}", missing.display().to_string()));
+    let text = valid_integration("").replace(
+        "skey_env = \"DUO_SKEY\"",
+        &format!("skey_file = {:?}", missing.display().to_string()),
+    );
     assert_problem(&text, &["`skey_file`", "nope.skey"]);
     // A directory cannot be read as a file, even by root.
-    let text = valid_integration("").replace("skey_env = \"DUO_SKEY\"", &format!("skey_file = {:?}", dir.path().display().to_string()));
+    let text = valid_integration("").replace(
+        "skey_env = \"DUO_SKEY\"",
+        &format!("skey_file = {:?}", dir.path().display().to_string()),
+    );
     assert_problem(&text, &["`skey_file`", "cannot read"]);
 
     let empty = dir.path().join("empty.skey");
     std::fs::write(&empty, "\n").unwrap();
     std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let text = valid_integration("").replace("skey_env = \"DUO_SKEY\"", &format!("skey_file = {:?}", empty.display().to_string()));
+    let text = valid_integration("").replace(
+        "skey_env = \"DUO_SKEY\"",
+        &format!("skey_file = {:?}", empty.display().to_string()),
+    );
     assert_problem(&text, &["`skey_file`", "empty"]);
-    assert_problem(&valid_integration("").replace("DUO_SKEY\"", "NOT_SET_ANYWHERE\""), &["`skey_env`", "NOT_SET_ANYWHERE"]);
+    assert_problem(
+        &valid_integration("").replace("DUO_SKEY\"", "NOT_SET_ANYWHERE\""),
+        &["`skey_env`", "NOT_SET_ANYWHERE"],
+    );
 
     let good = dir.path().join("good.skey");
     std::fs::write(&good, format!("{SECRET}\n")).unwrap();
     std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let text = valid_integration("").replace("skey_env = \"DUO_SKEY\"", &format!("skey_file = {:?}", good.display().to_string()));
+    let text = valid_integration("").replace(
+        "skey_env = \"DUO_SKEY\"",
+        &format!("skey_file = {:?}", good.display().to_string()),
+    );
     let c = parse(&text).unwrap();
     assert_eq!(c.integrations[0].skey.expose(), SECRET);
-    assert!(c.warnings.iter().any(|w| w.contains("`skey_file`") && w.contains("chmod 600")), "{:?}", c.warnings);
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("`skey_file`") && w.contains("chmod 600")),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]
 fn literal_secret_in_a_readable_config_warns() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
-    std::fs::write(&path, valid_integration("").replace("skey_env = \"DUO_SKEY\"", &format!("skey = \"{SECRET}\""))).unwrap();
+    std::fs::write(
+        &path,
+        valid_integration("").replace("skey_env = \"DUO_SKEY\"", &format!("skey = \"{SECRET}\"")),
+    )
+    .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let c = Config::load(&path).unwrap();
-    assert!(c.warnings.iter().any(|w| w.contains("literal `skey`")), "{:?}", c.warnings);
+    assert!(
+        c.warnings.iter().any(|w| w.contains("literal `skey`")),
+        "{:?}",
+        c.warnings
+    );
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let c = Config::load(&path).unwrap();
     assert!(!c.warnings.iter().any(|w| w.contains("literal `skey`")));
@@ -162,20 +252,44 @@ fn literal_secret_in_a_readable_config_warns() {
 fn connect_to_plain_http_only_to_loopback() {
     assert!(parse(&valid_integration("connect_to = \"http://127.0.0.1:8443\"")).is_ok());
     assert!(parse(&valid_integration("connect_to = \"http://[::1]:8443\"")).is_ok());
-    assert!(parse(&valid_integration("connect_to = \"https://proxy.example.com:8443\"")).is_ok());
-    assert_problem(&valid_integration("connect_to = \"http://10.0.0.5:8443\""), &["`connect_to`", "loopback"]);
-    assert_problem(&valid_integration("connect_to = \"ftp://127.0.0.1\""), &["`connect_to`", "ftp"]);
-    assert_problem(&valid_integration("connect_to = \"https://proxy/x\""), &["`connect_to`", "path"]);
+    assert!(parse(&valid_integration(
+        "connect_to = \"https://proxy.example.com:8443\""
+    ))
+    .is_ok());
+    assert_problem(
+        &valid_integration("connect_to = \"http://10.0.0.5:8443\""),
+        &["`connect_to`", "loopback"],
+    );
+    assert_problem(
+        &valid_integration("connect_to = \"ftp://127.0.0.1\""),
+        &["`connect_to`", "ftp"],
+    );
+    assert_problem(
+        &valid_integration("connect_to = \"https://proxy/x\""),
+        &["`connect_to`", "path"],
+    );
 }
 
 #[test]
 fn all_problems_are_reported_at_once() {
-    let text = valid_integration("initial_lookback = \"999d\"\nschedule = \"nope\"\nlogs = [\"x\"]\nsignature = \"v9\"")
-        .replace("api-abcd1234.duosecurity.com", "https://h")
-        .replace("type = \"file\"", "type = \"kafka\"");
+    let text = valid_integration(
+        "initial_lookback = \"999d\"\nschedule = \"nope\"\nlogs = [\"x\"]\nsignature = \"v9\"",
+    )
+    .replace("api-abcd1234.duosecurity.com", "https://h")
+    .replace("type = \"file\"", "type = \"kafka\"");
     let p = problems(&text);
-    for field in ["`initial_lookback`", "`schedule`", "`logs`", "`signature`", "`api_hostname`", "`type`"] {
-        assert!(p.iter().any(|l| l.contains(field)), "{field} missing from {p:#?}");
+    for field in [
+        "`initial_lookback`",
+        "`schedule`",
+        "`logs`",
+        "`signature`",
+        "`api_hostname`",
+        "`type`",
+    ] {
+        assert!(
+            p.iter().any(|l| l.contains(field)),
+            "{field} missing from {p:#?}"
+        );
     }
 }
 
@@ -207,10 +321,19 @@ fn skey_credential_reads_from_the_credentials_directory() {
     let cred = dir.path().join("corp-skey");
     std::fs::write(&cred, SECRET).unwrap();
     std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o400)).unwrap();
-    let text = valid_integration("").replace("skey_env = \"DUO_SKEY\"", "skey_credential = \"corp-skey\"");
+    let text =
+        valid_integration("").replace("skey_env = \"DUO_SKEY\"", "skey_credential = \"corp-skey\"");
     let dir_s = dir.path().display().to_string();
-    let c = parse_config_str(&text, "t", &Env::from_pairs(&[("CREDENTIALS_DIRECTORY", &dir_s)])).unwrap();
+    let c = parse_config_str(
+        &text,
+        "t",
+        &Env::from_pairs(&[("CREDENTIALS_DIRECTORY", &dir_s)]),
+    )
+    .unwrap();
     assert_eq!(c.integrations[0].skey.expose(), SECRET);
     let e = parse_config_str(&text, "t", &Env::from_pairs(&[])).unwrap_err();
-    assert!(e.to_string().contains("`skey_credential`") && e.to_string().contains("LoadCredential"), "{e}");
+    assert!(
+        e.to_string().contains("`skey_credential`") && e.to_string().contains("LoadCredential"),
+        "{e}"
+    );
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::raw::{self, RawCollector, RawIntegration, RawSink};
 use super::{
-    CollectorSettings, Config, ConfigError, Integration, SinkKind, SinkSettings,
-    DEFAULT_STATE_DIR, MAX_LOOKBACK,
+    CollectorSettings, Config, ConfigError, Integration, SinkKind, SinkSettings, DEFAULT_STATE_DIR,
+    MAX_LOOKBACK,
 };
 use crate::duo::sign::SigVersion;
 use crate::logs::LogKind;
@@ -21,9 +21,11 @@ const DEFAULT_LOOKBACK: Duration = Duration::from_secs(86_400);
 const DEFAULT_DELAY: Duration = Duration::from_secs(120);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+type VarLookup = Box<dyn Fn(&str) -> Option<String>>;
+
 /// The process environment, injectable so tests need not mutate global state.
 pub struct Env {
-    var: Box<dyn Fn(&str) -> Option<String>>,
+    var: VarLookup,
 }
 
 impl Env {
@@ -63,11 +65,13 @@ struct Report {
 
 impl Report {
     fn error(&mut self, scope: &str, field: &str, message: impl std::fmt::Display) {
-        self.problems.push(format!("{scope}: field `{field}`: {message}"));
+        self.problems
+            .push(format!("{scope}: field `{field}`: {message}"));
     }
 
     fn warn(&mut self, scope: &str, field: &str, message: impl std::fmt::Display) {
-        self.warnings.push(format!("{scope}: field `{field}`: {message}"));
+        self.warnings
+            .push(format!("{scope}: field `{field}`: {message}"));
     }
 }
 
@@ -77,8 +81,12 @@ pub fn parse_config_str(text: &str, source_name: &str, env: &Env) -> Result<Conf
         source_name: source_name.to_string(),
         problems,
     };
-    let table: toml::Table = toml::from_str(text)
-        .map_err(|e| fail(vec![format!("not valid TOML: {}", describe_toml_error(text, &e))]))?;
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        fail(vec![format!(
+            "not valid TOML: {}",
+            describe_toml_error(text, &e)
+        )])
+    })?;
 
     let mut report = Report::default();
     unknown_keys(&mut report, "top level", &table, raw::TOP_KEYS);
@@ -116,7 +124,9 @@ pub fn parse_config_str(text: &str, source_name: &str, env: &Env) -> Result<Conf
     )
     .into_iter()
     .enumerate()
-    .filter_map(|(i, (scope, raw))| validate_integration(&mut report, env, i, scope, raw, &sink_names))
+    .filter_map(|(i, (scope, raw))| {
+        validate_integration(&mut report, env, i, scope, raw, &sink_names)
+    })
     .collect::<Vec<_>>();
     duplicate_names(
         &mut report,
@@ -261,7 +271,11 @@ fn duplicate_names<'a>(report: &mut Report, what: &str, names: impl Iterator<Ite
 fn validate_name(report: &mut Report, scope: &str, name: Option<String>) -> Option<String> {
     match name {
         None => {
-            report.error(scope, "name", "missing; give it a unique name (letters, digits, - and _)");
+            report.error(
+                scope,
+                "name",
+                "missing; give it a unique name (letters, digits, - and _)",
+            );
             None
         }
         Some(n)
@@ -281,7 +295,12 @@ fn validate_name(report: &mut Report, scope: &str, name: Option<String>) -> Opti
     }
 }
 
-fn validate_sink(report: &mut Report, _index: usize, scope: String, raw: RawSink) -> Option<SinkSettings> {
+fn validate_sink(
+    report: &mut Report,
+    _index: usize,
+    scope: String,
+    raw: RawSink,
+) -> Option<SinkSettings> {
     let name = validate_name(report, &scope, raw.name);
     let format = match raw.format.as_deref() {
         None => Some(Format::default()),
@@ -299,7 +318,9 @@ fn validate_sink(report: &mut Report, _index: usize, scope: String, raw: RawSink
             None
         }
         Some("file") => match raw.path {
-            Some(p) if !p.trim().is_empty() => Some(SinkKind::File { path: PathBuf::from(p) }),
+            Some(p) if !p.trim().is_empty() => Some(SinkKind::File {
+                path: PathBuf::from(p),
+            }),
             _ => {
                 report.error(
                     &scope,
@@ -311,12 +332,20 @@ fn validate_sink(report: &mut Report, _index: usize, scope: String, raw: RawSink
         },
         Some("stdout") => {
             if raw.path.is_some() {
-                report.error(&scope, "path", "a stdout sink takes no path; remove it or use type = \"file\"");
+                report.error(
+                    &scope,
+                    "path",
+                    "a stdout sink takes no path; remove it or use type = \"file\"",
+                );
             }
             Some(SinkKind::Stdout)
         }
         Some(other) => {
-            report.error(&scope, "type", format!("unknown sink type {other:?}; use \"file\" or \"stdout\""));
+            report.error(
+                &scope,
+                "type",
+                format!("unknown sink type {other:?}; use \"file\" or \"stdout\""),
+            );
             None
         }
     };
@@ -364,7 +393,11 @@ fn validate_integration(
     let ikey = match raw.ikey {
         Some(k) if !k.trim().is_empty() => {
             if !(k.len() == 20 && k.starts_with("DI")) {
-                report.warn(scope, "ikey", "Duo integration keys are 20 characters starting with \"DI\"; check for a typo");
+                report.warn(
+                    scope,
+                    "ikey",
+                    "Duo integration keys are 20 characters starting with \"DI\"; check for a typo",
+                );
             }
             Some(k.trim().to_string())
         }
@@ -388,7 +421,11 @@ fn validate_integration(
     let logs = match raw.logs {
         None => Some(vec![LogKind::Authentication]),
         Some(list) if list.is_empty() => {
-            report.error(scope, "logs", format!("is empty; list at least one of: {}", LogKind::names()));
+            report.error(
+                scope,
+                "logs",
+                format!("is empty; list at least one of: {}", LogKind::names()),
+            );
             None
         }
         Some(list) => {
@@ -417,22 +454,41 @@ fn validate_integration(
         }
     };
 
-    let initial_lookback = parse_duration_field(report, scope, "initial_lookback", raw.initial_lookback.as_deref(), DEFAULT_LOOKBACK)
-        .and_then(|d| {
-            if d > MAX_LOOKBACK {
-                report.error(scope, "initial_lookback", format!("{} is more than Duo keeps (180 days); use at most \"180d\"", humantime::format_duration(d)));
-                None
-            } else {
-                Some(d)
-            }
-        });
+    let initial_lookback = parse_duration_field(
+        report,
+        scope,
+        "initial_lookback",
+        raw.initial_lookback.as_deref(),
+        DEFAULT_LOOKBACK,
+    )
+    .and_then(|d| {
+        if d > MAX_LOOKBACK {
+            report.error(
+                scope,
+                "initial_lookback",
+                format!(
+                    "{} is more than Duo keeps (180 days); use at most \"180d\"",
+                    humantime::format_duration(d)
+                ),
+            );
+            None
+        } else {
+            Some(d)
+        }
+    });
     let delay = parse_duration_field(report, scope, "delay", raw.delay.as_deref(), DEFAULT_DELAY);
     if let Some(d) = delay {
         if d < DEFAULT_DELAY {
             report.warn(scope, "delay", format!("{} is under Duo's two-minute availability delay: events that Duo publishes late can be missed", humantime::format_duration(d)));
         }
     }
-    let request_timeout = parse_duration_field(report, scope, "request_timeout", raw.request_timeout.as_deref(), DEFAULT_REQUEST_TIMEOUT);
+    let request_timeout = parse_duration_field(
+        report,
+        scope,
+        "request_timeout",
+        raw.request_timeout.as_deref(),
+        DEFAULT_REQUEST_TIMEOUT,
+    );
 
     let signature = match raw.signature.as_deref() {
         None | Some("v5") => Some(SigVersion::V5),
@@ -445,11 +501,19 @@ fn validate_integration(
 
     let sinks = match raw.sinks {
         None => {
-            report.error(scope, "sinks", "missing; name at least one [[sink]] to deliver events to");
+            report.error(
+                scope,
+                "sinks",
+                "missing; name at least one [[sink]] to deliver events to",
+            );
             None
         }
         Some(list) if list.is_empty() => {
-            report.error(scope, "sinks", "is empty; name at least one [[sink]] to deliver events to");
+            report.error(
+                scope,
+                "sinks",
+                "is empty; name at least one [[sink]] to deliver events to",
+            );
             None
         }
         Some(list) => {
@@ -464,13 +528,20 @@ fn validate_integration(
         }
     };
 
-    let connect_to = raw.connect_to.and_then(|text| validate_connect_to(report, scope, &text));
-    let connect_ok = connect_to.is_some() || report.problems.iter().all(|p| !p.contains("`connect_to`"));
+    let connect_to = raw
+        .connect_to
+        .and_then(|text| validate_connect_to(report, scope, &text));
+    let connect_ok =
+        connect_to.is_some() || report.problems.iter().all(|p| !p.contains("`connect_to`"));
 
     let ca_file = raw.ca_file.map(PathBuf::from);
     if let Some(path) = &ca_file {
         if let Err(e) = std::fs::read(path) {
-            report.error(scope, "ca_file", format!("cannot read {}: {e}", path.display()));
+            report.error(
+                scope,
+                "ca_file",
+                format!("cannot read {}: {e}", path.display()),
+            );
         }
     }
 
@@ -478,7 +549,11 @@ fn validate_integration(
         None => Some(1000),
         Some(n) if (1..=1000).contains(&n) => Some(n),
         Some(n) => {
-            report.error(scope, "page_size", format!("{n} is out of range; Duo accepts 1 to 1000 records per page"));
+            report.error(
+                scope,
+                "page_size",
+                format!("{n} is out of range; Duo accepts 1 to 1000 records per page"),
+            );
             None
         }
     };
@@ -507,21 +582,41 @@ fn validate_integration(
 const HOSTNAME_HINT: &str =
     "must be only the host name, of the form api-XXXXXXXX.duosecurity.com, as shown in the Duo Admin Panel";
 
-fn validate_api_hostname(report: &mut Report, scope: &str, value: Option<String>) -> Option<String> {
+fn validate_api_hostname(
+    report: &mut Report,
+    scope: &str,
+    value: Option<String>,
+) -> Option<String> {
     let Some(host) = value.map(|h| h.trim().to_string()) else {
-        report.error(scope, "api_hostname", format!("missing; it {HOSTNAME_HINT}"));
+        report.error(
+            scope,
+            "api_hostname",
+            format!("missing; it {HOSTNAME_HINT}"),
+        );
         return None;
     };
     if host.contains("://") {
-        report.error(scope, "api_hostname", format!("{host:?} has a scheme; it {HOSTNAME_HINT} (remove \"https://\")"));
+        report.error(
+            scope,
+            "api_hostname",
+            format!("{host:?} has a scheme; it {HOSTNAME_HINT} (remove \"https://\")"),
+        );
         return None;
     }
     if host.contains('/') {
-        report.error(scope, "api_hostname", format!("{host:?} has a path; it {HOSTNAME_HINT}"));
+        report.error(
+            scope,
+            "api_hostname",
+            format!("{host:?} has a path; it {HOSTNAME_HINT}"),
+        );
         return None;
     }
     if host.contains(':') {
-        report.error(scope, "api_hostname", format!("{host:?} has a port; it {HOSTNAME_HINT} (Duo is always on port 443)"));
+        report.error(
+            scope,
+            "api_hostname",
+            format!("{host:?} has a port; it {HOSTNAME_HINT} (Duo is always on port 443)"),
+        );
         return None;
     }
     let valid_chars = !host.is_empty()
@@ -531,7 +626,11 @@ fn validate_api_hostname(report: &mut Report, scope: &str, value: Option<String>
                 && !label.starts_with('-')
         });
     if !valid_chars {
-        report.error(scope, "api_hostname", format!("{host:?} is not a valid host name; it {HOSTNAME_HINT}"));
+        report.error(
+            scope,
+            "api_hostname",
+            format!("{host:?} is not a valid host name; it {HOSTNAME_HINT}"),
+        );
         return None;
     }
     let lower = host.to_ascii_lowercase();
@@ -553,7 +652,13 @@ fn validate_connect_to(report: &mut Report, scope: &str, text: &str) -> Option<u
     let url = match url::Url::parse(text) {
         Ok(u) => u,
         Err(e) => {
-            report.error(scope, "connect_to", format!("{text:?} is not a URL ({e}); write it like \"https://proxy.example.com:8443\""));
+            report.error(
+                scope,
+                "connect_to",
+                format!(
+                    "{text:?} is not a URL ({e}); write it like \"https://proxy.example.com:8443\""
+                ),
+            );
             return None;
         }
     };
@@ -574,7 +679,11 @@ fn validate_connect_to(report: &mut Report, scope: &str, text: &str) -> Option<u
         }
     }
     if url.path() != "/" || url.query().is_some() {
-        report.error(scope, "connect_to", format!("{text:?} must be a base URL without a path or query"));
+        report.error(
+            scope,
+            "connect_to",
+            format!("{text:?} must be a base URL without a path or query"),
+        );
         return None;
     }
     Some(url)
@@ -589,19 +698,33 @@ struct SecretSources {
     credential: Option<String>,
 }
 
-fn resolve_skey(report: &mut Report, env: &Env, scope: &str, sources: SecretSources) -> Option<Secret> {
+fn resolve_skey(
+    report: &mut Report,
+    env: &Env,
+    scope: &str,
+    sources: SecretSources,
+) -> Option<Secret> {
     let SecretSources {
         literal,
         mut file,
         env_name,
         credential,
     } = sources;
-    let given = [literal.is_some(), file.is_some(), env_name.is_some(), credential.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let given = [
+        literal.is_some(),
+        file.is_some(),
+        env_name.is_some(),
+        credential.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if given != 1 {
-        let what = if given == 0 { "missing" } else { "given more than once" };
+        let what = if given == 0 {
+            "missing"
+        } else {
+            "given more than once"
+        };
         report.problems.push(format!(
             "{scope}: field `skey`: secret key {what}; set exactly one of `skey_file` (recommended), `skey_credential` (systemd LoadCredential=), `skey_env` or `skey`"
         ));
@@ -611,7 +734,11 @@ fn resolve_skey(report: &mut Report, env: &Env, scope: &str, sources: SecretSour
     if let Some(name) = credential {
         field_name = "skey_credential";
         if name.is_empty() || name.contains('/') {
-            report.error(scope, "skey_credential", format!("{name:?} must be a credential name, as in LoadCredential=NAME:PATH"));
+            report.error(
+                scope,
+                "skey_credential",
+                format!("{name:?} must be a credential name, as in LoadCredential=NAME:PATH"),
+            );
             return None;
         }
         match env.var("CREDENTIALS_DIRECTORY") {
@@ -630,12 +757,20 @@ fn resolve_skey(report: &mut Report, env: &Env, scope: &str, sources: SecretSour
         match std::fs::read_to_string(&path) {
             Ok(v) => {
                 if let Some(w) = others_can_read(&path) {
-                    report.warn(scope, field_name, format!("{} {w}; run chmod 600 on it", path.display()));
+                    report.warn(
+                        scope,
+                        field_name,
+                        format!("{} {w}; run chmod 600 on it", path.display()),
+                    );
                 }
                 (field_name, v)
             }
             Err(e) => {
-                report.error(scope, field_name, format!("cannot read {}: {e}", path.display()));
+                report.error(
+                    scope,
+                    field_name,
+                    format!("cannot read {}: {e}", path.display()),
+                );
                 return None;
             }
         }
@@ -644,14 +779,22 @@ fn resolve_skey(report: &mut Report, env: &Env, scope: &str, sources: SecretSour
         match env.var(&name) {
             Some(v) => ("skey_env", v),
             None => {
-                report.error(scope, "skey_env", format!("environment variable {name:?} is not set"));
+                report.error(
+                    scope,
+                    "skey_env",
+                    format!("environment variable {name:?} is not set"),
+                );
                 return None;
             }
         }
     };
     let value = value.trim();
     if value.is_empty() {
-        report.error(scope, field, "the secret key is empty; paste the Admin API application's secret key");
+        report.error(
+            scope,
+            field,
+            "the secret key is empty; paste the Admin API application's secret key",
+        );
         return None;
     }
     Some(Secret::new(value))

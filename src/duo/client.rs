@@ -63,23 +63,31 @@ struct Call<'a> {
 }
 
 impl DuoClient {
-    pub fn for_integration(integration: &Integration, retry: RetryPolicy) -> Result<Self, DuoError> {
+    pub fn for_integration(
+        integration: &Integration,
+        retry: RetryPolicy,
+    ) -> Result<Self, DuoError> {
         let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(90));
         if let Some(path) = &integration.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| DuoError::Transport(format!("cannot read ca_file {}: {e}", path.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| DuoError::Transport(format!("ca_file {} holds no usable PEM certificate: {e}", path.display())))?;
+            let pem = std::fs::read(path).map_err(|e| {
+                DuoError::Transport(format!("cannot read ca_file {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                DuoError::Transport(format!(
+                    "ca_file {} holds no usable PEM certificate: {e}",
+                    path.display()
+                ))
+            })?;
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let http = builder
-            .build()
-            .map_err(|e| DuoError::Transport(format!("cannot build the HTTP client: {}", error_chain(&e))))?;
+        let http = builder.build().map_err(|e| {
+            DuoError::Transport(format!("cannot build the HTTP client: {}", error_chain(&e)))
+        })?;
         Ok(DuoClient {
             http,
             connect_to: integration.connect_to.clone(),
@@ -144,10 +152,11 @@ impl DuoClient {
                 _ = cancel.cancelled() => return Err(DuoError::Cancelled),
                 r = self.send_once(call) => r,
             };
-            let err = match outcome.and_then(|body| parse(&body).map_err(|e| DuoError::Malformed(e.0))) {
-                Ok(value) => return Ok(value),
-                Err(e) => e,
-            };
+            let err =
+                match outcome.and_then(|body| parse(&body).map_err(|e| DuoError::Malformed(e.0))) {
+                    Ok(value) => return Ok(value),
+                    Err(e) => e,
+                };
             let wait = if is_rate_limited(&err) {
                 if rate_limit_wait > self.retry.rate_limit_max {
                     return Err(DuoError::RateLimited {
@@ -234,16 +243,33 @@ impl DuoClient {
             .request(call.method.clone(), url)
             .timeout(self.timeout)
             .header("Date", &date)
-            .header("Authorization", sign::authorization_header(&self.ikey, &signature));
+            .header(
+                "Authorization",
+                sign::authorization_header(&self.ikey, &signature),
+            );
         if !is_get {
-            let content_type = if json_body { "application/json" } else { "application/x-www-form-urlencoded" };
+            let content_type = if json_body {
+                "application/json"
+            } else {
+                "application/x-www-form-urlencoded"
+            };
             request = request.header("Content-Type", content_type).body(body);
         }
         let started = Instant::now();
         let response = request.send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(|e| self.transport_error(e))?;
-        tracing::debug!(host = call.host, path = call.path, status, bytes = bytes.len(), elapsed_ms = started.elapsed().as_millis() as u64, "Duo API call");
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        tracing::debug!(
+            host = call.host,
+            path = call.path,
+            status,
+            bytes = bytes.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Duo API call"
+        );
         if status == 200 {
             Ok(bytes.to_vec())
         } else {

@@ -73,10 +73,7 @@ pub fn canon_x_duo_headers(headers: &[(String, String)]) -> String {
         .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
         .collect();
     lowered.sort();
-    let joined: Vec<&str> = lowered
-        .iter()
-        .flat_map(|(k, v)| [k.as_str(), *v])
-        .collect();
+    let joined: Vec<&str> = lowered.iter().flat_map(|(k, v)| [k.as_str(), *v]).collect();
     sha512_hex(joined.join("\0").as_bytes())
 }
 
@@ -111,8 +108,7 @@ pub fn signature_hex(version: SigVersion, skey: &[u8], input: &SignInput<'_>) ->
             hex::encode(mac.finalize().into_bytes())
         }
         SigVersion::V2Sha512 | SigVersion::V5 => {
-            let mut mac =
-                Hmac::<Sha512>::new_from_slice(skey).expect("HMAC takes any key length");
+            let mut mac = Hmac::<Sha512>::new_from_slice(skey).expect("HMAC takes any key length");
             mac.update(canonical.as_bytes());
             hex::encode(mac.finalize().into_bytes())
         }
@@ -121,8 +117,7 @@ pub fn signature_hex(version: SigVersion, skey: &[u8], input: &SignInput<'_>) ->
 
 /// `Basic base64(ikey:hexsig)`.
 pub fn authorization_header(ikey: &str, signature_hex: &str) -> String {
-    let token =
-        base64::engine::general_purpose::STANDARD.encode(format!("{ikey}:{signature_hex}"));
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{ikey}:{signature_hex}"));
     format!("Basic {token}")
 }
 
@@ -134,8 +129,7 @@ pub fn rfc2822_date(at: chrono::DateTime<chrono::Utc>) -> String {
 /// Constant-time comparison of two signatures, for the simulator's verifier.
 pub fn signatures_equal(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
@@ -410,7 +404,9 @@ mod tests {
     #[test]
     fn date_matches_python_formatdate() {
         use chrono::TimeZone;
-        let at = chrono::Utc.with_ymd_and_hms(2012, 8, 21, 17, 29, 18).unwrap();
+        let at = chrono::Utc
+            .with_ymd_and_hms(2012, 8, 21, 17, 29, 18)
+            .unwrap();
         assert_eq!(rfc2822_date(at), DOC_DATE);
     }
 

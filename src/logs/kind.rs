@@ -108,6 +108,9 @@ mod tests {
         for kind in LogKind::ALL {
             assert_eq!(kind.as_str().parse::<LogKind>(), Ok(kind));
         }
-        assert!("auth".parse::<LogKind>().unwrap_err().contains("authentication"));
+        assert!("auth"
+            .parse::<LogKind>()
+            .unwrap_err()
+            .contains("authentication"));
     }
 }

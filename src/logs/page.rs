@@ -40,7 +40,8 @@ pub fn response_of(body: &[u8]) -> Result<&RawValue, PageError> {
     if env.stat != "OK" {
         return Err(malformed(format!("stat is {:?}, not \"OK\"", env.stat)));
     }
-    env.response.ok_or_else(|| malformed("no `response` member"))
+    env.response
+        .ok_or_else(|| malformed("no `response` member"))
 }
 
 #[derive(Deserialize)]
@@ -106,7 +107,10 @@ pub fn parse_v2(kind: LogKind, body: &[u8]) -> Result<Page, PageError> {
         .metadata
         .and_then(|m| m.next_offset)
         .and_then(|o| o.joined());
-    Ok(Page { events, next_offset })
+    Ok(Page {
+        events,
+        next_offset,
+    })
 }
 
 fn v2_event(kind: LogKind, raw: &RawValue) -> Result<Event, PageError> {
@@ -126,7 +130,11 @@ fn v2_event(kind: LogKind, raw: &RawValue) -> Result<Event, PageError> {
     let ts_ms = match (iso.as_deref().and_then(parse_iso_ms), key.timestamp) {
         (Some(ms), _) => ms,
         (None, Some(seconds)) => (seconds * 1000.0) as i64,
-        (None, None) => return Err(malformed(format!("a {kind} record has no usable timestamp"))),
+        (None, None) => {
+            return Err(malformed(format!(
+                "a {kind} record has no usable timestamp"
+            )))
+        }
     };
     let event_id = match id {
         Some(id) if !id.is_empty() => id.into_owned(),
@@ -200,7 +208,11 @@ mod tests {
             b"{\"stat\":\"OK\",\"response\":{\"authlogs\":[{\"txid\":5,\"timestamp\":1}]}}",
             b"{\"stat\":\"OK\",\"response\":[]}",
         ] {
-            assert!(parse_v2(LogKind::Authentication, body).is_err(), "{:?}", String::from_utf8_lossy(body));
+            assert!(
+                parse_v2(LogKind::Authentication, body).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 

@@ -42,7 +42,10 @@ impl FromStr for Format {
             .into_iter()
             .find(|f| f.as_str() == s)
             .ok_or_else(|| {
-                let names: Vec<_> = Format::ALL.iter().map(|f| format!("{:?}", f.as_str())).collect();
+                let names: Vec<_> = Format::ALL
+                    .iter()
+                    .map(|f| format!("{:?}", f.as_str()))
+                    .collect();
                 format!("unknown format {s:?}; valid formats: {}", names.join(", "))
             })
     }
@@ -50,7 +53,11 @@ impl FromStr for Format {
 
 /// Renders each event of a batch as one line (without the trailing newline) into `out`,
 /// calling `emit` after each line with the range of `out` that holds it.
-pub fn render_batch(format: Format, batch: &Batch<'_>, out: &mut Vec<u8>) -> Vec<std::ops::Range<usize>> {
+pub fn render_batch(
+    format: Format,
+    batch: &Batch<'_>,
+    out: &mut Vec<u8>,
+) -> Vec<std::ops::Range<usize>> {
     let mut lines = Vec::with_capacity(batch.events.len());
     match format {
         Format::Raw => {

@@ -83,7 +83,11 @@ mod tests {
         let stream = StreamId::new("msp", Some("DA123".into()), LogKind::Administrator);
         let mut batch = batch_for(&stream, &[]);
         batch.account_name = Some("Child \u{2603}");
-        let event = Event { raw: "{ }".into(), event_id: "x".into(), ts_ms: 0 };
+        let event = Event {
+            raw: "{ }".into(),
+            event_id: "x".into(),
+            ts_ms: 0,
+        };
         let line = render_one(Format::Raw, &batch, &event);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["_duo_collector"]["account_id"], "DA123");

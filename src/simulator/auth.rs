@@ -66,6 +66,8 @@ pub fn x_duo_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
+type Params = [(String, String)];
+
 /// What a signature may cover.
 pub struct SigCheck<'a> {
     pub method: &'a str,
@@ -93,7 +95,7 @@ pub fn verify(check: &SigCheck<'_>, skey: &str, hosts: &[String], sig: &str) -> 
     }
     for host in hosts {
         for &version in versions {
-            let (param_sets, body): (&[&[(String, String)]], &[u8]) = match version {
+            let (param_sets, body): (&[&Params], &[u8]) = match version {
                 SigVersion::V5 => (&v5_param_sets, check.body),
                 _ => (std::slice::from_ref(&check.params_v2), b""),
             };

@@ -202,9 +202,7 @@ impl KindData {
         }
         let unit = self.kind.unit_ms();
         let boundary_split = match (out.last(), next) {
-            (Some(&last), Some(n)) => {
-                ev[last].ms().div_euclid(unit) == ev[n].ms().div_euclid(unit)
-            }
+            (Some(&last), Some(n)) => ev[last].ms().div_euclid(unit) == ev[n].ms().div_euclid(unit),
             _ => false,
         };
         Page {
@@ -323,7 +321,7 @@ fn make_group(ts: &mut [i64], s: usize, g: usize, unit_us: i64, rng: &mut Rng) {
     }
 }
 
-fn uuid_v4(hi: u64, lo: u64) -> u128 {
+pub fn uuid_v4(hi: u64, lo: u64) -> u128 {
     let v = (u128::from(hi) << 64) | u128::from(lo);
     (v & !(0xF_u128 << 76) & !(0b11_u128 << 62)) | (0x4_u128 << 76) | (0b10_u128 << 62)
 }

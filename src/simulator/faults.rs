@@ -41,8 +41,9 @@ pub fn fault_response(fault: &Fault) -> Option<Canned> {
         Fault::MalformedJson => Some(Canned {
             status: 200,
             content_type: "application/json",
-            body: r#"{"stat":"OK","response":{"authlogs":[{"txid":"x",}],"metadata":{next_offset:}}"#
-                .to_string(),
+            body:
+                r#"{"stat":"OK","response":{"authlogs":[{"txid":"x",}],"metadata":{next_offset:}}"#
+                    .to_string(),
         }),
         Fault::HtmlErrorPage => Some(Canned {
             status: 502,

@@ -1,6 +1,6 @@
 //! Embedded Duo Admin API simulator.
 //!
-//! Behaves like Duo as described in `docs/duo-api.md` (§1.7, §2, §3, §4): signed requests (v2-SHA1,
+//! Behaves like Duo as described in `duo-api.md` (§1.7, §2, §3, §4): signed requests (v2-SHA1,
 //! v2-SHA512 and v5, verified against the configured host name), the five log endpoints with
 //! Duo's paging rules, the two-minute style visibility delay, Duo-shaped errors, rate limiting,
 //! MSP child accounts and injectable faults.
@@ -206,6 +206,8 @@ pub struct RecordedRequest {
     pub boundary_split: bool,
     /// The injected fault applied to this request, if any.
     pub fault: Option<Fault>,
+    /// Server-side handling time in µs (including injected and configured delays).
+    pub handling_us: u64,
 }
 
 /// An event a perfect collector must have delivered.
@@ -316,9 +318,10 @@ impl SimHandle {
         lock(&self.state.requests).clear();
     }
 
-    /// Queue faults that match log requests (consumed one per matching request, in order).
-    pub fn inject_faults(&self, faults: Vec<Fault>) {
-        self.inject_fault_rules(faults.into_iter().map(FaultRule::from).collect());
+    /// Queue faults (consumed one per matching request, in order). Accepts `Vec<Fault>`
+    /// (matching log requests) or `Vec<FaultRule>` (with optional path filters).
+    pub fn inject_faults<F: Into<FaultRule>>(&self, faults: Vec<F>) {
+        self.inject_fault_rules(faults.into_iter().map(Into::into).collect());
     }
 
     /// Queue faults with explicit path filters.

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::data::{mix, Dataset, Ev, Kind, Rng};
+use super::data::{mix, uuid_v4, Dataset, Ev, Kind, Rng};
 
 const KEY_ALPHABET: &[u8; 36] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 
@@ -24,6 +24,10 @@ pub fn uuid_str(id: u128) -> String {
 
 fn sekey(id: u128) -> String {
     duo_key("SE", (id >> 64) as u64 ^ (id as u64).rotate_left(17))
+}
+
+fn random_uuid(rng: &mut Rng) -> String {
+    uuid_str(uuid_v4(rng.next_u64(), rng.next_u64()))
 }
 
 /// The id a collector dedupes on (a simulator-internal UUID for v1 kinds).
@@ -93,7 +97,13 @@ const USER_NAMES: &[&str] = &[
     "user🙂",
 ];
 
-const GROUPS: &[&str] = &["Duo Users", "VPN Users", "Admins", "Contractors", "Ünïcödé Grüppe"];
+const GROUPS: &[&str] = &[
+    "Duo Users",
+    "VPN Users",
+    "Admins",
+    "Contractors",
+    "Ünïcödé Grüppe",
+];
 
 struct User {
     name: &'static str,
@@ -160,13 +170,22 @@ fn ip(rng: &mut Rng) -> String {
             rng.below(0xffff),
             rng.range(1, 0xffff)
         ),
-        1 => format!("198.51.100.{}:{}", rng.range(1, 254), rng.range(1024, 65535)),
+        1 => format!(
+            "198.51.100.{}:{}",
+            rng.range(1, 254),
+            rng.range(1024, 65535)
+        ),
         2 => format!(
             "[2001:db8::{:x}]:{}",
             rng.range(1, 0xffff),
             rng.range(1024, 65535)
         ),
-        3 => format!("10.{}.{}.{}", rng.below(256), rng.below(256), rng.range(1, 254)),
+        3 => format!(
+            "10.{}.{}.{}",
+            rng.below(256),
+            rng.below(256),
+            rng.range(1, 254)
+        ),
         _ => format!("203.0.113.{}", rng.range(1, 254)),
     }
 }
@@ -277,7 +296,12 @@ pub fn auth_record(ds: &Dataset, rng: &mut Rng, ts_us: i64, txid: &str) -> Value
     let (app_key, app_name) = app(ds, rng);
     let roll = rng.below(100);
     let (event_type, factor, reason, result) = if roll < 5 {
-        (json!("enrollment"), json!("not_available"), Value::Null, "success")
+        (
+            json!("enrollment"),
+            json!("not_available"),
+            Value::Null,
+            "success",
+        )
     } else if roll < 6 {
         (Value::Null, Value::Null, Value::Null, "success")
     } else if roll < 9 {
@@ -381,7 +405,7 @@ fn telephony(rng: &mut Rng, ev: &Ev) -> Value {
         "phone": phone(rng),
         "telephony_id": uuid_str(ev.id),
         "ts": iso_us(ev.ts_us),
-        "txid": uuid_str(u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())),
+        "txid": random_uuid(rng),
         "type": if is_sms { "sms" } else { "phone" },
     })
 }
@@ -474,19 +498,13 @@ fn trust_monitor(ds: &Dataset, rng: &mut Rng, ev: &Ev) -> Value {
                 "enabled_by".into(),
                 json!({"key": duo_key("DE", rng.next_u64()), "name": admin.name}),
             );
-            obj.insert(
-                "enabled_for".into(),
-                json!({"key": u.key, "name": u.name}),
-            );
+            obj.insert("enabled_for".into(), json!({"key": u.key, "name": u.name}));
             obj.insert("surfaced_auth".into(), Value::Null);
         } else {
-            let auth_us = (surfaced - rng.range(5_000, 900_000) as i64) * 1000
-                + rng.below(1000) as i64;
-            let txid = uuid_str(u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()));
-            obj.insert(
-                "surfaced_auth".into(),
-                auth_record(ds, rng, auth_us, &txid),
-            );
+            let auth_us =
+                (surfaced - rng.range(5_000, 900_000) as i64) * 1000 + rng.below(1000) as i64;
+            let txid = random_uuid(rng);
+            obj.insert("surfaced_auth".into(), auth_record(ds, rng, auth_us, &txid));
         }
     }
     rec
@@ -498,7 +516,11 @@ fn administrator(ds: &Dataset, rng: &mut Rng, ev: &Ev, seq: usize) -> Value {
     let (_, app_name) = app(ds, rng);
     let ts = ev.ts_us.div_euclid(1_000_000);
     // `seq` is unique per dataset and kind, so every record is unique in content.
-    let unique_phone = format!("+1 {:03}-555-{:04}", 200 + (seq / 10_000) % 800, seq % 10_000);
+    let unique_phone = format!(
+        "+1 {:03}-555-{:04}",
+        200 + (seq / 10_000) % 800,
+        seq % 10_000
+    );
     let ticket = format!("INC{seq:08}");
     let username = match rng.below(10) {
         0 => "API".to_string(),

@@ -70,8 +70,13 @@ fn all<'a>(params: &'a [(String, String)], key: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// A JSON object from owned values (`json!` would deep-clone interpolated `Value`s).
+fn obj<const N: usize>(pairs: [(&str, Value); N]) -> Value {
+    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
 fn ok(response: Value) -> String {
-    json!({"stat": "OK", "response": response}).to_string()
+    obj([("stat", json!("OK")), ("response", response)]).to_string()
 }
 
 async fn handle(
@@ -82,6 +87,7 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let received_at_ms = now_ms();
+    let started = std::time::Instant::now();
     let path = uri.path().to_string();
     let query = parse_form(uri.query().unwrap_or("").as_bytes());
     let is_json = headers
@@ -107,6 +113,7 @@ async fn handle(
         records: None,
         boundary_split: false,
         fault: None,
+        handling_us: 0,
     };
     let fault = faults::take_fault(&state, &path);
     rec.fault = fault.clone();
@@ -139,6 +146,7 @@ async fn handle(
         }
     };
     rec.status = canned.status;
+    rec.handling_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     if canned.status != 200 {
         rec.records = None;
         rec.boundary_split = false;
@@ -290,7 +298,9 @@ fn parse_window(params: &[(String, String)], now: i64) -> Result<(i64, i64), Api
     };
     let (min, max) = (ms("mintime", min)?, ms("maxtime", max)?);
     if min < now - RETENTION_MS {
-        return Err(ApiError::invalid("mintime must be within the past 180 days"));
+        return Err(ApiError::invalid(
+            "mintime must be within the past 180 days",
+        ));
     }
     if min >= max {
         return Err(ApiError::invalid("mintime must be less than maxtime"));
@@ -349,6 +359,8 @@ fn parse_tm_cursor(params: &[(String, String)]) -> Result<Option<(i64, u128)>, A
     Ok(Some((ms, id)))
 }
 
+type EvFilter<'a> = Box<dyn Fn(&Ev) -> bool + 'a>;
+
 fn serve_log(
     ds: &Dataset,
     kind: Kind,
@@ -357,13 +369,15 @@ fn serve_log(
     rec: &mut RecordedRequest,
 ) -> Result<String, ApiError> {
     let kd = ds.kind(kind);
-    let (req, filter): (PageReq, Box<dyn Fn(&Ev) -> bool + '_>) = match kind {
+    let (req, filter): (PageReq, EvFilter<'_>) = match kind {
         Kind::Administrator | Kind::OfflineEnrollment => {
             let mintime = match first(params, "mintime").map(str::trim) {
                 None | Some("") => 0,
                 Some(v) if v.len() <= 10 && all_digits(v) => v.parse::<i64>().unwrap_or(0),
                 Some(_) => {
-                    return Err(ApiError::invalid("'mintime' must be a timestamp in seconds"))
+                    return Err(ApiError::invalid(
+                        "'mintime' must be a timestamp in seconds",
+                    ))
                 }
             };
             let req = PageReq {
@@ -392,9 +406,8 @@ fn serve_log(
                 desc: false,
                 cursor,
             };
-            let filter = move |e: &Ev| {
-                want_bypass.is_none_or(|b| records::tm_is_bypass(ds, e) == b)
-            };
+            let filter =
+                move |e: &Ev| want_bypass.is_none_or(|b| records::tm_is_bypass(ds, e) == b);
             (req, Box::new(filter))
         }
         Kind::Authentication | Kind::Telephony | Kind::Activity => {
@@ -436,19 +449,29 @@ fn serve_log(
                 Some(e) => json!({"next_offset": tm_cursor(&e)}),
                 None => json!({}),
             };
-            ok(json!({"events": items, "metadata": metadata}))
+            ok(obj([
+                ("events", Value::Array(items)),
+                ("metadata", metadata),
+            ]))
         }
         Kind::Authentication => {
             let total = kd.count_visible(req.mintime, req.maxtime, now);
             let next = last.map(|e| json!([e.ms().to_string(), uuid_str(e.id)]));
-            ok(json!({"authlogs": items,
-                      "metadata": {"next_offset": next, "total_objects": total}}))
+            let metadata = json!({"next_offset": next, "total_objects": total});
+            ok(obj([
+                ("authlogs", Value::Array(items)),
+                ("metadata", metadata),
+            ]))
         }
         Kind::Telephony | Kind::Activity => {
             let total = kd.count_visible(req.mintime, req.maxtime, now);
             let next = last.map(|e| json!(format!("{},{}", e.ms(), uuid_str(e.id))));
-            ok(json!({"items": items, "metadata": {"next_offset": next,
-                      "total_objects": {"relation": "eq", "value": total}}}))
+            let metadata = json!({"next_offset": next,
+                                  "total_objects": {"relation": "eq", "value": total}});
+            ok(obj([
+                ("items", Value::Array(items)),
+                ("metadata", metadata),
+            ]))
         }
     };
     Ok(body)

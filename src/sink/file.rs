@@ -121,6 +121,9 @@ mod tests {
         std::fs::rename(&path, dir.path().join("rotated.jsonl")).unwrap();
         sink.write_durably(b"2\n".to_vec()).await.unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"2\n");
-        assert_eq!(std::fs::read(dir.path().join("rotated.jsonl")).unwrap(), b"1\n");
+        assert_eq!(
+            std::fs::read(dir.path().join("rotated.jsonl")).unwrap(),
+            b"1\n"
+        );
     }
 }

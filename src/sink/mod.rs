@@ -23,7 +23,11 @@ pub enum SinkError {
     #[error("sink {sink:?}: {detail}")]
     Io { sink: String, detail: String },
     #[error("sink {sink:?}: gave up after {attempts} attempts: {last}")]
-    GaveUp { sink: String, attempts: u32, last: String },
+    GaveUp {
+        sink: String,
+        attempts: u32,
+        last: String,
+    },
     #[error("sink delivery cancelled by shutdown")]
     Cancelled,
 }
@@ -64,10 +68,12 @@ impl Default for SinkRetry {
 impl Sink {
     pub fn open(settings: &SinkSettings) -> Result<Sink, SinkError> {
         let driver = match &settings.kind {
-            SinkKind::File { path } => Driver::File(FileSink::open(path).map_err(|e| SinkError::Io {
-                sink: settings.name.clone(),
-                detail: format!("cannot open {}: {e}", path.display()),
-            })?),
+            SinkKind::File { path } => {
+                Driver::File(FileSink::open(path).map_err(|e| SinkError::Io {
+                    sink: settings.name.clone(),
+                    detail: format!("cannot open {}: {e}", path.display()),
+                })?)
+            }
             SinkKind::Stdout => Driver::Stdout(StdoutSink::new()),
         };
         Ok(Sink {
@@ -172,8 +178,14 @@ pub async fn deliver_all(
     retry: &SinkRetry,
     cancel: &CancellationToken,
 ) -> Result<(), SinkError> {
-    let results =
-        futures::future::join_all(sinks.iter().map(|s| s.deliver_with_retry(batch, retry, cancel)))
-            .await;
-    results.into_iter().collect::<Result<Vec<()>, _>>().map(|_| ())
+    let results = futures::future::join_all(
+        sinks
+            .iter()
+            .map(|s| s.deliver_with_retry(batch, retry, cancel)),
+    )
+    .await;
+    results
+        .into_iter()
+        .collect::<Result<Vec<()>, _>>()
+        .map(|_| ())
 }

@@ -19,7 +19,10 @@ const RUNS_KEPT_PER_STREAM: i64 = 50;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state database {path}: {source}")]
-    Open { path: String, source: rusqlite::Error },
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
     #[error("state database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("state database was written by a newer duo-collector (schema {found}, this build knows up to {known}); upgrade duo-collector")]
@@ -109,9 +112,11 @@ impl State {
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
         // FULL: a checkpoint that was acknowledged survives power loss too.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
         schema::migrate(&mut conn)?;
         Ok(State {
             conn: Arc::new(Mutex::new(conn)),
@@ -132,7 +137,10 @@ impl State {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, StateError>) -> Result<T, StateError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
         // A poisoned lock only means another thread panicked mid-call; SQLite's own
         // transactions keep the data consistent, so carry on with the connection.
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -348,13 +356,18 @@ mod tests {
         };
         state.commit_page(&stream, run, &cp, 7, 2).unwrap();
         state.commit_page(&stream, run, &cp, 3, 3).unwrap();
-        state.end_run(&stream, run, RunOutcome::Ok, None, 4).unwrap();
+        state
+            .end_run(&stream, run, RunOutcome::Ok, None, 4)
+            .unwrap();
         assert_eq!(state.load_checkpoint(&stream).unwrap(), Some(cp.clone()));
         let status = state.status().unwrap();
         assert_eq!(status.len(), 1);
         assert_eq!(status[0].events_total, 10);
         let last = status[0].last_run.as_ref().unwrap();
-        assert_eq!((last.pages, last.events, last.outcome.as_str()), (2, 10, "ok"));
+        assert_eq!(
+            (last.pages, last.events, last.outcome.as_str()),
+            (2, 10, "ok")
+        );
 
         // Reopening keeps everything (and migrations are idempotent).
         drop(state);
@@ -375,7 +388,9 @@ mod tests {
         assert_eq!(status[0].last_run.as_ref().unwrap().outcome, "interrupted");
         for i in 0..(RUNS_KEPT_PER_STREAM + 10) {
             let r = state.begin_run(&stream, i).unwrap();
-            state.end_run(&stream, r, RunOutcome::Failed, Some("x"), i).unwrap();
+            state
+                .end_run(&stream, r, RunOutcome::Failed, Some("x"), i)
+                .unwrap();
         }
         let count: i64 = state
             .with(|c| Ok(c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))?))

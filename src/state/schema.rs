@@ -36,7 +36,11 @@ const MIGRATIONS: &[&str] = &[
 
 fn current_version(conn: &Connection) -> Result<i64, StateError> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)")?;
-    Ok(conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| r.get(0))?)
+    Ok(conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StateError> {
@@ -49,7 +53,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StateError> {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.execute("DELETE FROM schema_version", [])?;
-        tx.execute("INSERT INTO schema_version(version) VALUES (?1)", [i as i64 + 1])?;
+        tx.execute(
+            "INSERT INTO schema_version(version) VALUES (?1)",
+            [i as i64 + 1],
+        )?;
         tx.commit()?;
     }
     Ok(())
@@ -58,7 +65,11 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StateError> {
 /// For read-only opens: the schema must be one this build understands.
 pub fn check_version(conn: &Connection) -> Result<(), StateError> {
     let found: i64 = conn
-        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| r.get(0))
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )
         .unwrap_or(0);
     let known = MIGRATIONS.len() as i64;
     if found > known {
