@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
-use crate::collector::{IntegrationRuntime, StreamReport};
+use crate::collector::{IntegrationReport, IntegrationRuntime};
 use crate::config::Config;
 use crate::duo::RetryPolicy;
 use crate::sink::{SinkRetry, SinkSet};
@@ -75,17 +75,13 @@ pub async fn collect_once(
     runtime: &Runtime,
     only: Option<&str>,
     cancel: &CancellationToken,
-) -> Vec<StreamReport> {
+) -> Vec<IntegrationReport> {
     let selected = runtime
         .integrations
         .iter()
         .filter(|rt| only.is_none_or(|name| rt.settings.name == name));
     let runs = selected.map(|rt| rt.collect_all(cancel));
-    futures::future::join_all(runs)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
+    futures::future::join_all(runs).await
 }
 
 /// Runs until `cancel` fires: every integration on its schedule, plus once at start.
@@ -120,9 +116,9 @@ pub async fn run(runtime: Runtime, cancel: CancellationToken) -> anyhow::Result<
                     _ = cancel.cancelled() => break,
                     tick = tick_rx.recv() => if tick.is_none() { break },
                 }
-                let reports = rt.collect_all(&cancel).await;
-                let failed = reports.iter().filter(|r| r.outcome == RunOutcome::Failed).count();
-                let events: u64 = reports.iter().map(|r| r.events).sum();
+                let report = rt.collect_all(&cancel).await;
+                let failed = report.streams.iter().filter(|r| r.outcome == RunOutcome::Failed).count();
+                let events = report.events();
                 tracing::info!(integration = %rt.settings.name, events, failed_streams = failed, next = ?crate::schedule::next_tick(&rt.settings.schedule, chrono::Utc::now()), "collection cycle done");
             }
         }));

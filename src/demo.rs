@@ -19,7 +19,7 @@ pub struct SimulateArgs {
     /// Seed of the generated data (same seed, same events).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Authentication events in the backlog.
+    /// Authentication events in the backlog (the other log kinds get fewer, in proportion).
     #[arg(long, default_value_t = 20_000)]
     pub auth_events: usize,
     /// Days of history the backlog spans, ending now.
@@ -58,7 +58,11 @@ impl SimulateArgs {
             end_ms: now + live_ms,
             counts: KindCounts {
                 authentication: self.auth_events,
-                ..KindCounts::default()
+                administrator: self.auth_events / 4,
+                telephony: self.auth_events / 10,
+                activity: self.auth_events / 5,
+                trust_monitor: self.auth_events / 40,
+                offline_enrollment: self.auth_events / 20,
             },
             max_visibility_delay_ms: self.max_visibility_delay_ms,
             rate_limit_per_minute: self.rate_limit_per_minute,
@@ -126,7 +130,7 @@ pub async fn demo(args: DemoArgs, cancel: CancellationToken) -> anyhow::Result<(
     );
     let config = parse_config_str(&text, "demo config", &crate::config::Env::real())?;
     eprintln!(
-        "demo: Duo API simulator at {} with {} authentication events over the last day (more arrive live).\n\
+        "demo: Duo API simulator at {} with {} authentication events (and the other log kinds) over the last day (more arrive live).\n\
          demo: collecting them to stdout as JSON lines; progress is logged here on stderr.{}",
         sim.base_url(),
         args.events,
@@ -135,10 +139,10 @@ pub async fn demo(args: DemoArgs, cancel: CancellationToken) -> anyhow::Result<(
     let runtime = Runtime::build(&config, &RuntimeOptions::default())?;
     if args.once {
         let reports = daemon::collect_once(&runtime, None, &cancel).await;
-        let events: u64 = reports.iter().map(|r| r.events).sum();
+        let events: u64 = reports.iter().map(|r| r.events()).sum();
         eprintln!("demo: delivered {events} events");
-        if let Some(failed) = reports.iter().find_map(|r| r.error.as_ref()) {
-            anyhow::bail!("demo collection failed: {failed}");
+        if let Some(failed) = reports.iter().find(|r| r.failed()) {
+            anyhow::bail!("demo collection failed: {failed:?}");
         }
     } else {
         daemon::run(runtime, cancel).await?;

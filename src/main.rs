@@ -113,9 +113,15 @@ fn shutdown_token() -> anyhow::Result<CancellationToken> {
     Ok(token)
 }
 
-fn print_reports(reports: &[duo_collector::collector::StreamReport]) -> bool {
+fn print_reports(reports: &[duo_collector::collector::IntegrationReport]) -> bool {
     let mut ok = true;
-    for r in reports {
+    for report in reports {
+        if let Some(e) = &report.error {
+            ok = false;
+            eprintln!("FAILED {}: {e}", report.integration);
+        }
+    }
+    for r in reports.iter().flat_map(|r| &r.streams) {
         match r.outcome {
             RunOutcome::Failed => {
                 ok = false;
@@ -134,6 +140,11 @@ fn print_reports(reports: &[duo_collector::collector::StreamReport]) -> bool {
                     r.stream, r.pages, r.events
                 );
             }
+            RunOutcome::NotPermitted => eprintln!(
+                "skipped {}: {}",
+                r.stream,
+                r.error.as_deref().unwrap_or("not permitted")
+            ),
             RunOutcome::Ok => eprintln!("ok {}: {} pages, {} events", r.stream, r.pages, r.events),
         }
     }

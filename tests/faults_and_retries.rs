@@ -39,7 +39,11 @@ async fn collect(
 ) -> Vec<duo_collector::collector::StreamReport> {
     let config = Config::load(&setup.config).expect("valid config");
     let runtime = Runtime::build(&config, options).expect("runtime");
-    collect_once(&runtime, None, &CancellationToken::new()).await
+    collect_once(&runtime, None, &CancellationToken::new())
+        .await
+        .into_iter()
+        .flat_map(|r| r.streams)
+        .collect()
 }
 
 fn assert_exactly_once(setup: &Setup, handle: &duo_collector::simulator::SimHandle) {

@@ -1,18 +1,28 @@
 //! Collection: for each stream, page through Duo with the endpoint's own cursor, hand each page
 //! to every sink, and move the checkpoint only after all of them acknowledged it.
+//!
+//! Streams of one integration (every log kind, and for an MSP every child account) run
+//! concurrently; a semaphore bounds the pages in flight per integration. Its permits are handed
+//! out in FIFO order, so hundreds of children take turns page by page and none starves, and at
+//! most `max_in_flight` pages are in memory at once.
 
-mod v2;
+mod accounts;
+mod v1;
+mod windowed;
 
 use std::sync::Arc;
 
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Integration;
 use crate::duo::{DuoClient, DuoError, RetryPolicy};
-use crate::event::StreamId;
-use crate::logs::{LogKind, Paging};
-use crate::sink::{Sink, SinkError, SinkRetry, SinkSet};
-use crate::state::{RunOutcome, State, StateError};
+use crate::event::{Batch, Event, StreamId};
+use crate::logs::Paging;
+use crate::sink::{deliver_all, Sink, SinkError, SinkRetry, SinkSet};
+use crate::state::{Checkpoint, RunOutcome, State, StateError};
+
+pub use accounts::ChildAccount;
 
 /// Duo refuses a `mintime` older than 180 days; stay this far inside the limit.
 const RETENTION_MARGIN_MS: i64 = 10 * 60 * 1000;
@@ -20,6 +30,11 @@ pub const RETENTION_MS: i64 = 180 * 86_400 * 1000;
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// The oldest `mintime` to send at `now`.
+fn retention_floor_ms(now: i64) -> i64 {
+    now - RETENTION_MS + RETENTION_MARGIN_MS
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +45,6 @@ pub enum CollectError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("{0} is not collected yet by this version")]
-    Unsupported(LogKind),
 }
 
 /// What one stream's run did.
@@ -44,11 +57,39 @@ pub struct StreamReport {
     pub error: Option<String>,
 }
 
+/// What one collection of an integration did.
+#[derive(Debug, Clone, Default)]
+pub struct IntegrationReport {
+    pub integration: String,
+    pub streams: Vec<StreamReport>,
+    /// A failure before any stream ran (e.g. listing MSP child accounts).
+    pub error: Option<String>,
+}
+
+impl IntegrationReport {
+    pub fn failed(&self) -> bool {
+        self.error.is_some() || self.streams.iter().any(|s| s.outcome == RunOutcome::Failed)
+    }
+
+    pub fn events(&self) -> u64 {
+        self.streams.iter().map(|s| s.events).sum()
+    }
+}
+
 /// Counters a drain updates as it commits pages.
 #[derive(Debug, Default)]
 struct Progress {
     pages: u64,
     events: u64,
+}
+
+/// One stream plus where its requests go.
+#[derive(Debug, Clone)]
+pub struct StreamTarget {
+    pub stream: StreamId,
+    /// The API host the requests are signed for (an MSP child's own host).
+    pub host: String,
+    pub account_name: Option<String>,
 }
 
 /// Everything needed to collect one integration.
@@ -59,6 +100,8 @@ pub struct IntegrationRuntime {
     sinks: Vec<Arc<Sink>>,
     state: State,
     sink_retry: SinkRetry,
+    in_flight: Semaphore,
+    children: accounts::ChildCache,
 }
 
 impl IntegrationRuntime {
@@ -71,42 +114,84 @@ impl IntegrationRuntime {
     ) -> Result<Self, DuoError> {
         let client = DuoClient::for_integration(&settings, retry)?;
         let sinks = sinks.select(&settings.sinks);
+        let in_flight = Semaphore::new(settings.max_in_flight);
         Ok(IntegrationRuntime {
             settings,
             client,
             sinks,
             state,
             sink_retry,
+            in_flight,
+            children: accounts::ChildCache::default(),
         })
     }
 
-    /// Drains every configured log kind up to now − delay. Each stream fails alone.
-    pub async fn collect_all(&self, cancel: &CancellationToken) -> Vec<StreamReport> {
-        let mut reports = Vec::new();
-        for kind in &self.settings.logs {
-            if cancel.is_cancelled() {
-                break;
+    async fn request_permit(&self) -> Option<SemaphorePermit<'_>> {
+        // The semaphore is never closed, so acquire only fails if it were.
+        self.in_flight.acquire().await.ok()
+    }
+
+    /// The streams to collect now: every log kind of the account, or of every MSP child.
+    async fn targets(&self, cancel: &CancellationToken) -> Result<Vec<StreamTarget>, DuoError> {
+        let settings = &self.settings;
+        let accounts: Vec<(Option<String>, String, Option<String>)> = if settings.accounts_api {
+            accounts::children(self, cancel)
+                .await?
+                .into_iter()
+                .map(|c| {
+                    let host = c
+                        .api_hostname
+                        .clone()
+                        .unwrap_or_else(|| settings.api_hostname.clone());
+                    (Some(c.account_id), host, Some(c.name))
+                })
+                .collect()
+        } else {
+            vec![(None, settings.api_hostname.clone(), None)]
+        };
+        Ok(accounts
+            .into_iter()
+            .flat_map(|(account_id, host, name)| {
+                settings.logs.iter().map(move |kind| StreamTarget {
+                    stream: StreamId::new(&settings.name, account_id.clone(), *kind),
+                    host: host.clone(),
+                    account_name: name.clone(),
+                })
+            })
+            .collect())
+    }
+
+    /// Drains every stream up to now − delay. Each stream fails alone.
+    pub async fn collect_all(&self, cancel: &CancellationToken) -> IntegrationReport {
+        let mut report = IntegrationReport {
+            integration: self.settings.name.clone(),
+            ..IntegrationReport::default()
+        };
+        let targets = match self.targets(cancel).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(integration = %self.settings.name, error = %e, "cannot list MSP child accounts; nothing collected this cycle");
+                report.error = Some(format!("listing child accounts: {e}"));
+                return report;
             }
-            let stream = StreamId::new(&self.settings.name, None, *kind);
-            reports.push(
-                self.collect_stream(&stream, &self.settings.api_hostname, cancel)
-                    .await,
-            );
-        }
-        reports
+        };
+        let runs = targets.iter().map(|t| self.collect_stream(t, cancel));
+        report.streams = futures::future::join_all(runs).await;
+        report
     }
 
     async fn collect_stream(
         &self,
-        stream: &StreamId,
-        host: &str,
+        target: &StreamTarget,
         cancel: &CancellationToken,
     ) -> StreamReport {
+        let stream = &target.stream;
+        let account = stream.account_id.as_deref().unwrap_or("-");
         let mut progress = Progress::default();
         let run_id = match self.state.begin_run(stream, now_ms()) {
             Ok(id) => id,
             Err(e) => {
-                tracing::error!(stream = %stream, error = %e, "cannot record the run start");
+                tracing::error!(integration = %stream.integration, account, log = %stream.log, error = %e, "cannot record the run start");
                 return StreamReport {
                     stream: stream.clone(),
                     pages: 0,
@@ -116,31 +201,40 @@ impl IntegrationRuntime {
                 };
             }
         };
-        tracing::info!(integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log, "collection started");
+        tracing::info!(integration = %stream.integration, account, log = %stream.log, "collection started");
         let result = match stream.log.paging() {
-            Paging::V2 => v2::drain(self, stream, host, run_id, &mut progress, cancel).await,
-            _ => Err(CollectError::Unsupported(stream.log)),
+            Paging::V2 | Paging::TrustMonitor => {
+                windowed::drain(self, target, run_id, &mut progress, cancel).await
+            }
+            Paging::V1 => v1::drain(self, target, run_id, &mut progress, cancel).await,
         };
         let (outcome, error) = match result {
             Ok(()) if cancel.is_cancelled() => (RunOutcome::Interrupted, None),
             Ok(()) => (RunOutcome::Ok, None),
-            Err(CollectError::Duo(DuoError::Cancelled))
-            | Err(CollectError::Sink(SinkError::Cancelled)) => (RunOutcome::Interrupted, None),
+            Err(CollectError::Duo(DuoError::Cancelled)) | Err(CollectError::Sink(SinkError::Cancelled)) => {
+                (RunOutcome::Interrupted, None)
+            }
+            Err(CollectError::Duo(e @ DuoError::Api { status: 403, .. })) if !self.settings.logs_explicit => {
+                (RunOutcome::NotPermitted, Some(format!("{e} (skipped: `logs` is not set, so only the kinds these keys may read are collected)")))
+            }
             Err(e) => (RunOutcome::Failed, Some(e.to_string())),
         };
-        match &error {
-            None => {
-                tracing::info!(integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log, pages = progress.pages, events = progress.events, outcome = ?outcome, "collection finished")
+        match (&outcome, &error) {
+            (RunOutcome::Failed, Some(e)) => {
+                tracing::error!(integration = %stream.integration, account, log = %stream.log, pages = progress.pages, events = progress.events, error = %e, "collection failed; the checkpoint stays at the last acknowledged page")
             }
-            Some(e) => {
-                tracing::error!(integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log, pages = progress.pages, events = progress.events, error = %e, "collection failed; the checkpoint stays at the last acknowledged page")
+            (_, Some(e)) => {
+                tracing::warn!(integration = %stream.integration, account, log = %stream.log, error = %e, "log kind not readable with these keys")
+            }
+            (_, None) => {
+                tracing::info!(integration = %stream.integration, account, log = %stream.log, pages = progress.pages, events = progress.events, outcome = outcome.as_str(), "collection finished")
             }
         }
         if let Err(e) = self
             .state
             .end_run(stream, run_id, outcome, error.as_deref(), now_ms())
         {
-            tracing::error!(stream = %stream, error = %e, "cannot record the run end");
+            tracing::error!(integration = %stream.integration, account, log = %stream.log, error = %e, "cannot record the run end");
         }
         StreamReport {
             stream: stream.clone(),
@@ -150,4 +244,33 @@ impl IntegrationRuntime {
             error,
         }
     }
+}
+
+/// Hands a page to every sink and, once all acknowledged it, commits the checkpoint.
+async fn deliver_and_commit(
+    rt: &IntegrationRuntime,
+    target: &StreamTarget,
+    run_id: i64,
+    events: &[Event],
+    cp: &mut Checkpoint,
+    progress: &mut Progress,
+    cancel: &CancellationToken,
+) -> Result<(), CollectError> {
+    if !events.is_empty() {
+        let collected_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let batch = Batch {
+            stream: &target.stream,
+            account_name: target.account_name.as_deref(),
+            collected_at: &collected_at,
+            events,
+        };
+        deliver_all(&rt.sinks, &batch, &rt.sink_retry, cancel).await?;
+        let newest = events.iter().map(|e| e.ts_ms).max();
+        cp.newest_event_ms = cp.newest_event_ms.max(newest);
+    }
+    rt.state
+        .commit_page(&target.stream, run_id, cp, events.len(), now_ms())?;
+    progress.pages += 1;
+    progress.events += events.len() as u64;
+    Ok(())
 }

@@ -59,6 +59,16 @@ pub struct Integration {
     pub page_size: u32,
     /// Whole-request timeout for one API call.
     pub request_timeout: Duration,
+    /// Whether `logs` was given; if not, kinds the keys may not read are skipped, not failed.
+    pub logs_explicit: bool,
+    /// MSP: the keys are Accounts API keys; collect every child account's logs.
+    pub accounts_api: bool,
+    /// MSP: only these child account ids (empty = all).
+    pub accounts: Vec<String>,
+    /// MSP: how often the child account list is fetched again.
+    pub account_refresh: Duration,
+    /// Pages in flight at once for this integration (across its streams).
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, Clone)]

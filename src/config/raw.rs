@@ -23,6 +23,10 @@ pub const INTEGRATION_KEYS: &[&str] = &[
     "ca_file",
     "page_size",
     "request_timeout",
+    "accounts_api",
+    "accounts",
+    "account_refresh",
+    "max_in_flight",
 ];
 pub const SINK_KEYS: &[&str] = &["name", "type", "path", "format"];
 
@@ -50,6 +54,10 @@ pub struct RawIntegration {
     pub ca_file: Option<String>,
     pub page_size: Option<u32>,
     pub request_timeout: Option<String>,
+    pub accounts_api: Option<bool>,
+    pub accounts: Option<Vec<String>>,
+    pub account_refresh: Option<String>,
+    pub max_in_flight: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -48,7 +48,10 @@ fn assert_problem(text: &str, needles: &[&str]) {
 fn minimal_config_gets_defaults() {
     let c = parse(&valid_integration("")).unwrap();
     let i = &c.integrations[0];
-    assert_eq!(i.logs, vec![LogKind::Authentication]);
+    assert_eq!(i.logs, LogKind::ALL.to_vec());
+    assert!(!i.logs_explicit && !i.accounts_api);
+    assert_eq!(i.max_in_flight, 4);
+    assert_eq!(i.account_refresh, Duration::from_secs(3600));
     assert_eq!(i.schedule, "0 */5 * * * *");
     assert_eq!(i.initial_lookback, Duration::from_secs(86_400));
     assert_eq!(i.delay, Duration::from_secs(120));

@@ -418,8 +418,9 @@ fn validate_integration(
         },
     );
 
+    let logs_explicit = raw.logs.is_some();
     let logs = match raw.logs {
-        None => Some(vec![LogKind::Authentication]),
+        None => Some(LogKind::ALL.to_vec()),
         Some(list) if list.is_empty() => {
             report.error(
                 scope,
@@ -558,6 +559,44 @@ fn validate_integration(
         }
     };
 
+    let accounts_api = raw.accounts_api.unwrap_or(false);
+    let accounts = raw.accounts.unwrap_or_default();
+    if !accounts.is_empty() && !accounts_api {
+        report.error(
+            scope,
+            "accounts",
+            "only applies with accounts_api = true (MSP child accounts)",
+        );
+    }
+    for a in &accounts {
+        if !a.starts_with("DA") {
+            report.warn(
+                scope,
+                "accounts",
+                format!("{a:?} does not look like a Duo account id (\"DA…\")"),
+            );
+        }
+    }
+    let account_refresh = parse_duration_field(
+        report,
+        scope,
+        "account_refresh",
+        raw.account_refresh.as_deref(),
+        Duration::from_secs(3600),
+    );
+    let max_in_flight = match raw.max_in_flight {
+        None => Some(4),
+        Some(n) if (1..=64).contains(&n) => Some(n),
+        Some(n) => {
+            report.error(
+                scope,
+                "max_in_flight",
+                format!("{n} is out of range; use 1 to 64 (Duo rate-limits log requests)"),
+            );
+            None
+        }
+    };
+
     if !schedule_ok || !connect_ok {
         return None;
     }
@@ -576,6 +615,11 @@ fn validate_integration(
         ca_file,
         page_size: page_size?,
         request_timeout: request_timeout?,
+        logs_explicit,
+        accounts_api,
+        accounts,
+        account_refresh: account_refresh?,
+        max_in_flight: max_in_flight?,
     })
 }
 

@@ -147,6 +147,108 @@ fn v2_event(kind: LogKind, raw: &RawValue) -> Result<Event, PageError> {
     })
 }
 
+#[derive(Deserialize)]
+struct TrustMonitorResponse<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+    #[serde(borrow)]
+    metadata: Option<Metadata<'a>>,
+}
+
+#[derive(Deserialize)]
+struct TrustMonitorKey<'a> {
+    #[serde(borrow, default)]
+    sekey: Option<Cow<'a, str>>,
+    #[serde(default)]
+    surfaced_timestamp: Option<i64>,
+}
+
+/// Parses a Trust Monitor page; the event time is the surfaced time, the id the `sekey`.
+pub fn parse_trust_monitor(body: &[u8]) -> Result<Page, PageError> {
+    let response = response_of(body)?;
+    let parsed: TrustMonitorResponse<'_> = serde_json::from_str(response.get())
+        .map_err(|e| malformed(format!("unexpected trust_monitor page shape ({e})")))?;
+    let mut events = Vec::with_capacity(parsed.events.len());
+    for raw in parsed.events {
+        let text = raw.get();
+        if !text.starts_with('{') {
+            return Err(malformed("a trust_monitor event is not a JSON object"));
+        }
+        let key: TrustMonitorKey<'_> = serde_json::from_str(text).map_err(|e| {
+            malformed(format!(
+                "a trust_monitor event has unexpected field types ({e})"
+            ))
+        })?;
+        let ts_ms = key
+            .surfaced_timestamp
+            .ok_or_else(|| malformed("a trust_monitor event has no surfaced_timestamp"))?;
+        let event_id = match key.sekey {
+            Some(id) if !id.is_empty() => id.into_owned(),
+            _ => fingerprint(text),
+        };
+        events.push(Event {
+            raw: text.to_string(),
+            event_id,
+            ts_ms,
+        });
+    }
+    let next_offset = parsed
+        .metadata
+        .and_then(|m| m.next_offset)
+        .and_then(|o| o.joined());
+    Ok(Page {
+        events,
+        next_offset,
+    })
+}
+
+#[derive(Deserialize)]
+struct V1Key {
+    #[serde(default)]
+    timestamp: Option<f64>,
+}
+
+/// Parses a v1 page (administrator, offline enrollment): a plain array, no cursor. Each event's
+/// id is its content fingerprint; identical records within one second are told apart by their
+/// occurrence number, so they are neither merged nor repeated.
+pub fn parse_v1(kind: LogKind, body: &[u8]) -> Result<Page, PageError> {
+    let response = response_of(body)?;
+    let items: Vec<&RawValue> = serde_json::from_str(response.get())
+        .map_err(|e| malformed(format!("unexpected {kind} page shape ({e})")))?;
+    let mut events = Vec::with_capacity(items.len());
+    let mut occurrences: std::collections::HashMap<(i64, String), u32> =
+        std::collections::HashMap::new();
+    for raw in items {
+        let text = raw.get();
+        if !text.starts_with('{') {
+            return Err(malformed(format!("a {kind} record is not a JSON object")));
+        }
+        let key: V1Key = serde_json::from_str(text)
+            .map_err(|e| malformed(format!("a {kind} record has unexpected field types ({e})")))?;
+        let seconds = key
+            .timestamp
+            .ok_or_else(|| malformed(format!("a {kind} record has no timestamp")))?
+            as i64;
+        let base = fingerprint(text);
+        let n = occurrences.entry((seconds, base.clone())).or_insert(0);
+        let event_id = if *n == 0 {
+            base
+        } else {
+            hex::encode(Sha256::digest(format!("{base}#{n}").as_bytes()))
+        };
+        *n += 1;
+        events.push(Event {
+            raw: text.to_string(),
+            event_id,
+            ts_ms: seconds * 1000,
+        });
+    }
+    Ok(Page {
+        events,
+        next_offset: None,
+    })
+}
+
 /// Epoch milliseconds of an RFC 3339 time such as `2020-08-17T13:43:58.335969+00:00`.
 pub fn parse_iso_ms(text: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(text)
@@ -214,6 +316,38 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn parses_trust_monitor_and_v1_pages() {
+        let tm = br#"{"stat":"OK","response":{"events":[{"sekey":"SE1","surfaced_timestamp":1675893605269,"type":"auth"}],"metadata":{"next_offset":"31229"}}}"#;
+        let page = parse_trust_monitor(tm).unwrap();
+        assert_eq!(
+            (page.events[0].event_id.as_str(), page.events[0].ts_ms),
+            ("SE1", 1_675_893_605_269)
+        );
+        assert_eq!(page.next_offset.as_deref(), Some("31229"));
+        let done = br#"{"stat":"OK","response":{"events":[],"metadata":{}}}"#;
+        assert_eq!(parse_trust_monitor(done).unwrap().next_offset, None);
+
+        let v1 = br#"{"stat":"OK","response":[
+            {"action":"admin_login","description":"{}","object":null,"timestamp":1626781477,"username":"a"},
+            {"action":"admin_login","description":"{}","object":null,"timestamp":1626781477,"username":"a"},
+            {"action":"user_update","description":"{\"x\":1}","object":"u","timestamp":1626781478,"username":"a"}
+        ]}"#;
+        let page = parse_v1(LogKind::Administrator, v1).unwrap();
+        assert_eq!(page.events.len(), 3);
+        assert_eq!(page.events[0].ts_ms, 1_626_781_477_000);
+        // Two identical records in one second get two different, stable ids.
+        assert_ne!(page.events[0].event_id, page.events[1].event_id);
+        assert_eq!(page.events[0].event_id, fingerprint(&page.events[0].raw));
+        let again = parse_v1(LogKind::Administrator, v1).unwrap();
+        assert_eq!(page.events, again.events);
+        assert!(parse_v1(
+            LogKind::Administrator,
+            br#"{"stat":"OK","response":[{"action":"x"}]}"#
+        )
+        .is_err());
     }
 
     #[test]

@@ -74,14 +74,17 @@ pub enum RunOutcome {
     Ok,
     Failed,
     Interrupted,
+    /// The keys may not read this log kind (403), and the config did not ask for it by name.
+    NotPermitted,
 }
 
 impl RunOutcome {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             RunOutcome::Ok => "ok",
             RunOutcome::Failed => "failed",
             RunOutcome::Interrupted => "interrupted",
+            RunOutcome::NotPermitted => "not_permitted",
         }
     }
 }

@@ -78,6 +78,14 @@ format = "raw"
             skey = skey.display().to_string(),
             events = events.display().to_string(),
         );
+        let text = if integration_extra.contains("logs =") {
+            text
+        } else {
+            text.replace(
+                "sinks = [\"local\"]\n",
+                "sinks = [\"local\"]\nlogs = [\"authentication\"]\n",
+            )
+        };
         std::fs::write(&config, text).unwrap();
         set_mode(&config, 0o600);
         Setup {

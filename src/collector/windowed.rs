@@ -1,27 +1,36 @@
-//! Draining a v2 log (authentication, telephony, activity): a fixed window
-//! `[mintime, now − delay]` paged with `next_offset`; the window and cursor are checkpointed
-//! after each acknowledged page, so a restart resumes the same window at the same cursor.
+//! Draining a windowed log — the v2 logs (authentication, telephony, activity) and Trust
+//! Monitor: a fixed window `[mintime, now − delay]` paged with the endpoint's own cursor. The
+//! window and cursor are checkpointed after each acknowledged page, so a restart resumes the
+//! same window at the same cursor.
 
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    now_ms, CollectError, IntegrationRuntime, Progress, RETENTION_MARGIN_MS, RETENTION_MS,
+    deliver_and_commit, now_ms, retention_floor_ms, CollectError, IntegrationRuntime, Progress,
+    StreamTarget,
 };
-use crate::event::{Batch, StreamId};
-use crate::logs::page::parse_v2;
-use crate::sink::deliver_all;
+use crate::logs::page::{parse_trust_monitor, parse_v2, Page, PageError};
+use crate::logs::{LogKind, Paging};
 use crate::state::Checkpoint;
+
+fn parse(kind: LogKind, body: &[u8]) -> Result<Page, PageError> {
+    match kind.paging() {
+        Paging::TrustMonitor => parse_trust_monitor(body),
+        _ => parse_v2(kind, body),
+    }
+}
 
 pub(super) async fn drain(
     rt: &IntegrationRuntime,
-    stream: &StreamId,
-    host: &str,
+    target: &StreamTarget,
     run_id: i64,
     progress: &mut Progress,
     cancel: &CancellationToken,
 ) -> Result<(), CollectError> {
+    let stream = &target.stream;
+    let kind = stream.log;
     let settings = &rt.settings;
-    let limit = settings.page_size.min(stream.log.max_page_size());
+    let limit = settings.page_size.min(kind.max_page_size());
     let mut cp = match rt.state.load_checkpoint(stream)? {
         Some(cp) => cp,
         None => Checkpoint {
@@ -34,6 +43,7 @@ pub(super) async fn drain(
         if cancel.is_cancelled() {
             return Ok(());
         }
+        let _permit = rt.request_permit().await;
         let now = now_ms();
         let maxtime = match cp.window_max_ms {
             Some(max) => max,
@@ -52,9 +62,9 @@ pub(super) async fn drain(
                 max
             }
         };
-        let floor = now - RETENTION_MS + RETENTION_MARGIN_MS;
+        let floor = retention_floor_ms(now);
         if cp.mintime_ms < floor {
-            tracing::warn!(stream = %stream, mintime_ms = cp.mintime_ms, clamped_to_ms = floor, "mintime is older than Duo's 180-day retention; clamping (older events are no longer available)");
+            tracing::warn!(integration = %stream.integration, log = %kind, mintime_ms = cp.mintime_ms, clamped_to_ms = floor, "mintime is older than Duo's 180-day retention; clamping (older events are no longer available)");
             cp.mintime_ms = floor;
             if floor >= maxtime {
                 cp.window_max_ms = None;
@@ -67,46 +77,39 @@ pub(super) async fn drain(
             ("mintime".to_string(), cp.mintime_ms.to_string()),
             ("maxtime".to_string(), maxtime.to_string()),
             ("limit".to_string(), limit.to_string()),
-            ("sort".to_string(), "ts:asc".to_string()),
         ];
+        let trust_monitor = kind.paging() == Paging::TrustMonitor;
+        if !trust_monitor {
+            params.push(("sort".to_string(), "ts:asc".to_string()));
+        }
         if let Some(cursor) = &cp.cursor {
-            params.push(("next_offset".to_string(), cursor.clone()));
+            let name = if trust_monitor {
+                "offset"
+            } else {
+                "next_offset"
+            };
+            params.push((name.to_string(), cursor.clone()));
         }
         if let Some(account) = &stream.account_id {
             params.push(("account_id".to_string(), account.clone()));
         }
-        let kind = stream.log;
         let page = rt
             .client
-            .get(host, kind.path(), &params, cancel, |body| {
-                parse_v2(kind, body)
+            .get(&target.host, kind.path(), &params, cancel, |body| {
+                parse(kind, body)
             })
             .await?;
         let count = page.events.len();
-        if count > 0 {
-            let collected_at =
-                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            let batch = Batch {
-                stream,
-                account_name: None,
-                collected_at: &collected_at,
-                events: &page.events,
-            };
-            deliver_all(&rt.sinks, &batch, &rt.sink_retry, cancel).await?;
-            let newest = page.events.iter().map(|e| e.ts_ms).max();
-            cp.newest_event_ms = cp.newest_event_ms.max(newest);
-        }
-        let drained = count == 0 || count < limit as usize || page.next_offset.is_none();
+        let drained =
+            count == 0 || page.next_offset.is_none() || (!trust_monitor && count < limit as usize);
         if drained {
             cp.mintime_ms = maxtime + 1;
             cp.window_max_ms = None;
             cp.cursor = None;
         } else {
-            cp.cursor = page.next_offset;
+            cp.cursor = page.next_offset.clone();
         }
-        rt.state.commit_page(stream, run_id, &cp, count, now_ms())?;
-        progress.pages += 1;
-        progress.events += count as u64;
-        tracing::debug!(integration = %stream.integration, log = %stream.log, events = count, cursor = cp.cursor.as_deref().unwrap_or("-"), window_end_ms = maxtime, drained, "page committed");
+        deliver_and_commit(rt, target, run_id, &page.events, &mut cp, progress, cancel).await?;
+        tracing::debug!(integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %kind, events = count, cursor = cp.cursor.as_deref().unwrap_or("-"), window_end_ms = maxtime, drained, "page committed");
     }
 }
