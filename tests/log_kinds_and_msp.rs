@@ -302,12 +302,28 @@ async fn msp_children_are_collected_separately_and_new_children_are_picked_up() 
             .into_iter()
             .collect()
     );
-    // Each child's requests carried its account id.
-    assert!(handle
+    // Each child's requests carried its account id and were signed for the child's own host.
+    for r in handle.requests().iter().filter(|r| r.kind.is_some()) {
+        let id = r
+            .account_id
+            .as_deref()
+            .expect("account_id on every child request");
+        let n: u8 = id[2..].parse().unwrap();
+        assert_eq!(
+            r.signed_host.as_deref(),
+            Some(child(n, counts).api_hostname.as_str())
+        );
+    }
+    let list = handle
         .requests()
-        .iter()
-        .filter(|r| r.kind.is_some())
-        .all(|r| r.account_id.is_some()));
+        .into_iter()
+        .find(|r| r.path == "/accounts/v1/account/list")
+        .unwrap();
+    assert_eq!(
+        list.signed_host.as_deref(),
+        Some(HOST),
+        "the account list is signed for the parent host"
+    );
 
     handle.add_child_account(child(4, counts));
     let reports = collect_with(&rt).await;

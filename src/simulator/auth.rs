@@ -81,13 +81,18 @@ pub struct SigCheck<'a> {
     pub x_duo: &'a [(String, String)],
 }
 
-/// Does `sig` match any candidate scheme for any of `hosts`?
-pub fn verify(check: &SigCheck<'_>, skey: &str, hosts: &[String], sig: &str) -> bool {
+/// The host of `hosts` for which `sig` matches some candidate scheme, if any.
+pub fn verify<'h>(
+    check: &SigCheck<'_>,
+    skey: &str,
+    hosts: &'h [String],
+    sig: &str,
+) -> Option<&'h str> {
     let sig = sig.to_ascii_lowercase();
     let versions: &[SigVersion] = match sig.len() {
         40 => &[SigVersion::V2Sha1],
         128 => &[SigVersion::V2Sha512, SigVersion::V5],
-        _ => return false,
+        _ => return None,
     };
     let mut v5_param_sets = vec![check.params_v5];
     if check.params_v2 != check.params_v5 {
@@ -111,12 +116,12 @@ pub fn verify(check: &SigCheck<'_>, skey: &str, hosts: &[String], sig: &str) -> 
                 };
                 let expected = signature_hex(version, skey.as_bytes(), &input);
                 if signatures_equal(&expected, &sig) {
-                    return true;
+                    return Some(host);
                 }
             }
         }
     }
-    false
+    None
 }
 
 /// Is the RFC 2822 `date` within `max_skew_s` of `now_ms`?

@@ -208,6 +208,8 @@ pub struct RecordedRequest {
     pub fault: Option<Fault>,
     /// Server-side handling time in µs (including injected and configured delays).
     pub handling_us: u64,
+    /// The host name the request's signature was valid for.
+    pub signed_host: Option<String>,
 }
 
 /// An event a perfect collector must have delivered.

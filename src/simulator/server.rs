@@ -114,6 +114,7 @@ async fn handle(
         boundary_split: false,
         fault: None,
         handling_us: 0,
+        signed_host: None,
     };
     let fault = faults::take_fault(&state, &path);
     rec.fault = fault.clone();
@@ -212,8 +213,9 @@ async fn process(
         body: req.body,
         x_duo: &x_duo,
     };
-    if !auth::verify(&check, skey, &hosts, &creds.sig) {
-        return Err(ApiError::bad_signature());
+    match auth::verify(&check, skey, &hosts, &creds.sig) {
+        Some(host) => rec.signed_host = Some(host.to_string()),
+        None => return Err(ApiError::bad_signature()),
     }
     if !auth::date_ok(&date, now_ms(), cfg.max_clock_skew_s) {
         return Err(ApiError::bad_timestamp());
