@@ -126,6 +126,21 @@ impl IntegrationRuntime {
         })
     }
 
+    /// The stream's checkpoint, or a new one `initial_lookback` ago (rounded by `align`).
+    fn checkpoint_or_start(
+        &self,
+        stream: &StreamId,
+        align: impl Fn(i64) -> i64,
+    ) -> Result<Checkpoint, StateError> {
+        Ok(match self.state.load_checkpoint(stream)? {
+            Some(cp) => cp,
+            None => Checkpoint {
+                mintime_ms: align(now_ms() - self.settings.initial_lookback.as_millis() as i64),
+                ..Checkpoint::default()
+            },
+        })
+    }
+
     async fn request_permit(&self) -> Option<SemaphorePermit<'_>> {
         // The semaphore is never closed, so acquire only fails if it were.
         self.in_flight.acquire().await.ok()

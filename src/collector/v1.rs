@@ -13,7 +13,6 @@ use super::{
     StreamTarget,
 };
 use crate::logs::page::parse_v1;
-use crate::state::Checkpoint;
 
 /// Duo returns at most this many v1 events per call.
 const V1_PAGE: usize = 1000;
@@ -32,13 +31,7 @@ pub(super) async fn drain(
     let stream = &target.stream;
     let kind = stream.log;
     let settings = &rt.settings;
-    let mut cp = match rt.state.load_checkpoint(stream)? {
-        Some(cp) => cp,
-        None => Checkpoint {
-            mintime_ms: floor_to_second(now_ms() - settings.initial_lookback.as_millis() as i64),
-            ..Checkpoint::default()
-        },
-    };
+    let mut cp = rt.checkpoint_or_start(stream, floor_to_second)?;
     loop {
         if cancel.is_cancelled() {
             return Ok(());

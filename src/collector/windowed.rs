@@ -11,7 +11,6 @@ use super::{
 };
 use crate::logs::page::{parse_trust_monitor, parse_v2, Page, PageError};
 use crate::logs::{LogKind, Paging};
-use crate::state::Checkpoint;
 
 fn parse(kind: LogKind, body: &[u8]) -> Result<Page, PageError> {
     match kind.paging() {
@@ -31,13 +30,7 @@ pub(super) async fn drain(
     let kind = stream.log;
     let settings = &rt.settings;
     let limit = settings.page_size.min(kind.max_page_size());
-    let mut cp = match rt.state.load_checkpoint(stream)? {
-        Some(cp) => cp,
-        None => Checkpoint {
-            mintime_ms: now_ms() - settings.initial_lookback.as_millis() as i64,
-            ..Checkpoint::default()
-        },
-    };
+    let mut cp = rt.checkpoint_or_start(stream, |ms| ms)?;
     let mut opened_window = false;
     loop {
         if cancel.is_cancelled() {

@@ -3,7 +3,9 @@
 //! Layers: `raw` (what serde reads, everything optional) → `validate` (checks that name the
 //! integration or sink and the field, and resolves secrets) → the types below.
 
+mod hosts;
 mod raw;
+mod secrets;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -115,7 +117,7 @@ impl Config {
             parse_config_str(&text, &path.display().to_string(), &validate::Env::real())?;
         config
             .warnings
-            .extend(validate::config_file_permission_warning(path, &config));
+            .extend(secrets::config_file_permission_warning(path, &config));
         Ok(config)
     }
 

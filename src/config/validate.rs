@@ -1,9 +1,10 @@
 //! Turns the raw TOML into a validated [`Config`], collecting every problem with the name of
 //! the integration or sink and the field it concerns.
 
+use super::hosts::{validate_api_hostname, validate_connect_to};
+use super::secrets::{resolve_skey, SecretSources};
 use std::collections::HashSet;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{self, RawCollector, RawIntegration, RawSink};
@@ -14,7 +15,6 @@ use super::{
 use crate::duo::sign::SigVersion;
 use crate::logs::LogKind;
 use crate::normalize::Format;
-use crate::secret::Secret;
 
 pub const DEFAULT_SCHEDULE: &str = "0 */5 * * * *";
 const DEFAULT_LOOKBACK: Duration = Duration::from_secs(86_400);
@@ -50,26 +50,26 @@ impl Env {
         }
     }
 
-    fn var(&self, name: &str) -> Option<String> {
+    pub(super) fn var(&self, name: &str) -> Option<String> {
         (self.var)(name)
     }
 }
 
 /// Collects problems and warnings with a consistent prefix.
 #[derive(Default)]
-struct Report {
-    problems: Vec<String>,
-    warnings: Vec<String>,
-    literal_secret: bool,
+pub(super) struct Report {
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+    pub literal_secret: bool,
 }
 
 impl Report {
-    fn error(&mut self, scope: &str, field: &str, message: impl std::fmt::Display) {
+    pub fn error(&mut self, scope: &str, field: &str, message: impl std::fmt::Display) {
         self.problems
             .push(format!("{scope}: field `{field}`: {message}"));
     }
 
-    fn warn(&mut self, scope: &str, field: &str, message: impl std::fmt::Display) {
+    pub fn warn(&mut self, scope: &str, field: &str, message: impl std::fmt::Display) {
         self.warnings
             .push(format!("{scope}: field `{field}`: {message}"));
     }
@@ -620,252 +620,5 @@ fn validate_integration(
         accounts,
         account_refresh: account_refresh?,
         max_in_flight: max_in_flight?,
-    })
-}
-
-const HOSTNAME_HINT: &str =
-    "must be only the host name, of the form api-XXXXXXXX.duosecurity.com, as shown in the Duo Admin Panel";
-
-fn validate_api_hostname(
-    report: &mut Report,
-    scope: &str,
-    value: Option<String>,
-) -> Option<String> {
-    let Some(host) = value.map(|h| h.trim().to_string()) else {
-        report.error(
-            scope,
-            "api_hostname",
-            format!("missing; it {HOSTNAME_HINT}"),
-        );
-        return None;
-    };
-    if host.contains("://") {
-        report.error(
-            scope,
-            "api_hostname",
-            format!("{host:?} has a scheme; it {HOSTNAME_HINT} (remove \"https://\")"),
-        );
-        return None;
-    }
-    if host.contains('/') {
-        report.error(
-            scope,
-            "api_hostname",
-            format!("{host:?} has a path; it {HOSTNAME_HINT}"),
-        );
-        return None;
-    }
-    if host.contains(':') {
-        report.error(
-            scope,
-            "api_hostname",
-            format!("{host:?} has a port; it {HOSTNAME_HINT} (Duo is always on port 443)"),
-        );
-        return None;
-    }
-    let valid_chars = !host.is_empty()
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !label.starts_with('-')
-        });
-    if !valid_chars {
-        report.error(
-            scope,
-            "api_hostname",
-            format!("{host:?} is not a valid host name; it {HOSTNAME_HINT}"),
-        );
-        return None;
-    }
-    let lower = host.to_ascii_lowercase();
-    if !(lower.ends_with(".duosecurity.com") || lower.ends_with(".duofederal.com")) {
-        report.warn(scope, "api_hostname", format!("{host:?} is not under duosecurity.com or duofederal.com; check it against the Duo Admin Panel"));
-    }
-    Some(lower)
-}
-
-fn is_loopback_host(host: &url::Host<&str>) -> bool {
-    match host {
-        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
-        url::Host::Ipv4(ip) => IpAddr::V4(*ip).is_loopback(),
-        url::Host::Ipv6(ip) => IpAddr::V6(*ip).is_loopback(),
-    }
-}
-
-fn validate_connect_to(report: &mut Report, scope: &str, text: &str) -> Option<url::Url> {
-    let url = match url::Url::parse(text) {
-        Ok(u) => u,
-        Err(e) => {
-            report.error(
-                scope,
-                "connect_to",
-                format!(
-                    "{text:?} is not a URL ({e}); write it like \"https://proxy.example.com:8443\""
-                ),
-            );
-            return None;
-        }
-    };
-    let Some(host) = url.host() else {
-        report.error(scope, "connect_to", format!("{text:?} has no host"));
-        return None;
-    };
-    match url.scheme() {
-        "https" => {}
-        "http" if is_loopback_host(&host) => {}
-        "http" => {
-            report.error(scope, "connect_to", format!("{text:?}: plain http:// is allowed only to loopback addresses (127.0.0.1, ::1, localhost); use https://"));
-            return None;
-        }
-        other => {
-            report.error(scope, "connect_to", format!("{text:?}: scheme {other:?} is not supported; use https:// (or http:// to a loopback address)"));
-            return None;
-        }
-    }
-    if url.path() != "/" || url.query().is_some() {
-        report.error(
-            scope,
-            "connect_to",
-            format!("{text:?} must be a base URL without a path or query"),
-        );
-        return None;
-    }
-    Some(url)
-}
-
-/// The ways a secret key can be given; exactly one must be.
-struct SecretSources {
-    literal: Option<String>,
-    file: Option<String>,
-    env_name: Option<String>,
-    /// A systemd credential name, read from `$CREDENTIALS_DIRECTORY/<name>`.
-    credential: Option<String>,
-}
-
-fn resolve_skey(
-    report: &mut Report,
-    env: &Env,
-    scope: &str,
-    sources: SecretSources,
-) -> Option<Secret> {
-    let SecretSources {
-        literal,
-        mut file,
-        env_name,
-        credential,
-    } = sources;
-    let given = [
-        literal.is_some(),
-        file.is_some(),
-        env_name.is_some(),
-        credential.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if given != 1 {
-        let what = if given == 0 {
-            "missing"
-        } else {
-            "given more than once"
-        };
-        report.problems.push(format!(
-            "{scope}: field `skey`: secret key {what}; set exactly one of `skey_file` (recommended), `skey_credential` (systemd LoadCredential=), `skey_env` or `skey`"
-        ));
-        return None;
-    }
-    let mut field_name = "skey_file";
-    if let Some(name) = credential {
-        field_name = "skey_credential";
-        if name.is_empty() || name.contains('/') {
-            report.error(
-                scope,
-                "skey_credential",
-                format!("{name:?} must be a credential name, as in LoadCredential=NAME:PATH"),
-            );
-            return None;
-        }
-        match env.var("CREDENTIALS_DIRECTORY") {
-            Some(dir) => file = Some(format!("{dir}/{name}")),
-            None => {
-                report.error(scope, "skey_credential", format!("$CREDENTIALS_DIRECTORY is not set: run under systemd with LoadCredential={name}:/path/to/secret, or use `skey_file`"));
-                return None;
-            }
-        }
-    }
-    let (field, value) = if let Some(v) = literal {
-        report.literal_secret = true;
-        ("skey", v)
-    } else if let Some(path) = file {
-        let path = PathBuf::from(path);
-        match std::fs::read_to_string(&path) {
-            Ok(v) => {
-                if let Some(w) = others_can_read(&path) {
-                    report.warn(
-                        scope,
-                        field_name,
-                        format!("{} {w}; run chmod 600 on it", path.display()),
-                    );
-                }
-                (field_name, v)
-            }
-            Err(e) => {
-                report.error(
-                    scope,
-                    field_name,
-                    format!("cannot read {}: {e}", path.display()),
-                );
-                return None;
-            }
-        }
-    } else {
-        let name = env_name.unwrap_or_default();
-        match env.var(&name) {
-            Some(v) => ("skey_env", v),
-            None => {
-                report.error(
-                    scope,
-                    "skey_env",
-                    format!("environment variable {name:?} is not set"),
-                );
-                return None;
-            }
-        }
-    };
-    let value = value.trim();
-    if value.is_empty() {
-        report.error(
-            scope,
-            field,
-            "the secret key is empty; paste the Admin API application's secret key",
-        );
-        return None;
-    }
-    Some(Secret::new(value))
-}
-
-/// Describes why a file is readable by users other than its owner, if it is.
-fn others_can_read(path: &Path) -> Option<&'static str> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    if mode & 0o004 != 0 {
-        Some("is readable by every user")
-    } else if mode & 0o040 != 0 {
-        Some("is readable by its group")
-    } else {
-        None
-    }
-}
-
-/// A config that holds a literal `skey` must not be readable by others.
-pub fn config_file_permission_warning(path: &Path, config: &Config) -> Option<String> {
-    if !config.literal_secret {
-        return None;
-    }
-    others_can_read(path).map(|why| {
-        format!(
-            "{}: {why} and holds a literal `skey`; run chmod 600 on it or move the secret to `skey_file`",
-            path.display()
-        )
     })
 }
