@@ -29,6 +29,30 @@ pub struct RuntimeOptions {
 pub struct Runtime {
     pub state: State,
     pub integrations: Vec<Arc<IntegrationRuntime>>,
+    /// Held for the runtime's life: one collector per state directory.
+    _lock: std::fs::File,
+}
+
+/// Takes the state directory's lock, so that `collect-now` and the service (or two services)
+/// never collect into the same checkpoints at once, which would repeat events.
+fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another duo-collector is already collecting with state_dir {} (the service, or a collect-now); stop it first, or use `duo-collector status` to inspect",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 impl Runtime {
@@ -36,6 +60,7 @@ impl Runtime {
         let dir = &config.collector.state_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create state_dir {}", dir.display()))?;
+        let lock = lock_state_dir(dir)?;
         let state = State::open(&config.state_db_path())?;
         let abandoned = state.close_abandoned_runs(crate::collector::now_ms())?;
         if abandoned > 0 {
@@ -66,6 +91,7 @@ impl Runtime {
         Ok(Runtime {
             state,
             integrations,
+            _lock: lock,
         })
     }
 }

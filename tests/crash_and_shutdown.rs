@@ -140,3 +140,31 @@ async fn sigterm_finishes_the_page_and_exits_cleanly() {
     assert_eq!(counts.keys().cloned().collect::<HashSet<_>>(), expected);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_collector_on_the_same_state_is_refused() {
+    let now = now_ms();
+    let mut cfg = sim_config(20_000, now - 2 * DAY_MS, now - 60_000);
+    cfg.response_delay_ms = 100;
+    let sim = start_sim(cfg).await;
+    let setup = Setup::new(
+        &sim.base_url(),
+        "initial_lookback = \"3d\"\nschedule = \"0 0 * * * *\"",
+    );
+    let config = setup.config.to_str().unwrap();
+    let mut child = spawn(&["run", "--config", config]);
+    wait_for_lines(&setup.events, 1_000, &mut child).await;
+    let second = run_cli(&["collect-now", "--config", config]).await;
+    assert_eq!(second.status.code(), Some(1), "{}", text(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already collecting"),
+        "{}",
+        text(&second)
+    );
+    // status still works while the service runs.
+    let status = run_cli(&["status", "--config", config]).await;
+    assert!(status.status.success(), "{}", text(&status));
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    assert!(child.wait().await.unwrap().success());
+    sim.shutdown().await;
+}

@@ -24,8 +24,9 @@ use crate::state::{Checkpoint, RunOutcome, State, StateError};
 
 pub use accounts::ChildAccount;
 
-/// Duo refuses a `mintime` older than 180 days; stay this far inside the limit.
-const RETENTION_MARGIN_MS: i64 = 10 * 60 * 1000;
+/// Duo refuses a `mintime` older than 180 days; stay this far inside the limit, so that a long
+/// backfill does not cross the moving limit mid-window.
+const RETENTION_MARGIN_MS: i64 = 86_400 * 1000;
 pub const RETENTION_MS: i64 = 180 * 86_400 * 1000;
 
 pub fn now_ms() -> i64 {

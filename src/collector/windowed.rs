@@ -31,6 +31,7 @@ pub(super) async fn drain(
     let settings = &rt.settings;
     let limit = settings.page_size.min(kind.max_page_size());
     let mut cp = rt.checkpoint_or_start(stream, |ms| ms)?;
+    let trust_monitor = kind.paging() == Paging::TrustMonitor;
     let mut opened_window = false;
     loop {
         if cancel.is_cancelled() {
@@ -39,6 +40,12 @@ pub(super) async fn drain(
         let _permit = rt.request_permit().await;
         let now = now_ms();
         let maxtime = match cp.window_max_ms {
+            // A window opened while the clock was ahead (stepped back since): wait until it
+            // is settled again rather than ask for events Duo may not have published yet.
+            Some(max) if max > now - settings.delay.as_millis() as i64 => {
+                tracing::warn!(integration = %stream.integration, log = %kind, window_end_ms = max, "the open window ends later than now - delay (clock stepped back?); resuming it later");
+                return Ok(());
+            }
             Some(max) => max,
             None => {
                 // One run drains everything up to now − delay, in one window.
@@ -59,6 +66,11 @@ pub(super) async fn drain(
         if cp.mintime_ms < floor {
             tracing::warn!(integration = %stream.integration, log = %kind, mintime_ms = cp.mintime_ms, clamped_to_ms = floor, "mintime is older than Duo's 180-day retention; clamping (older events are no longer available)");
             cp.mintime_ms = floor;
+            if trust_monitor {
+                // Trust Monitor's offset may be positional: it is only valid for the query it
+                // came from, so restart the window (repeats possible, no loss).
+                cp.cursor = None;
+            }
             if floor >= maxtime {
                 cp.window_max_ms = None;
                 cp.cursor = None;
@@ -71,7 +83,6 @@ pub(super) async fn drain(
             ("maxtime".to_string(), maxtime.to_string()),
             ("limit".to_string(), limit.to_string()),
         ];
-        let trust_monitor = kind.paging() == Paging::TrustMonitor;
         if !trust_monitor {
             params.push(("sort".to_string(), "ts:asc".to_string()));
         }
@@ -100,6 +111,12 @@ pub(super) async fn drain(
             cp.window_max_ms = None;
             cp.cursor = None;
         } else {
+            if page.next_offset == cp.cursor {
+                return Err(CollectError::Duo(crate::duo::DuoError::Malformed(format!(
+                    "{kind}: Duo returned the same cursor it was sent ({}); stopping instead of looping",
+                    page.next_offset.as_deref().unwrap_or("-")
+                ))));
+            }
             cp.cursor = page.next_offset.clone();
         }
         deliver_and_commit(rt, target, run_id, &page.events, &mut cp, progress, cancel).await?;

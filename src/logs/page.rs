@@ -240,7 +240,9 @@ pub fn parse_v1(kind: LogKind, body: &[u8]) -> Result<Page, PageError> {
         events.push(Event {
             raw: text.to_string(),
             event_id,
-            ts_ms: seconds * 1000,
+            ts_ms: seconds
+                .checked_mul(1000)
+                .ok_or_else(|| malformed(format!("a {kind} record has an impossible timestamp")))?,
         });
     }
     Ok(Page {
@@ -348,6 +350,12 @@ mod tests {
             br#"{"stat":"OK","response":[{"action":"x"}]}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn impossible_v1_timestamps_are_errors_not_overflows() {
+        let body = br#"{"stat":"OK","response":[{"action":"x","timestamp":9.3e15}]}"#;
+        assert!(parse_v1(LogKind::Administrator, body).is_err());
     }
 
     #[test]

@@ -88,8 +88,15 @@ impl FileSink {
                 tracing::info!(path = %path.display(), "file sink: file was moved or removed; reopening");
                 *guard = open_append(&path)?;
             }
-            guard.write_all(&bytes)?;
-            guard.sync_data()
+            let before = guard.metadata()?.len();
+            let written = guard.write_all(&bytes).and_then(|()| guard.sync_data());
+            if let Err(e) = written {
+                // Never leave part of a batch behind: a retry would glue its first line to
+                // the torn fragment. Cut back to where this batch started.
+                let _ = guard.set_len(before).and_then(|()| guard.sync_all());
+                return Err(e);
+            }
+            Ok(())
         })
         .await
         .map_err(std::io::Error::other)?
