@@ -3,7 +3,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use common::*;
 
@@ -123,18 +122,7 @@ async fn events_that_appear_later_are_collected_by_the_next_run() {
     let first = count_lines(&setup.events);
     let first_max = last_maxtime(&handle);
     // Wait until Duo has published newer events (the data has random gaps).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while handle
-        .expected_events(None, "authentication", now_ms(), now_ms() - 6_000)
-        .len()
-        <= first
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no new events appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_published(&handle, "authentication", 6_000, first).await;
     let out = run_cli(&["collect-now", "--config", config]).await;
     assert!(out.status.success(), "{}", text(&out));
     let second_max = last_maxtime(&handle);

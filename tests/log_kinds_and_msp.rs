@@ -157,18 +157,7 @@ async fn administrator_events_published_late_are_collected_by_a_later_run() {
     assert!(!collect_with(&rt).await[0].failed());
     let first = count_lines(&setup.events);
     // Wait until events that were not visible (or not settled) at the first run exist.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while handle
-        .expected_events(None, "administrator", now_ms(), now_ms() - 7_000)
-        .len()
-        <= first
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no new events appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_published(&handle, "administrator", 7_000, first).await;
     let second_started = now_ms();
     assert!(!collect_with(&rt).await[0].failed());
     let got = delivered(&setup);

@@ -172,3 +172,25 @@ pub fn last_maxtime(sim: &duo_collector::simulator::SimHandle) -> i64 {
         })
         .expect("a log request was made")
 }
+
+/// Waits until more than `count` events of `kind` are published and older than `lag_ms`
+/// (the simulated data has random gaps, so new events arrive irregularly).
+pub async fn wait_for_published(
+    handle: &duo_collector::simulator::SimHandle,
+    kind: &str,
+    lag_ms: i64,
+    count: usize,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while handle
+        .expected_events(None, kind, now_ms(), now_ms() - lag_ms)
+        .len()
+        <= count
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new {kind} events appeared"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
