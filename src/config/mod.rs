@@ -6,6 +6,7 @@
 mod hosts;
 mod raw;
 mod secrets;
+mod sinks;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -77,6 +78,8 @@ pub struct Integration {
 pub struct SinkSettings {
     pub name: String,
     pub format: Format,
+    /// Dotted paths removed from every event this sink writes.
+    pub exclude_fields: Vec<String>,
     pub kind: SinkKind,
 }
 

@@ -28,7 +28,7 @@ pub const INTEGRATION_KEYS: &[&str] = &[
     "account_refresh",
     "max_in_flight",
 ];
-pub const SINK_KEYS: &[&str] = &["name", "type", "path", "format"];
+pub const SINK_KEYS: &[&str] = &["name", "type", "path", "format", "exclude_fields"];
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawCollector {
@@ -67,4 +67,5 @@ pub struct RawSink {
     pub kind: Option<String>,
     pub path: Option<String>,
     pub format: Option<String>,
+    pub exclude_fields: Option<Vec<String>>,
 }

@@ -3,18 +3,15 @@
 
 use super::hosts::{validate_api_hostname, validate_connect_to};
 use super::secrets::{resolve_skey, SecretSources};
+use super::sinks::validate_sink;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{self, RawCollector, RawIntegration, RawSink};
-use super::{
-    CollectorSettings, Config, ConfigError, Integration, SinkKind, SinkSettings, DEFAULT_STATE_DIR,
-    MAX_LOOKBACK,
-};
+use super::raw::{self, RawCollector, RawIntegration};
+use super::{CollectorSettings, Config, ConfigError, Integration, DEFAULT_STATE_DIR, MAX_LOOKBACK};
 use crate::duo::sign::SigVersion;
 use crate::logs::LogKind;
-use crate::normalize::Format;
 
 pub const DEFAULT_SCHEDULE: &str = "0 */5 * * * *";
 const DEFAULT_LOOKBACK: Duration = Duration::from_secs(86_400);
@@ -110,8 +107,7 @@ pub fn parse_config_str(text: &str, source_name: &str, env: &Env) -> Result<Conf
 
     let sinks = array_of_tables(&mut report, &table, "sink", raw::SINK_KEYS)
         .into_iter()
-        .enumerate()
-        .filter_map(|(i, (scope, raw))| validate_sink(&mut report, i, scope, raw))
+        .filter_map(|(scope, raw)| validate_sink(&mut report, scope, raw))
         .collect::<Vec<_>>();
     let sink_names: HashSet<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
     duplicate_names(&mut report, "sink", sinks.iter().map(|s| s.name.as_str()));
@@ -268,7 +264,11 @@ fn duplicate_names<'a>(report: &mut Report, what: &str, names: impl Iterator<Ite
     }
 }
 
-fn validate_name(report: &mut Report, scope: &str, name: Option<String>) -> Option<String> {
+pub(super) fn validate_name(
+    report: &mut Report,
+    scope: &str,
+    name: Option<String>,
+) -> Option<String> {
     match name {
         None => {
             report.error(
@@ -293,67 +293,6 @@ fn validate_name(report: &mut Report, scope: &str, name: Option<String>) -> Opti
         }
         Some(n) => Some(n),
     }
-}
-
-fn validate_sink(
-    report: &mut Report,
-    _index: usize,
-    scope: String,
-    raw: RawSink,
-) -> Option<SinkSettings> {
-    let name = validate_name(report, &scope, raw.name);
-    let format = match raw.format.as_deref() {
-        None => Some(Format::default()),
-        Some(f) => match f.parse::<Format>() {
-            Ok(format) => Some(format),
-            Err(e) => {
-                report.error(&scope, "format", e);
-                None
-            }
-        },
-    };
-    let kind = match raw.kind.as_deref() {
-        None => {
-            report.error(&scope, "type", "missing; use \"file\" or \"stdout\"");
-            None
-        }
-        Some("file") => match raw.path {
-            Some(p) if !p.trim().is_empty() => Some(SinkKind::File {
-                path: PathBuf::from(p),
-            }),
-            _ => {
-                report.error(
-                    &scope,
-                    "path",
-                    "a file sink needs `path`, e.g. \"/var/log/duo-collector/events.jsonl\"",
-                );
-                None
-            }
-        },
-        Some("stdout") => {
-            if raw.path.is_some() {
-                report.error(
-                    &scope,
-                    "path",
-                    "a stdout sink takes no path; remove it or use type = \"file\"",
-                );
-            }
-            Some(SinkKind::Stdout)
-        }
-        Some(other) => {
-            report.error(
-                &scope,
-                "type",
-                format!("unknown sink type {other:?}; use \"file\" or \"stdout\""),
-            );
-            None
-        }
-    };
-    Some(SinkSettings {
-        name: name?,
-        format: format?,
-        kind: kind?,
-    })
 }
 
 fn parse_duration_field(

@@ -9,6 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::event::{Batch, Event};
+use crate::logs::LogKind;
 
 /// The output format of a sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,8 +52,53 @@ impl FromStr for Format {
     }
 }
 
+/// A sink's rendering settings: the format and the fields it drops.
+#[derive(Debug, Clone, Default)]
+pub struct Formatter {
+    pub format: Format,
+    /// Dotted paths removed from every event (in the output format's own field names).
+    pub exclude_fields: Vec<String>,
+}
+
+impl Formatter {
+    pub fn new(format: Format, exclude_fields: Vec<String>) -> Self {
+        Formatter {
+            format,
+            exclude_fields,
+        }
+    }
+
+    /// Renders each event of a batch as one line (no trailing newline) into `out`, returning
+    /// the range of `out` that holds each event's line, in order.
+    pub fn render_batch(
+        &self,
+        batch: &Batch<'_>,
+        out: &mut Vec<u8>,
+    ) -> Vec<std::ops::Range<usize>> {
+        render_batch(self.format, batch, out)
+    }
+}
+
+/// RFC 5424 severity of an event (0 emergency … 7 debug), for syslog headers.
+pub fn syslog_severity(log: LogKind, event: &Event) -> u8 {
+    const WARNING: u8 = 4;
+    const NOTICE: u8 = 5;
+    const INFORMATIONAL: u8 = 6;
+    match log {
+        LogKind::Authentication
+            if event.raw.contains("\"result\":\"fraud\"")
+                || event.raw.contains("\"result\":\"denied\"") =>
+        {
+            WARNING
+        }
+        LogKind::TrustMonitor => WARNING,
+        LogKind::Administrator => NOTICE,
+        _ => INFORMATIONAL,
+    }
+}
+
 /// Renders each event of a batch as one line (without the trailing newline) into `out`,
-/// calling `emit` after each line with the range of `out` that holds it.
+/// returning the range of `out` that holds each line.
 pub fn render_batch(
     format: Format,
     batch: &Batch<'_>,

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{SinkKind, SinkSettings};
 use crate::event::Batch;
-use crate::normalize::{self, Format};
+use crate::normalize::Formatter;
 
 pub use file::FileSink;
 pub use stdout::StdoutSink;
@@ -43,7 +43,7 @@ enum Driver {
 #[derive(Debug)]
 pub struct Sink {
     pub name: String,
-    pub format: Format,
+    pub formatter: Formatter,
     driver: tokio::sync::Mutex<Driver>,
 }
 
@@ -78,7 +78,7 @@ impl Sink {
         };
         Ok(Sink {
             name: settings.name.clone(),
-            format: settings.format,
+            formatter: Formatter::new(settings.format, settings.exclude_fields.clone()),
             driver: tokio::sync::Mutex::new(driver),
         })
     }
@@ -86,7 +86,7 @@ impl Sink {
     /// Writes one batch; returns once the destination has acknowledged it.
     pub async fn deliver(&self, batch: &Batch<'_>) -> Result<(), SinkError> {
         let mut buf = Vec::with_capacity(batch.events.len() * 1200);
-        let lines = normalize::render_batch(self.format, batch, &mut buf);
+        let lines = self.formatter.render_batch(batch, &mut buf);
         // One event per line: put the newlines in place.
         let mut out = Vec::with_capacity(buf.len() + lines.len());
         for range in lines {
