@@ -8,6 +8,8 @@
 pub mod collector;
 /// TOML configuration and its validation.
 pub mod config;
+/// `test-connectivity`: the checklist.
+pub mod connectivity;
 /// The long-running service: scheduling, signals, shutdown.
 pub mod daemon;
 /// `duo-collector demo`: simulator plus collector in one process.

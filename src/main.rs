@@ -47,6 +47,17 @@ enum Command {
         #[arg(long)]
         integration: Option<String>,
     },
+    /// Check DNS, TLS, clock, keys, permissions per log kind and sinks; exit 1 if anything FAILs.
+    TestConnectivity {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this integration (and its sinks).
+        #[arg(long)]
+        integration: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show checkpoints, lag and the last run of every stream.
     Status {
         #[command(flatten)]
@@ -198,6 +209,37 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_FAILURE)
+            })
+        }
+        Command::TestConnectivity {
+            config,
+            integration,
+            json,
+        } => {
+            let Ok(cfg) = load_config(&config.config) else {
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
+            if let Some(name) = &integration {
+                if cfg.integration(name).is_none() {
+                    eprintln!(
+                        "error: --integration {name:?} is not in {}",
+                        config.config.display()
+                    );
+                    return Ok(ExitCode::from(EXIT_CONFIG));
+                }
+            }
+            let cancel = shutdown_token()?;
+            let report =
+                duo_collector::connectivity::run(&cfg, integration.as_deref(), &cancel).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render_text());
+            }
+            Ok(if report.failed() {
+                ExitCode::from(EXIT_FAILURE)
+            } else {
+                ExitCode::SUCCESS
             })
         }
         Command::Status { config, json } => {

@@ -27,7 +27,7 @@ pub(super) struct ChildCache {
     inner: tokio::sync::Mutex<Option<(Instant, Vec<ChildAccount>)>>,
 }
 
-fn parse_children(body: &[u8]) -> Result<Vec<ChildAccount>, PageError> {
+pub fn parse_children(body: &[u8]) -> Result<Vec<ChildAccount>, PageError> {
     let response = response_of(body)?;
     serde_json::from_str(response.get())
         .map_err(|e| PageError(format!("unexpected account list shape ({e})")))

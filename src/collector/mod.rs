@@ -22,7 +22,7 @@ use crate::logs::Paging;
 use crate::sink::{deliver_all, Sink, SinkError, SinkRetry, SinkSet};
 use crate::state::{Checkpoint, RunOutcome, State, StateError};
 
-pub use accounts::ChildAccount;
+pub use accounts::{parse_children, ChildAccount, ACCOUNT_LIST_PATH};
 
 /// Duo refuses a `mintime` older than 180 days; stay this far inside the limit, so that a long
 /// backfill does not cross the moving limit mid-window.

@@ -72,6 +72,15 @@ pub struct Integration {
     pub account_refresh: Duration,
     /// Pages in flight at once for this integration (across its streams).
     pub max_in_flight: usize,
+    /// Optional Auth API keys (for push verification); `test-connectivity` checks them.
+    pub auth_api: Option<AuthApiKeys>,
+}
+
+/// An Auth API application's keys.
+#[derive(Debug, Clone)]
+pub struct AuthApiKeys {
+    pub ikey: String,
+    pub skey: Secret,
 }
 
 #[derive(Debug, Clone)]

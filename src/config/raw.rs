@@ -27,6 +27,8 @@ pub const INTEGRATION_KEYS: &[&str] = &[
     "accounts",
     "account_refresh",
     "max_in_flight",
+    "auth_ikey",
+    "auth_skey_file",
 ];
 pub const SINK_KEYS: &[&str] = &["name", "type", "path", "format", "exclude_fields"];
 
@@ -58,6 +60,8 @@ pub struct RawIntegration {
     pub accounts: Option<Vec<String>>,
     pub account_refresh: Option<String>,
     pub max_in_flight: Option<usize>,
+    pub auth_ikey: Option<String>,
+    pub auth_skey_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -536,6 +536,32 @@ fn validate_integration(
         }
     };
 
+    let auth_api = match (raw.auth_ikey, raw.auth_skey_file) {
+        (None, None) => None,
+        (Some(ikey), Some(path)) => match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => Some(super::AuthApiKeys {
+                ikey: ikey.trim().to_string(),
+                skey: crate::secret::Secret::new(s.trim()),
+            }),
+            Ok(_) => {
+                report.error(scope, "auth_skey_file", format!("{path} is empty"));
+                None
+            }
+            Err(e) => {
+                report.error(scope, "auth_skey_file", format!("cannot read {path}: {e}"));
+                None
+            }
+        },
+        _ => {
+            report.error(
+                scope,
+                "auth_ikey",
+                "Auth API keys need both `auth_ikey` and `auth_skey_file`",
+            );
+            None
+        }
+    };
+
     if !schedule_ok || !connect_ok {
         return None;
     }
@@ -559,5 +585,6 @@ fn validate_integration(
         accounts,
         account_refresh: account_refresh?,
         max_in_flight: max_in_flight?,
+        auth_api,
     })
 }

@@ -99,6 +99,15 @@ impl DuoClient {
         })
     }
 
+    /// The same client (connection pool, TLS settings) with other keys.
+    pub fn with_keys(&self, ikey: &str, skey: &Secret) -> DuoClient {
+        DuoClient {
+            ikey: ikey.to_string(),
+            skey: skey.clone(),
+            ..self.clone()
+        }
+    }
+
     /// A signed GET, retried per the policy; `parse` turns the body into the result, and a
     /// parse failure counts as a transient error (a truncated or garbled response).
     pub async fn get<T>(

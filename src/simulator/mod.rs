@@ -100,6 +100,11 @@ pub struct SimConfig {
     pub accounts: Option<AccountsConfig>,
     /// Administrator log: make one second hold more than 1000 records (needs > 1000 events).
     pub admin_second_over_1000: bool,
+    /// Added to the simulator's clock for `/auth/v2/ping` and the `Date` check, as if the
+    /// collector's host clock were off by minus this much.
+    pub clock_offset_ms: i64,
+    /// Auth API keys `(ikey, skey)` accepted by `/auth/v2/check`.
+    pub auth_api_keys: Option<(String, String)>,
 }
 
 impl Default for SimConfig {
@@ -127,6 +132,8 @@ impl Default for SimConfig {
             forbidden_kinds: Vec::new(),
             accounts: None,
             admin_second_over_1000: false,
+            clock_offset_ms: 0,
+            auth_api_keys: None,
         }
     }
 }

@@ -184,15 +184,23 @@ async fn process(
     let cfg = &state.cfg;
     let route = route(req.method, req.path).ok_or_else(ApiError::not_found)?;
     if route == Route::Ping {
-        return Ok(ok(json!({"time": now_ms().div_euclid(1000)})));
+        return Ok(ok(
+            json!({"time": (now_ms() + state.cfg.clock_offset_ms).div_euclid(1000)}),
+        ));
     }
     let creds = auth::parse_authorization(req.headers)?;
     rec.ikey = Some(creds.ikey.clone());
     let accounts = cfg.accounts.as_ref();
+    let auth_keys = cfg
+        .auth_api_keys
+        .as_ref()
+        .filter(|(ikey, _)| *ikey == creds.ikey);
     let (skey, is_accounts_key) = if creds.ikey == cfg.ikey {
         (cfg.skey.as_str(), false)
     } else if let Some(a) = accounts.filter(|a| a.ikey == creds.ikey) {
         (a.skey.as_str(), true)
+    } else if let Some((_, skey)) = auth_keys {
+        (skey.as_str(), false)
     } else {
         return Err(ApiError::unknown_ikey());
     };
@@ -217,12 +225,18 @@ async fn process(
         Some(host) => rec.signed_host = Some(host.to_string()),
         None => return Err(ApiError::bad_signature()),
     }
-    if !auth::date_ok(&date, now_ms(), cfg.max_clock_skew_s) {
+    if !auth::date_ok(&date, now_ms() + cfg.clock_offset_ms, cfg.max_clock_skew_s) {
         return Err(ApiError::bad_timestamp());
     }
     let wrong_type = || ApiError::forbidden("Wrong integration type for this API.");
     match route {
+        Route::AuthCheck if auth_keys.is_some() => {
+            return Ok(ok(
+                json!({"time": (now_ms() + cfg.clock_offset_ms).div_euclid(1000)}),
+            ))
+        }
         Route::AuthCheck => return Err(wrong_type()),
+        _ if auth_keys.is_some() => return Err(wrong_type()),
         Route::AccountList if !is_accounts_key => return Err(wrong_type()),
         Route::AccountList => return Ok(account_list(state)),
         _ => {}

@@ -1,0 +1,381 @@
+//! `duo-collector test-connectivity`: a checklist per integration (DNS, TLS, clock, keys,
+//! permissions per log kind, MSP children, Auth API keys) and per sink, each line PASS, WARN or
+//! FAIL with a hint that says what to fix.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::collector::now_ms;
+use crate::config::{Config, Integration, SinkKind, SinkSettings};
+use crate::duo::{DuoClient, DuoError, RetryPolicy};
+use crate::logs::page::{response_of, PageError};
+use crate::logs::{LogKind, Paging};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Pass,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub check: String,
+    pub verdict: Verdict,
+    pub detail: String,
+    /// What to do about a WARN or FAIL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl Check {
+    fn pass(check: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check {
+            check: check.into(),
+            verdict: Verdict::Pass,
+            detail: detail.into(),
+            hint: None,
+        }
+    }
+    fn warn(check: impl Into<String>, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+        Check {
+            check: check.into(),
+            verdict: Verdict::Warn,
+            detail: detail.into(),
+            hint: Some(hint.into()),
+        }
+    }
+    fn fail(check: impl Into<String>, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+        Check {
+            check: check.into(),
+            verdict: Verdict::Fail,
+            detail: detail.into(),
+            hint: Some(hint.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Section {
+    /// `integration NAME` or `sink NAME`.
+    pub target: String,
+    pub checks: Vec<Check>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectivityReport {
+    pub sections: Vec<Section>,
+}
+
+impl ConnectivityReport {
+    pub fn failed(&self) -> bool {
+        self.sections
+            .iter()
+            .flat_map(|s| &s.checks)
+            .any(|c| c.verdict == Verdict::Fail)
+    }
+
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        for s in &self.sections {
+            out.push_str(&format!("{}\n", s.target));
+            for c in &s.checks {
+                let v = match c.verdict {
+                    Verdict::Pass => "PASS",
+                    Verdict::Warn => "WARN",
+                    Verdict::Fail => "FAIL",
+                };
+                out.push_str(&format!("  {v}  {}: {}\n", c.check, c.detail));
+                if let Some(h) = &c.hint {
+                    out.push_str(&format!("        fix: {h}\n"));
+                }
+            }
+        }
+        let fails = self
+            .sections
+            .iter()
+            .flat_map(|s| &s.checks)
+            .filter(|c| c.verdict == Verdict::Fail)
+            .count();
+        let warns = self
+            .sections
+            .iter()
+            .flat_map(|s| &s.checks)
+            .filter(|c| c.verdict == Verdict::Warn)
+            .count();
+        out.push_str(&format!("\n{fails} failed, {warns} warning(s)\n"));
+        out
+    }
+}
+
+/// One attempt per check: a sysadmin wants an answer, not Duo's 63-second backoff.
+fn single_attempt() -> RetryPolicy {
+    RetryPolicy {
+        rate_limit_initial: Duration::from_secs(1),
+        rate_limit_max: Duration::ZERO,
+        transient_attempts: 1,
+        transient_initial: Duration::ZERO,
+        jitter: Duration::ZERO,
+    }
+}
+
+/// Runs every check for the selected integrations (all when `only` is None) and every sink.
+pub async fn run(
+    config: &Config,
+    only: Option<&str>,
+    cancel: &CancellationToken,
+) -> ConnectivityReport {
+    let mut sections = Vec::new();
+    for integration in config
+        .integrations
+        .iter()
+        .filter(|i| only.is_none_or(|n| i.name == n))
+    {
+        sections.push(Section {
+            target: format!(
+                "integration {} ({})",
+                integration.name, integration.api_hostname
+            ),
+            checks: check_integration(integration, cancel).await,
+        });
+    }
+    for sink in &config.sinks {
+        if only.is_none_or(|n| {
+            config
+                .integration(n)
+                .is_some_and(|i| i.sinks.contains(&sink.name))
+        }) {
+            sections.push(Section {
+                target: format!("sink {}", sink.name),
+                checks: vec![check_sink(sink)],
+            });
+        }
+    }
+    ConnectivityReport { sections }
+}
+
+fn ignore_body(body: &[u8]) -> Result<(), PageError> {
+    response_of(body).map(|_| ())
+}
+
+#[derive(serde::Deserialize)]
+struct PingTime {
+    time: i64,
+}
+
+fn ping_time(body: &[u8]) -> Result<i64, PageError> {
+    let response = response_of(body)?;
+    serde_json::from_str::<PingTime>(response.get())
+        .map(|p| p.time)
+        .map_err(|e| PageError(format!("unexpected ping response ({e})")))
+}
+
+/// FAIL line for a keys error, naming the likely cause by Duo's code.
+fn key_failure(check: &str, e: &DuoError) -> Check {
+    let hint = match e.code() {
+        Some(40102) => "the integration key is wrong: copy `ikey` from the application in the Duo Admin Panel".to_string(),
+        Some(40103) => "the signature was refused: the secret key is wrong (check skey / skey_file / skey_credential), or api_hostname is not this application's host".to_string(),
+        Some(40105) => "Duo refused the request time: synchronize this host's clock (NTP)".to_string(),
+        Some(40301) => "the keys are valid but lack a permission: in the Duo Admin Panel grant \"Grant read log\" to the Admin API application".to_string(),
+        _ => "see the error; the collector retries transient errors by itself".to_string(),
+    };
+    Check::fail(check, e.to_string(), hint)
+}
+
+async fn check_integration(integration: &Integration, cancel: &CancellationToken) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let (dns_host, port) = match &integration.connect_to {
+        Some(u) => (
+            u.host_str()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_string(),
+            u.port_or_known_default().unwrap_or(443),
+        ),
+        None => (integration.api_hostname.clone(), 443),
+    };
+    match tokio::net::lookup_host((dns_host.as_str(), port)).await {
+        Ok(addrs) => {
+            let addrs: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+            checks.push(Check::pass(
+                "DNS",
+                format!("{dns_host} resolves to {}", addrs.join(", ")),
+            ));
+        }
+        Err(e) => {
+            checks.push(Check::fail(
+                "DNS",
+                format!("{dns_host}: {e}"),
+                "check api_hostname (as shown in the Duo Admin Panel) and this host's DNS resolver",
+            ));
+            return checks;
+        }
+    }
+    let client = match DuoClient::for_integration(integration, single_attempt()) {
+        Ok(c) => c,
+        Err(e) => {
+            checks.push(Check::fail("TLS setup", e.to_string(), "check ca_file"));
+            return checks;
+        }
+    };
+    let host = integration.api_hostname.as_str();
+    let sent = now_ms();
+    match client
+        .get(host, "/auth/v2/ping", &[], cancel, ping_time)
+        .await
+    {
+        Ok(duo_time) => {
+            let via = integration
+                .connect_to
+                .as_ref()
+                .map(|u| format!(" via {u}"))
+                .unwrap_or_default();
+            checks.push(Check::pass(
+                "Connection and TLS",
+                format!("reached {host}{via} (GET /auth/v2/ping)"),
+            ));
+            let local = (sent + now_ms()) / 2 / 1000;
+            let skew = local - duo_time;
+            if skew.abs() > 60 {
+                checks.push(Check::warn(
+                    "Clock",
+                    format!("this host is {skew:+} s off Duo's time"),
+                    "synchronize the clock (NTP): Duo rejects requests whose Date is too far off",
+                ));
+            } else {
+                checks.push(Check::pass("Clock", format!("{skew:+} s from Duo's time")));
+            }
+        }
+        Err(e) => {
+            checks.push(Check::fail(
+                "Connection and TLS",
+                e.to_string(),
+                "check network access to the API host on port 443, proxies, and ca_file",
+            ));
+            return checks;
+        }
+    }
+
+    // Keys, and where the log requests go (for an MSP: the first child).
+    let mut log_target: Option<(String, Option<String>)> = None;
+    if integration.accounts_api {
+        let list = client
+            .post(
+                host,
+                crate::collector::ACCOUNT_LIST_PATH,
+                &[],
+                cancel,
+                crate::collector::parse_children,
+            )
+            .await;
+        match list {
+            Ok(children) => {
+                checks.push(Check::pass(
+                    "Accounts API keys",
+                    format!("{} child account(s) listed", children.len()),
+                ));
+                match children.into_iter().find(|c| {
+                    integration.accounts.is_empty() || integration.accounts.contains(&c.account_id)
+                }) {
+                    Some(c) => {
+                        log_target = Some((
+                            c.api_hostname.clone().unwrap_or_else(|| host.to_string()),
+                            Some(c.account_id),
+                        ))
+                    }
+                    None => checks.push(Check::warn(
+                        "Child accounts",
+                        "no child account to collect",
+                        "check `accounts` against the Duo Admin Panel",
+                    )),
+                }
+            }
+            Err(e) => checks.push(key_failure("Accounts API keys", &e)),
+        }
+    } else {
+        match client
+            .get(host, "/admin/v1/info/summary", &[], cancel, ignore_body)
+            .await
+        {
+            Ok(()) => {
+                checks.push(Check::pass(
+                    "Admin API keys",
+                    "valid (GET /admin/v1/info/summary)",
+                ));
+                log_target = Some((host.to_string(), None));
+            }
+            Err(e @ DuoError::Api { status: 403, .. }) => {
+                checks.push(Check::warn("Admin API keys", format!("valid, but {e}"), "the keys work; \"Grant read information\" is not granted, which the collector does not need"));
+                log_target = Some((host.to_string(), None));
+            }
+            Err(e) => checks.push(key_failure("Admin API keys", &e)),
+        }
+    }
+    if let Some((log_host, account)) = log_target {
+        for kind in &integration.logs {
+            let check = format!("Log {kind}");
+            match client
+                .get(
+                    &log_host,
+                    kind.path(),
+                    &probe_params(*kind, account.as_deref()),
+                    cancel,
+                    ignore_body,
+                )
+                .await
+            {
+                Ok(()) => checks.push(Check::pass(check, "readable")),
+                Err(e) => checks.push(key_failure(&check, &e)),
+            }
+        }
+    }
+    if let Some(auth) = &integration.auth_api {
+        let auth_client = client.with_keys(&auth.ikey, &auth.skey);
+        match auth_client
+            .get(host, "/auth/v2/check", &[], cancel, ignore_body)
+            .await
+        {
+            Ok(()) => checks.push(Check::pass("Auth API keys", "valid (GET /auth/v2/check)")),
+            Err(e) => checks.push(key_failure("Auth API keys", &e)),
+        }
+    }
+    checks
+}
+
+/// The smallest request that proves a log kind is readable.
+fn probe_params(kind: LogKind, account: Option<&str>) -> Vec<(String, String)> {
+    let now = now_ms();
+    let mut p = match kind.paging() {
+        Paging::V1 => vec![("mintime".to_string(), ((now - 300_000) / 1000).to_string())],
+        Paging::V2 | Paging::TrustMonitor => vec![
+            ("mintime".to_string(), (now - 600_000).to_string()),
+            ("maxtime".to_string(), (now - 300_000).to_string()),
+            ("limit".to_string(), "1".to_string()),
+        ],
+    };
+    if let Some(a) = account {
+        p.push(("account_id".to_string(), a.to_string()));
+    }
+    p
+}
+
+fn check_sink(sink: &SinkSettings) -> Check {
+    let name = format!("{} sink", sink.kind.type_name());
+    match &sink.kind {
+        SinkKind::Stdout => Check::pass(name, "standard output"),
+        SinkKind::File { path } => {
+            let dir_ok = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .is_none_or(|p| std::fs::create_dir_all(p).is_ok());
+            match std::fs::OpenOptions::new().append(true).create(true).open(path) {
+                Ok(_) if dir_ok => Check::pass(name, format!("{} is writable", path.display())),
+                Ok(_) => Check::fail(name, format!("cannot create the directory of {}", path.display()), "create it, or fix its permissions"),
+                Err(e) => Check::fail(name, format!("cannot open {} for appending: {e}", path.display()), "create the directory and give the service user write access (systemd: LogsDirectory= or ReadWritePaths=)"),
+            }
+        }
+    }
+}
