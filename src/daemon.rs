@@ -1,11 +1,14 @@
 //! The service: builds the runtime from a validated config, schedules each integration with
-//! tokio-cron-scheduler, and shuts down between pages.
+//! tokio-cron-scheduler, reloads on SIGHUP, talks to systemd, and shuts down between pages.
 //!
 //! Each integration has one worker that runs collections one at a time. The cron job only
 //! `try_send`s into a channel of capacity one, so a tick that arrives while a collection runs is
 //! coalesced into at most one follow-up run, never an overlapping one.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
@@ -13,29 +16,45 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use crate::collector::{IntegrationReport, IntegrationRuntime};
-use crate::config::Config;
+use crate::config::{Config, Integration, SinkSettings};
 use crate::duo::RetryPolicy;
+use crate::observe::Observer;
+use crate::service;
 use crate::sink::{SinkRetry, SinkSet};
 use crate::state::{RunOutcome, State};
 
 /// Knobs that are not part of the config file (tests shorten the waits).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RuntimeOptions {
     pub retry: RetryPolicy,
     pub sink_retry: SinkRetry,
+    pub observer: Arc<Observer>,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            retry: RetryPolicy::default(),
+            sink_retry: SinkRetry::default(),
+            observer: Arc::new(Observer::default()),
+        }
+    }
 }
 
 /// The state database, sinks and one runtime per integration.
 pub struct Runtime {
     pub state: State,
     pub integrations: Vec<Arc<IntegrationRuntime>>,
+    sinks: SinkSet,
+    sink_settings: Vec<SinkSettings>,
+    options: RuntimeOptions,
     /// Held for the runtime's life: one collector per state directory.
     _lock: std::fs::File,
 }
 
 /// Takes the state directory's lock, so that `collect-now` and the service (or two services)
 /// never collect into the same checkpoints at once, which would repeat events.
-fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     let path = dir.join("lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -55,6 +74,19 @@ fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
+fn open_sinks(settings: &[SinkSettings]) -> anyhow::Result<SinkSet> {
+    SinkSet::open(settings).map_err(|errors| {
+        anyhow::anyhow!(
+            "cannot open sinks:\n{}",
+            errors
+                .iter()
+                .map(|e| format!("  - {e}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
+}
+
 impl Runtime {
     pub fn build(config: &Config, options: &RuntimeOptions) -> anyhow::Result<Runtime> {
         let dir = &config.collector.state_dir;
@@ -66,33 +98,55 @@ impl Runtime {
         if abandoned > 0 {
             tracing::warn!(runs = abandoned, "previous process stopped during collection; resuming from the last acknowledged checkpoints");
         }
-        let sinks = SinkSet::open(&config.sinks).map_err(|errors| {
-            anyhow::anyhow!(
-                "cannot open sinks:\n{}",
-                errors
-                    .iter()
-                    .map(|e| format!("  - {e}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        })?;
-        let mut integrations = Vec::new();
-        for integration in &config.integrations {
-            let rt = IntegrationRuntime::new(
-                integration.clone(),
-                &sinks,
-                state.clone(),
-                options.retry.clone(),
-                options.sink_retry.clone(),
-            )
-            .with_context(|| format!("integration {:?}", integration.name))?;
-            integrations.push(Arc::new(rt));
-        }
-        Ok(Runtime {
+        let sinks = open_sinks(&config.sinks)?;
+        let mut runtime = Runtime {
             state,
-            integrations,
+            integrations: Vec::new(),
+            sinks,
+            sink_settings: config.sinks.clone(),
+            options: options.clone(),
             _lock: lock,
-        })
+        };
+        for integration in &config.integrations {
+            let rt = runtime.integration_runtime(integration)?;
+            runtime.integrations.push(rt);
+        }
+        Ok(runtime)
+    }
+
+    fn integration_runtime(
+        &self,
+        integration: &Integration,
+    ) -> anyhow::Result<Arc<IntegrationRuntime>> {
+        let rt = IntegrationRuntime::new(
+            integration.clone(),
+            &self.sinks,
+            self.state.clone(),
+            self.options.retry.clone(),
+            self.options.sink_retry.clone(),
+            self.options.observer.clone(),
+        )
+        .with_context(|| format!("integration {:?}", integration.name))?;
+        Ok(Arc::new(rt))
+    }
+
+    /// Switches to a new config's sinks: unchanged sinks keep their open instance (and their
+    /// order of writes); changed and new ones are opened.
+    fn adopt_sinks(&mut self, new: &[SinkSettings]) -> anyhow::Result<()> {
+        let unchanged: Vec<String> = new
+            .iter()
+            .filter(|s| self.sink_settings.contains(s))
+            .map(|s| s.name.clone())
+            .collect();
+        let to_open: Vec<SinkSettings> = new
+            .iter()
+            .filter(|s| !unchanged.contains(&s.name))
+            .cloned()
+            .collect();
+        let opened = open_sinks(&to_open)?;
+        self.sinks = self.sinks.retain_and_merge(&unchanged, opened);
+        self.sink_settings = new.to_vec();
+        Ok(())
     }
 }
 
@@ -110,62 +164,231 @@ pub async fn collect_once(
     futures::future::join_all(runs).await
 }
 
-/// Runs until `cancel` fires: every integration on its schedule, plus once at start.
-pub async fn run(runtime: Runtime, cancel: CancellationToken) -> anyhow::Result<()> {
+/// A running integration: its schedule job and its worker.
+struct Worker {
+    runtime: Arc<IntegrationRuntime>,
+    job: uuid::Uuid,
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+async fn start_worker(
+    scheduler: &JobScheduler,
+    rt: Arc<IntegrationRuntime>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Worker> {
+    let (tick_tx, mut tick_rx) = mpsc::channel::<()>(1);
+    let name = rt.settings.name.clone();
+    let job_tx = tick_tx.clone();
+    let job_name = name.clone();
+    let job = Job::new_async(rt.settings.schedule.as_str(), move |_, _| {
+        let tx = job_tx.clone();
+        let name = job_name.clone();
+        Box::pin(async move {
+            if tx.try_send(()).is_err() {
+                tracing::debug!(integration = %name, "schedule tick while a collection is pending or running; coalesced");
+            }
+        })
+    })
+    .with_context(|| format!("integration {name:?}: schedule {:?}", rt.settings.schedule))?;
+    let job = scheduler.add(job).await.context("cannot add a schedule")?;
+    // Collect once right away rather than waiting for the first tick.
+    let _ = tick_tx.try_send(());
+    let stop = cancel.child_token();
+    let worker_stop = stop.clone();
+    let worker_rt = rt.clone();
+    let handle = tokio::spawn(async move {
+        let rt = worker_rt;
+        loop {
+            tokio::select! {
+                _ = worker_stop.cancelled() => break,
+                tick = tick_rx.recv() => if tick.is_none() { break },
+            }
+            let started = Instant::now();
+            rt.observer().cycle_started(&rt.settings.name);
+            let report = rt.collect_all(&worker_stop).await;
+            rt.observer()
+                .cycle_finished(&rt.settings.name, started.elapsed().as_secs_f64());
+            let failed = report
+                .streams
+                .iter()
+                .filter(|r| r.outcome == RunOutcome::Failed)
+                .count();
+            let events = report.events();
+            let lag = rt.max_lag_seconds();
+            tracing::info!(integration = %rt.settings.name, events, streams = report.streams.len(), failed_streams = failed, max_lag_seconds = lag, next = ?crate::schedule::next_tick(&rt.settings.schedule, chrono::Utc::now()), "collection cycle done");
+            service::status(&format!(
+                "idle: {} collected {events} events, {failed} failing stream(s)",
+                rt.settings.name
+            ));
+        }
+    });
+    Ok(Worker {
+        runtime: rt,
+        job,
+        stop,
+        handle,
+    })
+}
+
+async fn stop_worker(scheduler: &JobScheduler, worker: Worker) {
+    if let Err(e) = scheduler.remove(&worker.job).await {
+        tracing::warn!(error = %e, "cannot remove a schedule");
+    }
+    // The worker finishes the page in flight and commits it before it returns.
+    worker.stop.cancel();
+    let _ = worker.handle.await;
+}
+
+/// Where SIGHUP reloads the config from (`None`: reload is not available, e.g. the demo).
+pub struct ReloadSource {
+    pub path: PathBuf,
+}
+
+/// Runs until `cancel` fires: every integration on its schedule, plus once at start; SIGHUP
+/// reloads the config from `reload` between pages.
+pub async fn run(
+    mut runtime: Runtime,
+    config: Config,
+    reload: Option<ReloadSource>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let observer = runtime.options.observer.clone();
+    let metrics = match config.collector.metrics_listen {
+        Some(addr) => Some(
+            service::bind_metrics(addr)
+                .await
+                .with_context(|| format!("[collector] metrics_listen {addr}: cannot listen"))?,
+        ),
+        None => None,
+    };
     let scheduler = JobScheduler::new()
         .await
         .context("cannot start the scheduler")?;
-    let mut workers = Vec::new();
-    for rt in &runtime.integrations {
-        let (tick_tx, mut tick_rx) = mpsc::channel::<()>(1);
-        let name = rt.settings.name.clone();
-        let job_tx = tick_tx.clone();
-        let job_name = name.clone();
-        let job = Job::new_async(rt.settings.schedule.as_str(), move |_, _| {
-            let tx = job_tx.clone();
-            let name = job_name.clone();
-            Box::pin(async move {
-                if tx.try_send(()).is_err() {
-                    tracing::debug!(integration = %name, "schedule tick while a collection is pending or running; coalesced");
-                }
-            })
-        })
-        .with_context(|| format!("integration {name:?}: schedule {:?}", rt.settings.schedule))?;
-        scheduler.add(job).await.context("cannot add a schedule")?;
-        // Collect once right away rather than waiting for the first tick.
-        let _ = tick_tx.try_send(());
-        let rt = rt.clone();
-        let cancel = cancel.clone();
-        workers.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    tick = tick_rx.recv() => if tick.is_none() { break },
-                }
-                let report = rt.collect_all(&cancel).await;
-                let failed = report.streams.iter().filter(|r| r.outcome == RunOutcome::Failed).count();
-                let events = report.events();
-                tracing::info!(integration = %rt.settings.name, events, failed_streams = failed, next = ?crate::schedule::next_tick(&rt.settings.schedule, chrono::Utc::now()), "collection cycle done");
-            }
-        }));
+    let mut workers: HashMap<String, Worker> = HashMap::new();
+    for rt in runtime.integrations.clone() {
+        let worker = start_worker(&scheduler, rt.clone(), &cancel).await?;
+        workers.insert(rt.settings.name.clone(), worker);
     }
     scheduler
         .start()
         .await
         .context("cannot start the scheduler")?;
-    tracing::info!(
-        integrations = runtime.integrations.len(),
-        "duo-collector running"
-    );
-    cancel.cancelled().await;
+    let mut background = Vec::new();
+    if let Some(listener) = metrics {
+        tracing::info!(address = %config.collector.metrics_listen.map(|a| a.to_string()).unwrap_or_default(), "serving /metrics, /healthz and /readyz");
+        background.push(tokio::spawn(service::serve_metrics(
+            listener,
+            observer.clone(),
+            cancel.clone(),
+        )));
+    }
+    if let Some(interval) = service::watchdog_interval() {
+        tracing::info!(
+            interval_ms = interval.as_millis() as u64,
+            "systemd watchdog enabled"
+        );
+        background.push(tokio::spawn(service::watchdog_loop(
+            interval,
+            observer.clone(),
+            cancel.clone(),
+        )));
+    }
+    observer.set_ready(true);
+    service::ready(&format!("collecting {} integration(s)", workers.len()));
+    tracing::info!(integrations = workers.len(), "duo-collector running");
+
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot install the SIGHUP handler")?;
+    let mut config = config;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = hangup.recv() => {
+                let Some(source) = &reload else {
+                    tracing::warn!("SIGHUP received, but this process has no config file to reload");
+                    continue;
+                };
+                service::reloading();
+                match Config::load(&source.path) {
+                    Err(e) => tracing::error!("reload: the new config is invalid; still running on the previous one:\n{e}"),
+                    Ok(new) => match apply(&mut runtime, &scheduler, &mut workers, &config, &new, &cancel).await {
+                        Ok(summary) => {
+                            tracing::info!("{summary}");
+                            config = new;
+                        }
+                        Err(e) => tracing::error!("reload failed; still running on the previous config: {e:#}"),
+                    },
+                }
+                service::ready(&format!("collecting {} integration(s)", workers.len()));
+            }
+        }
+    }
+    observer.set_ready(false);
+    service::stopping();
     tracing::info!("shutting down: finishing the page in flight");
     let mut scheduler = scheduler;
     if let Err(e) = scheduler.shutdown().await {
         tracing::warn!(error = %e, "scheduler shutdown");
     }
-    for w in workers {
-        let _ = w.await;
+    for (_, w) in workers.drain() {
+        let _ = w.handle.await;
+    }
+    for b in background {
+        let _ = b.await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Applies a validated new config between pages: removed and changed integrations stop after
+/// their page in flight (committing it), then new and changed ones start from their checkpoints.
+async fn apply(
+    runtime: &mut Runtime,
+    scheduler: &JobScheduler,
+    workers: &mut HashMap<String, Worker>,
+    old: &Config,
+    new: &Config,
+    cancel: &CancellationToken,
+) -> anyhow::Result<String> {
+    if new.collector != old.collector {
+        tracing::warn!(
+            "reload: [collector] settings changed; they take effect at the next restart"
+        );
+    }
+    let sink_changed =
+        |i: &Integration| i.sinks.iter().any(|name| old.sink(name) != new.sink(name));
+    let keep: Vec<String> = new
+        .integrations
+        .iter()
+        .filter(|i| old.integration(&i.name) == Some(*i) && !sink_changed(i))
+        .map(|i| i.name.clone())
+        .collect();
+    let stopping: Vec<String> = workers
+        .keys()
+        .filter(|n| !keep.contains(n))
+        .cloned()
+        .collect();
+    for name in &stopping {
+        if let Some(w) = workers.remove(name) {
+            tracing::info!(integration = %name, "reload: stopping after the page in flight");
+            stop_worker(scheduler, w).await;
+        }
+    }
+    runtime.adopt_sinks(&new.sinks)?;
+    let mut started = Vec::new();
+    for integration in new.integrations.iter().filter(|i| !keep.contains(&i.name)) {
+        let rt = runtime.integration_runtime(integration)?;
+        let worker = start_worker(scheduler, rt, cancel).await?;
+        workers.insert(integration.name.clone(), worker);
+        started.push(integration.name.clone());
+    }
+    runtime.integrations = workers.values().map(|w| w.runtime.clone()).collect();
+    Ok(format!(
+        "reload: config applied ({} unchanged, {} stopped, {} started: {})",
+        keep.len(),
+        stopping.len(),
+        started.len(),
+        started.join(", ")
+    ))
 }

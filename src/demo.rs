@@ -145,7 +145,7 @@ pub async fn demo(args: DemoArgs, cancel: CancellationToken) -> anyhow::Result<(
             anyhow::bail!("demo collection failed: {failed:?}");
         }
     } else {
-        daemon::run(runtime, cancel).await?;
+        daemon::run(runtime, config, None, cancel).await?;
     }
     sim.shutdown().await;
     Ok(())

@@ -22,10 +22,14 @@ pub mod event;
 pub mod logs;
 /// Output formats (pure).
 pub mod normalize;
+/// Metrics, readiness, heartbeat.
+pub mod observe;
 /// Cron schedules.
 pub mod schedule;
 /// Secrets that never print.
 pub mod secret;
+/// systemd notifications and the metrics endpoint.
+pub mod service;
 /// The embedded Duo API simulator.
 pub mod simulator;
 /// Sinks and acknowledged delivery.

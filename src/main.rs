@@ -182,8 +182,17 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
             let cancel = shutdown_token()?;
-            let runtime = Runtime::build(&config, &RuntimeOptions::default())?;
-            daemon::run(runtime, cancel).await?;
+            let options = RuntimeOptions {
+                observer: std::sync::Arc::new(duo_collector::observe::Observer::new(
+                    config.collector.unready_after_failures,
+                )),
+                ..RuntimeOptions::default()
+            };
+            let runtime = Runtime::build(&config, &options)?;
+            let reload = daemon::ReloadSource {
+                path: arg.config.clone(),
+            };
+            daemon::run(runtime, config, Some(reload), cancel).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CollectNow {

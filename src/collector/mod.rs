@@ -19,6 +19,7 @@ use crate::config::Integration;
 use crate::duo::{DuoClient, DuoError, RetryPolicy};
 use crate::event::{Batch, Event, StreamId};
 use crate::logs::Paging;
+use crate::observe::Observer;
 use crate::sink::{deliver_all, Sink, SinkError, SinkRetry, SinkSet};
 use crate::state::{Checkpoint, RunOutcome, State, StateError};
 
@@ -103,6 +104,7 @@ pub struct IntegrationRuntime {
     sink_retry: SinkRetry,
     in_flight: Semaphore,
     children: accounts::ChildCache,
+    observer: Arc<Observer>,
 }
 
 impl IntegrationRuntime {
@@ -112,8 +114,10 @@ impl IntegrationRuntime {
         state: State,
         retry: RetryPolicy,
         sink_retry: SinkRetry,
+        observer: Arc<Observer>,
     ) -> Result<Self, DuoError> {
-        let client = DuoClient::for_integration(&settings, retry)?;
+        let client = DuoClient::for_integration(&settings, retry)?
+            .observed(observer.clone(), &settings.name);
         let sinks = sinks.select(&settings.sinks);
         let in_flight = Semaphore::new(settings.max_in_flight);
         Ok(IntegrationRuntime {
@@ -124,6 +128,7 @@ impl IntegrationRuntime {
             sink_retry,
             in_flight,
             children: accounts::ChildCache::default(),
+            observer,
         })
     }
 
@@ -140,6 +145,22 @@ impl IntegrationRuntime {
                 ..Checkpoint::default()
             },
         })
+    }
+
+    pub fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
+    /// The largest checkpoint lag among this integration's streams, in seconds.
+    pub fn max_lag_seconds(&self) -> Option<i64> {
+        let now = now_ms();
+        let streams = self.state.status().ok()?;
+        streams
+            .iter()
+            .filter(|s| s.integration == self.settings.name)
+            .filter_map(|s| s.checkpoint.as_ref())
+            .map(|cp| (now - crate::status::position_ms(cp)) / 1000)
+            .max()
     }
 
     async fn request_permit(&self) -> Option<SemaphorePermit<'_>> {
@@ -246,6 +267,8 @@ impl IntegrationRuntime {
                 tracing::info!(integration = %stream.integration, account, log = %stream.log, pages = progress.pages, events = progress.events, outcome = outcome.as_str(), "collection finished")
             }
         }
+        self.observer
+            .run_finished(stream, outcome == RunOutcome::Failed);
         if let Err(e) = self
             .state
             .end_run(stream, run_id, outcome, error.as_deref(), now_ms())
@@ -280,12 +303,27 @@ async fn deliver_and_commit(
             collected_at: &collected_at,
             events,
         };
-        deliver_all(&rt.sinks, &batch, &rt.sink_retry, cancel).await?;
+        if let Err(e) = deliver_all(&rt.sinks, &batch, &rt.sink_retry, cancel).await {
+            if let SinkError::Io { sink, .. } | SinkError::GaveUp { sink, .. } = &e {
+                rt.observer.sink_error(sink);
+            }
+            return Err(e.into());
+        }
         let newest = events.iter().map(|e| e.ts_ms).max();
         cp.newest_event_ms = cp.newest_event_ms.max(newest);
     }
     rt.state
         .commit_page(&target.stream, run_id, cp, events.len(), now_ms())?;
+    let lag_seconds = (now_ms() - crate::status::position_ms(cp)) / 1000;
+    let sink_names: Vec<String> = rt.sinks.iter().map(|s| s.name.clone()).collect();
+    rt.observer
+        .page_committed(&target.stream, events.len(), &sink_names, lag_seconds);
+    crate::service::status(&format!(
+        "collecting {}: {} behind, {} events this run",
+        target.stream,
+        humantime::format_duration(std::time::Duration::from_secs(lag_seconds.max(0) as u64)),
+        progress.events + events.len() as u64
+    ));
     progress.pages += 1;
     progress.events += events.len() as u64;
     Ok(())

@@ -38,13 +38,19 @@ pub struct Config {
     pub literal_secret: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CollectorSettings {
     pub state_dir: PathBuf,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; off when `None`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Consecutive failed runs of one stream after which `/readyz` reports unready.
+    pub unready_after_failures: u32,
+    /// `text` or `json` log lines (the `--log-format` flag wins).
+    pub log_format: Option<String>,
 }
 
 /// One Duo Admin API integration (one set of keys on one account).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Integration {
     pub name: String,
     pub api_hostname: String,
@@ -77,13 +83,13 @@ pub struct Integration {
 }
 
 /// An Auth API application's keys.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthApiKeys {
     pub ikey: String,
     pub skey: Secret,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SinkSettings {
     pub name: String,
     pub format: Format,
@@ -92,7 +98,7 @@ pub struct SinkSettings {
     pub kind: SinkKind,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SinkKind {
     File { path: PathBuf },
     Stdout,

@@ -4,7 +4,12 @@
 use serde::Deserialize;
 
 pub const TOP_KEYS: &[&str] = &["collector", "integration", "sink"];
-pub const COLLECTOR_KEYS: &[&str] = &["state_dir"];
+pub const COLLECTOR_KEYS: &[&str] = &[
+    "state_dir",
+    "metrics_listen",
+    "unready_after_failures",
+    "log_format",
+];
 pub const INTEGRATION_KEYS: &[&str] = &[
     "name",
     "api_hostname",
@@ -35,6 +40,9 @@ pub const SINK_KEYS: &[&str] = &["name", "type", "path", "format", "exclude_fiel
 #[derive(Debug, Default, Deserialize)]
 pub struct RawCollector {
     pub state_dir: Option<String>,
+    pub metrics_listen: Option<String>,
+    pub unready_after_failures: Option<u32>,
+    pub log_format: Option<String>,
 }
 
 #[derive(Default, Deserialize)]

@@ -97,7 +97,34 @@ pub fn parse_config_str(text: &str, source_name: &str, env: &Env) -> Result<Conf
             deserialize_or_report(&mut report, "[collector]", value).unwrap_or_default()
         }
     };
+    let metrics_listen = collector_raw.metrics_listen.as_deref().and_then(|text| {
+        match text.parse::<std::net::SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                report.error(
+                    "[collector]",
+                    "metrics_listen",
+                    format!("{text:?} is not an address:port ({e}); e.g. \"127.0.0.1:9464\""),
+                );
+                None
+            }
+        }
+    });
+    let log_format = collector_raw.log_format.clone();
+    if let Some(f) = log_format
+        .as_deref()
+        .filter(|f| !["text", "json"].contains(f))
+    {
+        report.error(
+            "[collector]",
+            "log_format",
+            format!("{f:?} is not a log format; use \"text\" or \"json\""),
+        );
+    }
     let collector = CollectorSettings {
+        metrics_listen,
+        unready_after_failures: collector_raw.unready_after_failures.unwrap_or(1).max(1),
+        log_format,
         state_dir: collector_raw
             .state_dir
             .map(PathBuf::from)

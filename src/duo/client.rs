@@ -52,6 +52,8 @@ pub struct DuoClient {
     signature: SigVersion,
     timeout: Duration,
     retry: RetryPolicy,
+    /// Where each response is counted, and the integration name used as label.
+    observer: Option<(std::sync::Arc<crate::observe::Observer>, String)>,
 }
 
 /// A request before signing.
@@ -96,7 +98,18 @@ impl DuoClient {
             signature: integration.signature,
             timeout: integration.request_timeout,
             retry,
+            observer: None,
         })
+    }
+
+    /// Counts every response in `observer`'s metrics under this integration name.
+    pub fn observed(
+        mut self,
+        observer: std::sync::Arc<crate::observe::Observer>,
+        integration: &str,
+    ) -> DuoClient {
+        self.observer = Some((observer, integration.to_string()));
+        self
     }
 
     /// The same client (connection pool, TLS settings) with other keys.
@@ -161,6 +174,14 @@ impl DuoClient {
                 _ = cancel.cancelled() => return Err(DuoError::Cancelled),
                 r = self.send_once(call) => r,
             };
+            if let Some((observer, integration)) = &self.observer {
+                let status = match &outcome {
+                    Ok(_) => Some(200),
+                    Err(DuoError::Api { status, .. }) => Some(*status),
+                    Err(_) => None,
+                };
+                observer.api_response(integration, status);
+            }
             let err =
                 match outcome.and_then(|body| parse(&body).map_err(|e| DuoError::Malformed(e.0))) {
                     Ok(value) => return Ok(value),
@@ -186,6 +207,9 @@ impl DuoClient {
                 return Err(err);
             };
             let wait = wait + self.jitter();
+            if let Some((observer, integration)) = &self.observer {
+                observer.api_retry(integration);
+            }
             tracing::warn!(host = call.host, path = call.path, attempt = attempts, wait_ms = wait.as_millis() as u64, error = %err, "Duo request failed; retrying");
             tokio::select! {
                 _ = cancel.cancelled() => return Err(DuoError::Cancelled),

@@ -162,6 +162,18 @@ impl SinkSet {
         }
     }
 
+    /// Keeps the sinks named in `keep` (still open, same instances) and adds `opened`.
+    pub fn retain_and_merge(&self, keep: &[String], opened: SinkSet) -> SinkSet {
+        let mut by_name: HashMap<String, Arc<Sink>> = self
+            .by_name
+            .iter()
+            .filter(|(name, _)| keep.contains(name))
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect();
+        by_name.extend(opened.by_name);
+        SinkSet { by_name }
+    }
+
     /// The sinks with these names (names were validated against the config).
     pub fn select(&self, names: &[String]) -> Vec<Arc<Sink>> {
         names

@@ -1,0 +1,366 @@
+//! What the running collector tells the outside world: Prometheus metrics, readiness (no
+//! stream failing beyond a threshold), a heartbeat for the systemd watchdog, and a one-line
+//! status for `systemctl status`. One `Observer` lives for the whole process, across reloads.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::event::StreamId;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    pub integration: String,
+    pub account: String,
+    pub log: String,
+}
+
+impl From<&StreamId> for StreamLabels {
+    fn from(s: &StreamId) -> Self {
+        StreamLabels {
+            integration: s.integration.clone(),
+            account: s.account_id.clone().unwrap_or_default(),
+            log: s.log.as_str().to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub integration: String,
+    pub log: String,
+    pub sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub integration: String,
+    /// HTTP status, or `error` when no response arrived.
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IntegrationLabels {
+    pub integration: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    pub sink: String,
+}
+
+#[derive(Clone)]
+struct DurationBuckets;
+
+impl MetricConstructor<Histogram> for DurationBuckets {
+    fn new_metric(&self) -> Histogram {
+        // 0.1 s … ~55 min.
+        Histogram::new(exponential_buckets(0.1, 2.0, 16))
+    }
+}
+
+/// Metrics, readiness and liveness of the process.
+pub struct Observer {
+    registry: Registry,
+    events_collected: Family<StreamLabels, Counter>,
+    events_delivered: Family<DeliveryLabels, Counter>,
+    pages: Family<StreamLabels, Counter>,
+    api_requests: Family<ApiLabels, Counter>,
+    rate_limited: Family<IntegrationLabels, Counter>,
+    api_retries: Family<IntegrationLabels, Counter>,
+    sink_errors: Family<SinkLabels, Counter>,
+    checkpoint_lag: Family<StreamLabels, Gauge>,
+    last_success: Family<StreamLabels, Gauge>,
+    stream_failing: Family<StreamLabels, Gauge>,
+    collection_duration: Family<IntegrationLabels, Histogram, DurationBuckets>,
+    consecutive_failures: Mutex<HashMap<StreamId, u32>>,
+    unready_after_failures: u32,
+    ready: AtomicBool,
+    heartbeat_ms: AtomicI64,
+    /// Integrations in a collection cycle, with the time of their last progress.
+    busy: Mutex<HashMap<String, i64>>,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
+}
+
+impl Default for Observer {
+    fn default() -> Self {
+        Observer::new(1)
+    }
+}
+
+impl Observer {
+    /// `unready_after_failures`: consecutive failed runs of one stream that make `/readyz` fail.
+    pub fn new(unready_after_failures: u32) -> Observer {
+        let mut registry = Registry::with_prefix("duo_collector");
+        let events_collected = Family::default();
+        let events_delivered = Family::default();
+        let pages = Family::default();
+        let api_requests = Family::default();
+        let rate_limited = Family::default();
+        let api_retries = Family::default();
+        let sink_errors = Family::default();
+        let checkpoint_lag = Family::default();
+        let last_success = Family::default();
+        let stream_failing = Family::default();
+        let collection_duration = Family::new_with_constructor(DurationBuckets);
+        registry.register(
+            "events_collected",
+            "Events fetched from Duo and handed to the sinks",
+            events_collected.clone(),
+        );
+        registry.register(
+            "events_delivered",
+            "Events acknowledged by a sink",
+            events_delivered.clone(),
+        );
+        registry.register("pages", "Pages committed (checkpoint moved)", pages.clone());
+        registry.register(
+            "api_requests",
+            "Duo API responses by HTTP status",
+            api_requests.clone(),
+        );
+        registry.register(
+            "api_rate_limited",
+            "Duo API answers with HTTP 429",
+            rate_limited.clone(),
+        );
+        registry.register(
+            "api_retries",
+            "Duo API requests retried",
+            api_retries.clone(),
+        );
+        registry.register("sink_errors", "Failed sink deliveries", sink_errors.clone());
+        registry.register_with_unit(
+            "checkpoint_lag",
+            "How far the checkpoint is behind now",
+            prometheus_client::registry::Unit::Seconds,
+            checkpoint_lag.clone(),
+        );
+        registry.register_with_unit(
+            "last_success_timestamp",
+            "When a run of the stream last succeeded (Unix time)",
+            prometheus_client::registry::Unit::Seconds,
+            last_success.clone(),
+        );
+        registry.register(
+            "stream_failing",
+            "1 while the stream's latest run failed",
+            stream_failing.clone(),
+        );
+        registry.register_with_unit(
+            "collection_duration",
+            "Duration of an integration's collection cycle",
+            prometheus_client::registry::Unit::Seconds,
+            collection_duration.clone(),
+        );
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(vec![(
+                "version".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            )]),
+        );
+        Observer {
+            registry,
+            events_collected,
+            events_delivered,
+            pages,
+            api_requests,
+            rate_limited,
+            api_retries,
+            sink_errors,
+            checkpoint_lag,
+            last_success,
+            stream_failing,
+            collection_duration,
+            consecutive_failures: Mutex::new(HashMap::new()),
+            unready_after_failures: unready_after_failures.max(1),
+            ready: AtomicBool::new(false),
+            heartbeat_ms: AtomicI64::new(crate::collector::now_ms()),
+            busy: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The metrics in the text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn page_committed(
+        &self,
+        stream: &StreamId,
+        events: usize,
+        sinks: &[String],
+        lag_seconds: i64,
+    ) {
+        let labels = StreamLabels::from(stream);
+        self.pages.get_or_create(&labels).inc();
+        self.events_collected
+            .get_or_create(&labels)
+            .inc_by(events as u64);
+        self.checkpoint_lag
+            .get_or_create(&labels)
+            .set(lag_seconds.max(0));
+        for sink in sinks {
+            self.events_delivered
+                .get_or_create(&DeliveryLabels {
+                    integration: stream.integration.clone(),
+                    log: stream.log.as_str().to_string(),
+                    sink: sink.clone(),
+                })
+                .inc_by(events as u64);
+        }
+        self.progress(&stream.integration);
+    }
+
+    fn progress(&self, integration: &str) {
+        let now = crate::collector::now_ms();
+        if let Some(t) = self
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(integration)
+        {
+            *t = now;
+        }
+        self.beat();
+    }
+
+    pub fn cycle_started(&self, integration: &str) {
+        self.busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(integration.to_string(), crate::collector::now_ms());
+    }
+
+    /// Integrations busy in a cycle that made no progress for `threshold_ms`: wedged.
+    pub fn stalled(&self, threshold_ms: i64) -> Vec<String> {
+        let now = crate::collector::now_ms();
+        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<String> = busy
+            .iter()
+            .filter(|(_, t)| now - **t > threshold_ms)
+            .map(|(i, _)| i.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn api_response(&self, integration: &str, status: Option<u16>) {
+        let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
+        if status == "429" {
+            self.rate_limited
+                .get_or_create(&IntegrationLabels {
+                    integration: integration.to_string(),
+                })
+                .inc();
+        }
+        self.api_requests
+            .get_or_create(&ApiLabels {
+                integration: integration.to_string(),
+                status,
+            })
+            .inc();
+    }
+
+    pub fn api_retry(&self, integration: &str) {
+        self.api_retries
+            .get_or_create(&IntegrationLabels {
+                integration: integration.to_string(),
+            })
+            .inc();
+        self.progress(integration);
+    }
+
+    pub fn sink_error(&self, sink: &str) {
+        self.sink_errors
+            .get_or_create(&SinkLabels {
+                sink: sink.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records the end of a stream's run: success resets its failure count.
+    pub fn run_finished(&self, stream: &StreamId, failed: bool) {
+        let labels = StreamLabels::from(stream);
+        let mut failures = self
+            .consecutive_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if failed {
+            *failures.entry(stream.clone()).or_insert(0) += 1;
+            self.stream_failing.get_or_create(&labels).set(1);
+        } else {
+            failures.remove(stream);
+            self.stream_failing.get_or_create(&labels).set(0);
+            self.last_success
+                .get_or_create(&labels)
+                .set(chrono::Utc::now().timestamp());
+        }
+        self.beat();
+    }
+
+    pub fn cycle_finished(&self, integration: &str, seconds: f64) {
+        self.collection_duration
+            .get_or_create(&IntegrationLabels {
+                integration: integration.to_string(),
+            })
+            .observe(seconds);
+        self.busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(integration);
+        self.beat();
+    }
+
+    /// Streams whose latest runs failed at least the threshold number of times in a row.
+    pub fn failing_streams(&self) -> Vec<StreamId> {
+        let failures = self
+            .consecutive_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<StreamId> = failures
+            .iter()
+            .filter(|(_, n)| **n >= self.unready_after_failures)
+            .map(|(s, _)| s.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Ready: started, and no stream failing beyond the threshold.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && self.failing_streams().is_empty()
+    }
+
+    /// Marks progress: a page, a retry, an idle wait that woke up.
+    pub fn beat(&self) {
+        self.heartbeat_ms
+            .store(crate::collector::now_ms(), Ordering::SeqCst);
+    }
+
+    pub fn last_beat_ms(&self) -> i64 {
+        self.heartbeat_ms.load(Ordering::SeqCst)
+    }
+}
