@@ -11,7 +11,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::event::StreamId;
@@ -55,6 +54,38 @@ pub struct IntegrationLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
     pub sink: String,
+}
+
+/// prometheus-client writes OpenMetrics, whose counter families are named without `_total`
+/// and which has `# UNIT` and `# EOF` lines. Prometheus' classic text format (what promtool and
+/// most scrapers parse by default) names the family like its samples and has neither line.
+fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
 }
 
 #[derive(Clone)]
@@ -166,14 +197,15 @@ impl Observer {
             prometheus_client::registry::Unit::Seconds,
             collection_duration.clone(),
         );
-        registry.register(
-            "build",
-            "Build information",
-            Info::new(vec![(
-                "version".to_string(),
-                env!("CARGO_PKG_VERSION").to_string(),
-            )]),
-        );
+        // A gauge rather than an OpenMetrics info metric, so that Prometheus' text parser
+        // (and promtool) accept the exposition.
+        let build_info: Family<BuildLabels, Gauge> = Family::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        registry.register("build_info", "Build information (always 1)", build_info);
         Observer {
             registry,
             events_collected,
@@ -195,12 +227,12 @@ impl Observer {
         }
     }
 
-    /// The metrics in the text exposition format.
+    /// The metrics in Prometheus' text exposition format (version 0.0.4).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        openmetrics_to_prometheus_text(&out)
     }
 
     pub fn page_committed(
