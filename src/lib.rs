@@ -24,6 +24,8 @@ pub mod logs;
 pub mod normalize;
 /// Metrics, readiness, heartbeat.
 pub mod observe;
+/// `collect-now` progress display.
+pub mod progress;
 /// Cron schedules.
 pub mod schedule;
 /// Secrets that never print.

@@ -22,6 +22,10 @@ struct Cli {
     /// Log filter, e.g. "info" or "duo_collector=debug" (RUST_LOG also works).
     #[arg(long, global = true, env = "DUO_COLLECTOR_LOG", default_value = "info")]
     log_level: String,
+    /// Log line format: "text" (journald-friendly; no timestamps under systemd) or "json".
+    /// Default: `[collector] log_format` from the config, else text.
+    #[arg(long, global = true, env = "DUO_COLLECTOR_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,7 +79,7 @@ enum Command {
 const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
-fn init_tracing(filter: &str) {
+fn init_tracing(filter: &str, json: bool) {
     let env_filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -84,12 +88,33 @@ fn init_tracing(filter: &str) {
         .with_env_filter(env_filter)
         .with_writer(std::io::stderr)
         .with_ansi(!under_journal && std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if under_journal {
+    if json {
+        builder.json().flatten_event(true).init();
+    } else if under_journal {
         // journald stamps every line itself.
         builder.without_time().init();
     } else {
         builder.init();
     }
+}
+
+/// `[collector] log_format` from the config file, read before logging starts (a light parse;
+/// full validation comes later and reports problems).
+fn configured_log_format(command: &Command) -> Option<String> {
+    let path = match command {
+        Command::Run(a) | Command::Validate(a) => &a.config,
+        Command::CollectNow { config, .. }
+        | Command::Status { config, .. }
+        | Command::TestConnectivity { config, .. } => &config.config,
+        Command::Simulate(_) | Command::Demo(_) => return None,
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    table
+        .get("collector")?
+        .get("log_format")?
+        .as_str()
+        .map(str::to_string)
 }
 
 fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
@@ -212,7 +237,11 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             let cancel = shutdown_token()?;
-            let runtime = Runtime::build(&cfg, &RuntimeOptions::default())?;
+            let options = RuntimeOptions::default();
+            options.observer.set_listener(std::sync::Arc::new(
+                duo_collector::progress::ProgressDisplay::new(),
+            ));
+            let runtime = Runtime::build(&cfg, &options)?;
             let reports = daemon::collect_once(&runtime, integration.as_deref(), &cancel).await;
             Ok(if print_reports(&reports) {
                 ExitCode::SUCCESS
@@ -287,7 +316,11 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log_level);
+    let format = cli
+        .log_format
+        .clone()
+        .or_else(|| configured_log_format(&cli.command));
+    init_tracing(&cli.log_level, format.as_deref() == Some("json"));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

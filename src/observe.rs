@@ -98,8 +98,17 @@ impl MetricConstructor<Histogram> for DurationBuckets {
     }
 }
 
+/// Someone watching pages go by (the `collect-now` progress display).
+pub trait PageListener: Send + Sync {
+    /// A page was committed; `position_ms` is how far the stream has delivered everything.
+    fn page(&self, stream: &StreamId, events: usize, position_ms: i64);
+    /// The stream's run ended.
+    fn finished(&self, stream: &StreamId, failed: bool);
+}
+
 /// Metrics, readiness and liveness of the process.
 pub struct Observer {
+    listener: Mutex<Option<std::sync::Arc<dyn PageListener>>>,
     registry: Registry,
     events_collected: Family<StreamLabels, Counter>,
     events_delivered: Family<DeliveryLabels, Counter>,
@@ -207,6 +216,7 @@ impl Observer {
             .set(1);
         registry.register("build_info", "Build information (always 1)", build_info);
         Observer {
+            listener: Mutex::new(None),
             registry,
             events_collected,
             events_delivered,
@@ -235,13 +245,29 @@ impl Observer {
         openmetrics_to_prometheus_text(&out)
     }
 
+    /// Routes page and run events to `listener` as well.
+    pub fn set_listener(&self, listener: std::sync::Arc<dyn PageListener>) {
+        *self.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
+    }
+
+    fn listener(&self) -> Option<std::sync::Arc<dyn PageListener>> {
+        self.listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn page_committed(
         &self,
         stream: &StreamId,
         events: usize,
         sinks: &[String],
-        lag_seconds: i64,
+        position_ms: i64,
     ) {
+        let lag_seconds = (crate::collector::now_ms() - position_ms) / 1000;
+        if let Some(l) = self.listener() {
+            l.page(stream, events, position_ms);
+        }
         let labels = StreamLabels::from(stream);
         self.pages.get_or_create(&labels).inc();
         self.events_collected
@@ -331,6 +357,9 @@ impl Observer {
 
     /// Records the end of a stream's run: success resets its failure count.
     pub fn run_finished(&self, stream: &StreamId, failed: bool) {
+        if let Some(l) = self.listener() {
+            l.finished(stream, failed);
+        }
         let labels = StreamLabels::from(stream);
         let mut failures = self
             .consecutive_failures

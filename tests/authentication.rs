@@ -18,6 +18,11 @@ async fn backlog_lands_exactly_once_and_a_rerun_adds_nothing() {
 
     let out = run_cli(&["collect-now", "--config", config]).await;
     assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("progress corp/authentication: up to") && stderr.contains("events,"),
+        "plain progress lines when stderr is not a terminal:\n{stderr}"
+    );
 
     let events = read_events(&setup.events);
     let counts = id_counts(&events);

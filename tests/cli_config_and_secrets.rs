@@ -107,3 +107,34 @@ async fn secrets_never_appear_in_any_output() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_stream_fields() {
+    let now = now_ms();
+    let sim = start_sim(sim_config(200, now - 3_600_000, now - 60_000)).await;
+    let setup = Setup::new(&sim.base_url(), "");
+    let out = run_cli(&[
+        "--log-format",
+        "json",
+        "collect-now",
+        "--config",
+        setup.config.to_str().unwrap(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let finished = lines
+        .iter()
+        .find(|l| l["message"] == "collection finished")
+        .unwrap_or_else(|| panic!("no JSON 'collection finished' line in {stderr}"));
+    assert_eq!(finished["integration"], "corp");
+    assert_eq!(finished["log"], "authentication");
+    assert_eq!(finished["events"], 200);
+    assert_eq!(finished["level"], "INFO");
+    sim.shutdown().await;
+}

@@ -247,6 +247,18 @@ async fn metrics_pass_promtool_and_readyz_follows_failing_streams() {
     ] {
         assert!(metrics.contains(needle), "{needle} missing in:\n{metrics}");
     }
+    let lag_line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("duo_collector_checkpoint_lag_seconds{")
+                && l.contains("log=\"authentication\"")
+        })
+        .unwrap();
+    let lag: f64 = lag_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        (4.0..120.0).contains(&lag),
+        "checkpoint lag is about the 5 s delay: {lag_line}"
+    );
     let promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

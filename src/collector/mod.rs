@@ -314,10 +314,11 @@ async fn deliver_and_commit(
     }
     rt.state
         .commit_page(&target.stream, run_id, cp, events.len(), now_ms())?;
-    let lag_seconds = (now_ms() - crate::status::position_ms(cp)) / 1000;
+    let position = crate::status::position_ms(cp);
+    let lag_seconds = (now_ms() - position) / 1000;
     let sink_names: Vec<String> = rt.sinks.iter().map(|s| s.name.clone()).collect();
     rt.observer
-        .page_committed(&target.stream, events.len(), &sink_names, lag_seconds);
+        .page_committed(&target.stream, events.len(), &sink_names, position);
     crate::service::status(&format!(
         "collecting {}: {} behind, {} events this run",
         target.stream,
