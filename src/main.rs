@@ -16,7 +16,22 @@ use duo_collector::{demo, status};
 #[command(
     name = "duo-collector",
     version,
-    about = "Collects Cisco Duo logs and delivers them to your SIEM or pipeline"
+    about = "Collects Cisco Duo logs and delivers them to your SIEM or pipeline",
+    long_about = "Collects Cisco Duo Admin API logs (authentication, administrator, telephony, activity, \
+Trust Monitor, offline enrollment; MSP child accounts too) and delivers them to sinks. A stream's \
+checkpoint (SQLite, in state_dir) moves only after every sink acknowledged the events before it.",
+    after_long_help = "Getting started:
+  1. Write /etc/duo-collector/config.toml (see config.toml.example) and the secret key file (chmod 600).
+  2. duo-collector validate            -- every config problem at once, exit 2 if any
+  3. duo-collector test-connectivity   -- DNS, TLS, clock, keys, permissions, sinks: PASS/WARN/FAIL
+  4. duo-collector collect-now         -- one full drain, with progress
+  5. systemctl enable --now duo-collector   (unit: systemd/duo-collector.service; Type=notify,
+     watchdog, LoadCredential= for secrets, `systemctl reload` re-reads the config)
+  6. duo-collector status              -- checkpoint, lag and last run per stream
+Try it without a Duo account: duo-collector demo
+
+Exit codes: 0 success, 1 failure (collection, connectivity, runtime), 2 invalid config.
+Signals (run): SIGTERM/SIGINT finish the page in flight and exit 0; SIGHUP reloads the config."
 )]
 struct Cli {
     /// Log filter, e.g. "info" or "duo_collector=debug" (RUST_LOG also works).
@@ -40,6 +55,13 @@ struct ConfigArg {
 #[derive(Subcommand)]
 enum Command {
     /// Run the collector as a service until SIGTERM/SIGINT.
+    ///
+    /// Collects every integration once at start and then on its `schedule` (cron with seconds).
+    /// Under systemd (Type=notify) it sends READY=1 once config, state and sinks are up, STATUS=
+    /// progress lines, WATCHDOG=1 pings while collection makes progress, and STOPPING=1. SIGHUP
+    /// re-reads the config: an invalid one is refused and the old one kept; a valid one is
+    /// applied between pages. With `[collector] metrics_listen` it serves /metrics, /healthz and
+    /// /readyz.
     Run(ConfigArg),
     /// Check the config; exit 0 if valid, else list every problem and exit 2.
     Validate(ConfigArg),
