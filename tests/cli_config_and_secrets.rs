@@ -138,3 +138,24 @@ async fn json_logs_carry_stream_fields() {
     assert_eq!(finished["level"], "INFO");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_example_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("corp-skey"),
+        "examplesecretexamplesecretexamplesecret0",
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(bin())
+        .args([
+            "validate",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml.example"),
+        ])
+        .env("CREDENTIALS_DIRECTORY", dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
