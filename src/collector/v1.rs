@@ -41,7 +41,7 @@ pub(super) async fn drain(
         let settled_until = now - settings.delay.as_millis() as i64;
         let floor = floor_to_second(retention_floor_ms(now)) + 1000;
         if cp.mintime_ms < floor {
-            tracing::warn!(integration = %stream.integration, log = %kind, mintime_ms = cp.mintime_ms, clamped_to_ms = floor, "mintime is older than Duo's 180-day retention; clamping");
+            tracing::warn!(integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %kind, mintime_ms = cp.mintime_ms, clamped_to_ms = floor, "mintime is older than Duo's 180-day retention; clamping");
             cp.mintime_ms = floor;
             cp.seen.clear();
         }

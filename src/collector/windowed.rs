@@ -43,7 +43,7 @@ pub(super) async fn drain(
             // A window opened while the clock was ahead (stepped back since): wait until it
             // is settled again rather than ask for events Duo may not have published yet.
             Some(max) if max > now - settings.delay.as_millis() as i64 => {
-                tracing::warn!(integration = %stream.integration, log = %kind, window_end_ms = max, "the open window ends later than now - delay (clock stepped back?); resuming it later");
+                tracing::warn!(integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %kind, window_end_ms = max, "the open window ends later than now - delay (clock stepped back?); resuming it later");
                 return Ok(());
             }
             Some(max) => max,
@@ -64,7 +64,7 @@ pub(super) async fn drain(
         };
         let floor = retention_floor_ms(now);
         if cp.mintime_ms < floor {
-            tracing::warn!(integration = %stream.integration, log = %kind, mintime_ms = cp.mintime_ms, clamped_to_ms = floor, "mintime is older than Duo's 180-day retention; clamping (older events are no longer available)");
+            tracing::warn!(integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %kind, mintime_ms = cp.mintime_ms, clamped_to_ms = floor, "mintime is older than Duo's 180-day retention; clamping (older events are no longer available)");
             cp.mintime_ms = floor;
             if trust_monitor {
                 // Trust Monitor's offset may be positional: it is only valid for the query it
