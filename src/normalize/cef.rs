@@ -98,11 +98,15 @@ impl<'a> Ext<'a> {
             .join(" ");
         self.put_s("requestClientApplication", browser);
         if let Some(loc) = ad.child("location") {
-            let place = [loc.peek_str("city"), loc.peek_str("state"), loc.peek_str("country")]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(", ");
+            let place = [
+                loc.peek_str("city"),
+                loc.peek_str("state"),
+                loc.peek_str("country"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", ");
             if !place.is_empty() {
                 self.put_s("flexString2", place);
                 self.put_s("flexString2Label", "sourceLocation");
@@ -129,9 +133,16 @@ fn auth<'a>(e: &mut Ext<'a>, rec: &mut Rec<'a>) -> (String, u8) {
     e.put("destinationServiceName", app_name);
     e.cs(1, "authFactor", rec.peek_str("factor"));
     e.cs(2, "applicationKey", app_key);
-    let groups = rec.child("user").and_then(|u| u.strings("groups")).map(|g| g.join(", "));
+    let groups = rec
+        .child("user")
+        .and_then(|u| u.strings("groups"))
+        .map(|g| g.join(", "));
     e.cs(3, "userGroups", groups.map(Cow::Owned));
-    e.cs(4, "authDevice", rec.child("auth_device").and_then(|d| d.peek_str("name")));
+    e.cs(
+        4,
+        "authDevice",
+        rec.child("auth_device").and_then(|d| d.peek_str("name")),
+    );
     e.put("duser", rec.peek_str("email"));
     let r = result.as_deref().unwrap_or("unknown").to_string();
     let sev = match r.as_str() {
@@ -163,7 +174,10 @@ pub(crate) fn render(ctx: &Ctx<'_>, event: &Event, exclude: &[String], out: &mut
             e.put("act", action);
             e.put("suser", rec.peek_str("username"));
             desc_holder = rec.peek_str("description");
-            let desc = desc_holder.as_deref().and_then(embedded_object).and_then(Rec::parse);
+            let desc = desc_holder
+                .as_deref()
+                .and_then(embedded_object)
+                .and_then(Rec::parse);
             e.put("msg", desc_holder.clone());
             let mut sev = 3;
             if ctx.log == LogKind::Administrator {
@@ -207,7 +221,9 @@ pub(crate) fn render(ctx: &Ctx<'_>, event: &Event, exclude: &[String], out: &mut
                 e.cs(1, "targetType", t.peek_str("type"));
             }
             let result = rec.child("outcome").and_then(|o| o.peek_str("result"));
-            let failed = result.as_deref().is_some_and(|r| r.eq_ignore_ascii_case("failure"));
+            let failed = result
+                .as_deref()
+                .is_some_and(|r| r.eq_ignore_ascii_case("failure"));
             e.put("outcome", result);
             e.endpoint(rec.child("access_device"));
             if let Some(app) = rec.child("application") {
@@ -215,7 +231,11 @@ pub(crate) fn render(ctx: &Ctx<'_>, event: &Event, exclude: &[String], out: &mut
                 e.cs(2, "applicationKey", app.peek_str("key"));
             }
             e.cs(4, "duoAccountKey", rec.peek_str("akey"));
-            (a.clone(), format!("Duo activity {a}"), if failed { 6 } else { 3 })
+            (
+                a.clone(),
+                format!("Duo activity {a}"),
+                if failed { 6 } else { 3 },
+            )
         }
         LogKind::Telephony => {
             let kind = rec.peek_str("type");
@@ -246,7 +266,11 @@ pub(crate) fn render(ctx: &Ctx<'_>, event: &Event, exclude: &[String], out: &mut
             e.cs(1, "explanationTypes", Some(Cow::Owned(types.join(","))));
             e.cs(2, "triageState", rec.peek_str("state"));
             let priority = rec.peek("priority_event").map(|r| r.get() == "true");
-            e.cs(3, "priorityEvent", priority.map(|p| Cow::Owned(p.to_string())));
+            e.cs(
+                3,
+                "priorityEvent",
+                priority.map(|p| Cow::Owned(p.to_string())),
+            );
             e.put("request", rec.peek_str("triage_event_uri"));
             if let Some(a) = rec.child("surfaced_auth") {
                 e.cs(4, "surfacedAuthTxid", a.peek_str("txid"));
@@ -263,7 +287,11 @@ pub(crate) fn render(ctx: &Ctx<'_>, event: &Event, exclude: &[String], out: &mut
             (k.clone(), format!("Duo Trust Monitor {k}"), sev)
         }
     };
-    e.cs(5, "duoCollectorIntegration", Some(Cow::Borrowed(ctx.integration)));
+    e.cs(
+        5,
+        "duoCollectorIntegration",
+        Some(Cow::Borrowed(ctx.integration)),
+    );
     e.cs(6, "duoAccountId", ctx.account_id.map(Cow::Borrowed));
     if let Some(n) = ctx.account_name {
         e.put_s("flexString1", n);

@@ -96,9 +96,15 @@ fn access_device<'a>(o: &mut Out<'a>, ad: Option<&mut Rec<'a>>) {
 
 fn auth_record<'a>(o: &mut Out<'a>, rec: &mut Rec<'a>) {
     let result = rec.peek_str("result");
-    o.outcome = result.as_deref().map(|r| if r == "success" { "success" } else { "failure" });
-    o.reason = rec.text("reason");
-    o.action = rec.text("event_type");
+    o.outcome = result
+        .as_deref()
+        .map(|r| if r == "success" { "success" } else { "failure" });
+    if o.reason.is_none() {
+        o.reason = rec.text("reason");
+    }
+    if o.action.is_none() {
+        o.action = rec.text("event_type");
+    }
     if let Some(u) = rec.child("user") {
         o.user_name = u.text("name");
         o.user_id = u.text("key");
@@ -265,7 +271,14 @@ fn iso_ms(ms: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".into())
 }
 
-fn write(ctx: &Ctx<'_>, event: &Event, rec: &Rec<'_>, o: &Out<'_>, desc: Option<&str>, w: &mut W<'_>) {
+fn write(
+    ctx: &Ctx<'_>,
+    event: &Event,
+    rec: &Rec<'_>,
+    o: &Out<'_>,
+    desc: Option<&str>,
+    w: &mut W<'_>,
+) {
     let ds = dataset(ctx.log);
     w.top(|w| {
         w.str("@timestamp", &iso_ms(event.ts_ms));

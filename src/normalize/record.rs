@@ -251,7 +251,10 @@ mod tests {
         assert_eq!(split_ip("1.2.3.4"), Some(("1.2.3.4", None)));
         assert_eq!(split_ip("1.2.3.4:80"), Some(("1.2.3.4", Some(80))));
         assert_eq!(split_ip("2001:db8::1"), Some(("2001:db8::1", None)));
-        assert_eq!(split_ip("[2001:db8::1]:443"), Some(("2001:db8::1", Some(443))));
+        assert_eq!(
+            split_ip("[2001:db8::1]:443"),
+            Some(("2001:db8::1", Some(443)))
+        );
         assert_eq!(split_ip("[2001:db8::1]"), Some(("2001:db8::1", None)));
         assert_eq!(split_ip("host:1"), None);
         assert_eq!(split_ip("1.2.3.4:99999"), None);

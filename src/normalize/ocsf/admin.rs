@@ -129,7 +129,7 @@ struct Action<'s> {
 }
 
 /// Writes the class-specific body for an admin action; returns the head.
-fn class_head(a: &Action<'_>) -> (Class, Head<'static>) {
+fn class_head<'s>(a: &Action<'s>) -> (Class, Head<'s>) {
     let mut class = classify(a.name);
     if class != Class::Other && !matches!(class, Class::Login { .. }) && a.target_name.is_none() {
         class = Class::Other;
@@ -150,8 +150,14 @@ fn class_head(a: &Action<'_>) -> (Class, Head<'static>) {
             activity_id,
             activity_name: None,
             severity_id: if failed { 3 } else { 1 },
+            event_code: action_code(a.name),
         },
     )
+}
+
+/// `None` for the placeholder of a record without an action.
+fn action_code(name: &str) -> Option<&str> {
+    (name != "unknown").then_some(name)
 }
 
 fn api_activity(action: &str) -> u32 {
@@ -172,7 +178,15 @@ fn api_activity(action: &str) -> u32 {
 fn actor(w: &mut W<'_>, a: &Action<'_>, app: Option<(Option<&str>, Option<&str>)>) {
     w.obj("actor", |w| {
         if a.actor_name.is_some() || a.actor_uid.is_some() {
-            user_fields(w, "user", a.actor_name, a.actor_uid, None, None, a.actor_type);
+            user_fields(
+                w,
+                "user",
+                a.actor_name,
+                a.actor_uid,
+                None,
+                None,
+                a.actor_type,
+            );
         }
         if let Some((name, uid)) = app {
             w.opt_str("app_name", name);
@@ -184,7 +198,15 @@ fn actor(w: &mut W<'_>, a: &Action<'_>, app: Option<(Option<&str>, Option<&str>)
 fn body(w: &mut W<'_>, class: Class, a: &Action<'_>, src: impl FnOnce(&mut W<'_>)) {
     match class {
         Class::Login { .. } => {
-            user_fields(w, "user", a.actor_name, a.actor_uid, None, None, a.actor_type);
+            user_fields(
+                w,
+                "user",
+                a.actor_name,
+                a.actor_uid,
+                None,
+                None,
+                a.actor_type,
+            );
             w.obj("service", |w| w.str("name", "Duo Admin Panel"));
         }
         Class::Account => {
@@ -221,8 +243,8 @@ fn body(w: &mut W<'_>, class: Class, a: &Action<'_>, src: impl FnOnce(&mut W<'_>
 pub(super) fn administrator(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w: &mut W<'_>) {
     let action = rec.text("action");
     let action_name = action.as_deref().unwrap_or("unknown");
-    let username = rec.text("username");
-    let object = rec.text("object");
+    let username = rec.peek_str("username").filter(|s| !s.is_empty());
+    let object = rec.peek_str("object").filter(|s| !s.is_empty());
     let original = rec.text("isotimestamp");
     let description = rec.str("description");
     let parsed = description.as_deref().and_then(embedded_object);
@@ -244,24 +266,35 @@ pub(super) fn administrator(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w: 
     if h.activity_id == 99 {
         h.activity_name = Some(action_name);
     }
+    // Consumed only where the class has a place for them.
+    if h.class_uid != 0 && username.is_some() {
+        rec.mark("username");
+    }
+    if matches!(class, Class::Account | Class::Group | Class::Entity) && object.is_some() {
+        rec.mark("object");
+    }
     head(w, ctx, event, &h, original.as_deref(), None);
     w.opt_str("message", description.as_deref());
     if let Class::Login { failed } = class {
-        status(w, Some(if failed { "failure" } else { "success" }), error.as_deref());
+        status(
+            w,
+            Some(if failed { "failure" } else { "success" }),
+            error.as_deref(),
+        );
     }
     if !matches!(class, Class::Login { .. }) && h.class_uid != 0 {
         actor(w, &a, None);
     }
     body(w, class, &a, |w| {
-        if matches!(class, Class::Login { .. } | Class::Account | Class::Group | Class::Entity) {
+        if matches!(
+            class,
+            Class::Login { .. } | Class::Account | Class::Group | Class::Entity
+        ) {
             if let Some(ip) = src_ip {
                 w.obj("src_endpoint", |w| w.str("ip", ip));
             }
         }
     });
-    if action.is_none() {
-        rec.mark("action");
-    }
     unmapped(w, ctx, event, rec, |w| {
         if let Some(p) = parsed {
             w.raw_text("description", p);
@@ -269,23 +302,28 @@ pub(super) fn administrator(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w: 
     });
 }
 
-pub(super) fn activity(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w: &mut W<'_>) {
+pub(super) fn activity<'a>(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'a>, w: &mut W<'_>) {
     // `action` is `{name, details}` (or, in older samples, a plain string).
     let action = match rec.peek_str("action") {
         Some(_) => rec.text("action"),
         None => rec.child("action").and_then(|a| a.text("name")),
     };
     let action_name = action.as_deref().unwrap_or("unknown");
+    let nonempty = |s: Option<std::borrow::Cow<'a, str>>| s.filter(|s| !s.is_empty());
     let (actor_name, actor_uid, actor_kind) = match rec.child("actor") {
-        Some(x) => (x.text("name"), x.text("key"), x.peek_str("type")),
+        Some(x) => (
+            nonempty(x.peek_str("name")),
+            nonempty(x.peek_str("key")),
+            x.peek_str("type"),
+        ),
         None => (None, None, None),
     };
     let (target_name, target_uid) = match rec.child("target") {
-        Some(t) => (t.text("name"), t.text("key")),
+        Some(t) => (nonempty(t.peek_str("name")), nonempty(t.peek_str("key"))),
         None => (None, None),
     };
     let (app_name, app_uid) = match rec.child("application") {
-        Some(x) => (x.text("name"), x.text("key")),
+        Some(x) => (nonempty(x.peek_str("name")), nonempty(x.peek_str("key"))),
         None => (None, None),
     };
     let result = rec.child("outcome").and_then(|o| o.text("result"));
@@ -293,12 +331,17 @@ pub(super) fn activity(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w: &mut 
     if rec.peek_str("activity_id").as_deref() == Some(event.event_id.as_str()) {
         rec.mark("activity_id");
     }
-    let failed = result.as_deref().is_some_and(|r| r.eq_ignore_ascii_case("failure"));
+    let failed = result
+        .as_deref()
+        .is_some_and(|r| r.eq_ignore_ascii_case("failure"));
     let src_ip = rec
         .child("access_device")
         .and_then(|d| match d.peek_str("ip") {
             Some(s) => Some(s.into_owned()),
-            None => d.child("ip").and_then(|i| i.peek_str("address")).map(|s| s.into_owned()),
+            None => d
+                .child("ip")
+                .and_then(|i| i.peek_str("address"))
+                .map(|s| s.into_owned()),
         });
     let src_ip = src_ip.as_deref().and_then(split_ip).map(|(ip, _)| ip);
     let a = Action {
@@ -326,6 +369,24 @@ pub(super) fn activity(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w: &mut 
     } else {
         class
     };
+    // Consumed only where the class has a place for them.
+    let mut mark = |key: &str, name: bool, uid: bool| {
+        if let Some(x) = rec.child(key) {
+            if name {
+                x.mark("name");
+            }
+            if uid {
+                x.mark("key");
+            }
+        }
+    };
+    if h.class_uid != 0 {
+        mark("actor", actor_name.is_some(), actor_uid.is_some());
+        mark("application", app_name.is_some(), app_uid.is_some());
+    }
+    if matches!(class, Class::Account | Class::Group | Class::Entity) {
+        mark("target", target_name.is_some(), target_uid.is_some());
+    }
     head(w, ctx, event, &h, original.as_deref(), None);
     status(w, result.as_deref(), None);
     if !matches!(class, Class::Login { .. }) && h.class_uid != 0 {
@@ -343,18 +404,10 @@ pub(super) fn activity(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w: &mut 
             endpoint(w, "src_endpoint", rec.child("access_device"));
         }
     });
-    if action.is_none() {
-        rec.mark("action");
-    }
     unmapped(w, ctx, event, rec, |_| {});
 }
 
-pub(super) fn offline_enrollment(
-    ctx: &Ctx<'_>,
-    event: &Event,
-    rec: &mut Rec<'_>,
-    w: &mut W<'_>,
-) {
+pub(super) fn offline_enrollment(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w: &mut W<'_>) {
     let action = rec.text("action");
     let action_name = action.as_deref().unwrap_or("unknown");
     let username = rec.text("username");
@@ -377,6 +430,7 @@ pub(super) fn offline_enrollment(
         activity_id,
         activity_name: Some(action_name),
         severity_id: 1,
+        event_code: action.as_deref(),
     };
     head(w, ctx, event, &h, original.as_deref(), None);
     w.opt_str("message", description.as_deref());
@@ -390,7 +444,9 @@ pub(super) fn offline_enrollment(
     w.obj("src_endpoint", |w| {
         w.opt_str("hostname", hostname.as_deref());
     });
-    w.obj("http_request", |w| w.opt_str("user_agent", agent.as_deref()));
+    w.obj("http_request", |w| {
+        w.opt_str("user_agent", agent.as_deref())
+    });
     unmapped(w, ctx, event, rec, |w| {
         if let Some(p) = parsed {
             w.raw_text("description", p);
@@ -417,6 +473,7 @@ pub(super) fn telephony(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w: &mut
         activity_id: 99,
         activity_name: Some(label),
         severity_id: 1,
+        event_code: None,
     };
     head(w, ctx, event, &h, original.as_deref(), txid.as_deref());
     w.str(

@@ -40,6 +40,7 @@ pub(super) fn authentication(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w:
         activity_id: if enrollment { 99 } else { 1 },
         activity_name: Some("Enrollment"),
         severity_id,
+        event_code: None,
     };
     head(w, ctx, event, &h, original.as_deref(), None);
     auth_body(w, rec, result.as_deref());
@@ -68,7 +69,9 @@ fn auth_body(w: &mut W<'_>, rec: &mut Rec<'_>, result: Option<&str>) {
         "message",
         &format!(
             "Duo {} {} for {}",
-            rec.peek_str("event_type").as_deref().unwrap_or("authentication"),
+            rec.peek_str("event_type")
+                .as_deref()
+                .unwrap_or("authentication"),
             result.unwrap_or("(no result)"),
             rec.child("user")
                 .and_then(|u| u.peek_str("name"))
@@ -143,6 +146,7 @@ pub(super) fn trust_monitor(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w: 
         activity_id: 1,
         activity_name: None,
         severity_id: if priority == Some(true) { 4 } else { 3 },
+        event_code: None,
     };
     head(w, ctx, event, &h, None, surfaced_txid.as_deref());
     w.str(
@@ -199,7 +203,9 @@ pub(super) fn trust_monitor(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w: 
                     user(w, "user", rec.child("enabled_for"), None, 1);
                 }
                 if rec.peek("enabled_by").is_some() {
-                    w.obj("actor", |w| user(w, "user", rec.child("enabled_by"), None, 2));
+                    w.obj("actor", |w| {
+                        user(w, "user", rec.child("enabled_by"), None, 2)
+                    });
                 }
             });
         }

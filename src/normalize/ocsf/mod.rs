@@ -25,6 +25,8 @@ pub(super) struct Head<'s> {
     /// Required with activity 99 (Other): the source's own label.
     pub activity_name: Option<&'s str>,
     pub severity_id: u8,
+    /// The source's own name for the event (Duo's `action`), in `metadata.event_code`.
+    pub event_code: Option<&'s str>,
 }
 
 pub(crate) fn render(ctx: &Ctx<'_>, event: &Event, w: &mut W<'_>) {
@@ -64,6 +66,7 @@ pub(super) fn head(
         w.str("version", VERSION);
         w.str("uid", &event.event_id);
         w.opt_str("correlation_uid", correlation_uid);
+        w.opt_str("event_code", h.event_code);
         w.obj("product", |w| {
             w.str("name", "Duo");
             w.str("vendor_name", "Cisco");
@@ -79,7 +82,13 @@ pub(super) fn head(
 }
 
 /// `unmapped`: the Duo fields no attribute took, then `_duo_collector`.
-pub(super) fn unmapped(w: &mut W<'_>, ctx: &Ctx<'_>, event: &Event, rec: &Rec<'_>, extra: impl FnOnce(&mut W<'_>)) {
+pub(super) fn unmapped(
+    w: &mut W<'_>,
+    ctx: &Ctx<'_>,
+    event: &Event,
+    rec: &Rec<'_>,
+    extra: impl FnOnce(&mut W<'_>),
+) {
     w.obj("unmapped", |w| {
         w.leftovers(rec);
         extra(w);
@@ -188,12 +197,26 @@ pub(super) fn endpoint(w: &mut W<'_>, key: &str, ad: Option<&mut Rec<'_>>) {
 }
 
 /// OCSF `user` from a Duo `{name, key, groups}` object (plus an e-mail address).
-pub(super) fn user(w: &mut W<'_>, key: &str, u: Option<&mut Rec<'_>>, email: Option<&str>, type_id: u8) {
+pub(super) fn user(
+    w: &mut W<'_>,
+    key: &str,
+    u: Option<&mut Rec<'_>>,
+    email: Option<&str>,
+    type_id: u8,
+) {
     let (name, uid, groups) = match u {
         Some(u) => (u.text("name"), u.text("key"), u.strings("groups")),
         None => (None, None, None),
     };
-    user_fields(w, key, name.as_deref(), uid.as_deref(), email, groups, type_id);
+    user_fields(
+        w,
+        key,
+        name.as_deref(),
+        uid.as_deref(),
+        email,
+        groups,
+        type_id,
+    );
 }
 
 pub(super) fn user_fields(
