@@ -122,11 +122,11 @@ fn special(v: &Value, key: &str) -> Value {
     }
 }
 
-fn golden_records() -> Vec<(LogKind, Vec<(String, i64, Value)>)> {
+fn golden_records() -> Vec<KindRecords> {
     records(7, 400)
         .into_iter()
         .map(|(kind, recs)| {
-            let mut picked: Vec<(String, i64, Value)> = Vec::new();
+            let mut picked: Vec<fixtures::Rec> = Vec::new();
             for f in features(kind) {
                 let hit = recs.iter().find(|(_, _, r)| r.to_string().contains(f));
                 let hit = hit.unwrap_or_else(|| panic!("no {kind} record has {f}"));
@@ -234,10 +234,9 @@ fn exclude_fields_removes_paths_in_every_format() {
     assert!(line.contains("externalId="));
     // Without exclusions the same fields are there.
     let full = Formatter::new(Format::Ocsf, vec![]).render_one(&b, &ev);
-    assert!(
-        full.contains("\"groups\"")
-            || !rec["user"]["groups"]
-                .as_array()
-                .is_some_and(|g| !g.is_empty())
-    );
+    let v: Value = serde_json::from_str(&full).unwrap();
+    assert!(v["src_endpoint"].get("ip").is_some());
+    assert!(v["unmapped"]["access_device"]
+        .get("security_agents")
+        .is_some());
 }

@@ -73,7 +73,7 @@ impl<'o> W<'o> {
                 self.path.push('.');
             }
             self.path.push_str(key);
-            if self.excl.iter().any(|e| *e == self.path) {
+            if self.excl.contains(&self.path) {
                 self.path.truncate(path_len);
                 return None;
             }
