@@ -274,7 +274,7 @@ mod tests {
         assert_eq!(r.child("eé").unwrap().str("f").as_deref(), Some("\"q\""));
         assert!(r.strings("g").is_none());
         assert!(matches!(r.fields[1].used, Use::Unused));
-        assert!(matches!(r.fields[6].used, Use::Unused));
+        assert!(matches!(r.fields[5].used, Use::Unused));
         assert!(Rec::parse("[1]").is_none());
     }
 }
