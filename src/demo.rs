@@ -121,7 +121,7 @@ pub async fn demo(args: DemoArgs, cancel: CancellationToken) -> anyhow::Result<(
     let sim = Simulator::start(sim_args.listen, sim_args.sim_config()).await?;
     let state_dir = tempfile::tempdir().context("cannot create a temporary state directory")?;
     let text = format!(
-        "[collector]\nstate_dir = {state:?}\n\n[[integration]]\nname = \"demo\"\napi_hostname = \"{host}\"\nikey = \"{ikey}\"\nskey = \"{skey}\"\nconnect_to = \"{url}\"\nschedule = \"*/10 * * * * *\"\ndelay = \"5s\"\nsinks = [\"stdout\"]\n\n[[sink]]\nname = \"stdout\"\ntype = \"stdout\"\nformat = \"raw\"\n",
+        "[collector]\nstate_dir = {state:?}\n\n[[integration]]\nname = \"demo\"\napi_hostname = \"{host}\"\nikey = \"{ikey}\"\nskey = \"{skey}\"\nconnect_to = \"{url}\"\nschedule = \"*/10 * * * * *\"\ndelay = \"5s\"\nsinks = [\"stdout\"]\n\n[[sink]]\nname = \"stdout\"\ntype = \"stdout\"\nformat = \"ocsf\"\n",
         state = state_dir.path().display().to_string(),
         host = sim_args.api_hostname,
         ikey = sim_args.ikey,

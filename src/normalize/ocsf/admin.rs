@@ -1,0 +1,509 @@
+//! Administrator and activity logs (by action), offline enrollment, telephony.
+
+use super::{admin_type, endpoint, head, status, unmapped, user_fields, Head};
+use crate::event::Event;
+use crate::normalize::json::W;
+use crate::normalize::record::{embedded_object, split_ip, Rec};
+use crate::normalize::Ctx;
+
+/// The OCSF class of a Duo admin action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Authentication (3002): admin logins.
+    Login { failed: bool },
+    /// Account Change (3001): users, admins, bypass codes.
+    Account,
+    /// Group Management (3006).
+    Group,
+    /// Entity Management (3004): integrations, phones, policies, tokens …
+    Entity,
+    /// API Activity (6003) or, without a source address, Base Event (0).
+    Other,
+}
+
+pub(crate) fn classify(action: &str) -> Class {
+    let a = action.to_ascii_lowercase();
+    if a == "admin_login" {
+        return Class::Login { failed: false };
+    }
+    if a.ends_with("_login_error") || a == "admin_2fa_error" || a == "admin_login_fail" {
+        return Class::Login { failed: true };
+    }
+    let prefix = a.split('_').next().unwrap_or("");
+    match prefix {
+        "user" | "admin" | "bypass" => Class::Account,
+        "group" => Class::Group,
+        "integration" | "phone" | "policy" | "hardtoken" | "directory" | "activation"
+        | "endpoint" | "webauthnkey" | "u2ftoken" | "desktoptoken" | "token" | "o2fa"
+        | "trusted" | "settings" | "setting" | "customer" | "account" => Class::Entity,
+        _ => Class::Other,
+    }
+}
+
+fn activity_for(class: Class, action: &str) -> u32 {
+    let a = action.to_ascii_lowercase();
+    let has = |s: &str| a.contains(s);
+    match class {
+        Class::Login { .. } => 1,
+        Class::Account => {
+            if has("reset_password") || has("password_reset") {
+                4
+            } else if has("create") {
+                1
+            } else if has("delete") {
+                6
+            } else if has("enable") {
+                2
+            } else if has("disable") {
+                5
+            } else if has("unlock") {
+                12
+            } else if has("lock") {
+                9
+            } else {
+                99
+            }
+        }
+        Class::Group => {
+            if has("create") {
+                6
+            } else if has("delete") {
+                5
+            } else {
+                99
+            }
+        }
+        Class::Entity => {
+            if has("deprovision") || has("unenroll") {
+                7
+            } else if has("provision") || has("enroll") {
+                6
+            } else if has("create") {
+                1
+            } else if has("view") || has("read") {
+                2
+            } else if has("update") {
+                3
+            } else if has("delete") {
+                4
+            } else if has("deactivat") {
+                11
+            } else if has("activat") {
+                10
+            } else if has("disable") {
+                9
+            } else if has("enable") {
+                8
+            } else {
+                99
+            }
+        }
+        Class::Other => 99,
+    }
+}
+
+/// `(type_id, type)` of the managed entity an action is about.
+fn entity_type(action: &str) -> (u32, &'static str) {
+    match action.split('_').next().unwrap_or("") {
+        "phone" | "hardtoken" | "endpoint" | "webauthnkey" | "u2ftoken" | "desktoptoken"
+        | "token" => (1, "Device"),
+        "policy" => (5, "Policy"),
+        "o2fa" | "user" => (2, "User"),
+        "integration" => (99, "Integration"),
+        "directory" => (99, "Directory"),
+        "activation" => (99, "Duo Mobile activation"),
+        _ => (99, "Other"),
+    }
+}
+
+/// Who did it, what it was done to, where from.
+struct Action<'s> {
+    name: &'s str,
+    actor_name: Option<&'s str>,
+    actor_uid: Option<&'s str>,
+    actor_type: u8,
+    target_name: Option<&'s str>,
+    target_uid: Option<&'s str>,
+    src_ip: Option<&'s str>,
+    failed: bool,
+}
+
+/// Writes the class-specific body for an admin action; returns the head.
+fn class_head<'s>(a: &Action<'s>) -> (Class, Head<'s>) {
+    let mut class = classify(a.name);
+    if class != Class::Other && !matches!(class, Class::Login { .. }) && a.target_name.is_none() {
+        class = Class::Other;
+    }
+    let (class_uid, activity_id) = match class {
+        Class::Login { .. } => (3002, 1),
+        Class::Account => (3001, activity_for(class, a.name)),
+        Class::Group => (3006, activity_for(class, a.name)),
+        Class::Entity => (3004, activity_for(class, a.name)),
+        Class::Other if a.src_ip.is_some() => (6003, api_activity(a.name)),
+        Class::Other => (0, 99),
+    };
+    let failed = a.failed || matches!(class, Class::Login { failed: true });
+    (
+        class,
+        Head {
+            class_uid,
+            activity_id,
+            activity_name: None,
+            severity_id: if failed { 3 } else { 1 },
+            event_code: action_code(a.name),
+        },
+    )
+}
+
+/// `None` for the placeholder of a record without an action.
+fn action_code(name: &str) -> Option<&str> {
+    (name != "unknown").then_some(name)
+}
+
+fn api_activity(action: &str) -> u32 {
+    let a = action.to_ascii_lowercase();
+    if a.contains("create") || a.contains("add") {
+        1
+    } else if a.contains("view") || a.contains("read") || a.contains("list") {
+        2
+    } else if a.contains("update") {
+        3
+    } else if a.contains("delete") || a.contains("remove") {
+        4
+    } else {
+        99
+    }
+}
+
+fn actor(w: &mut W<'_>, a: &Action<'_>, app: Option<(Option<&str>, Option<&str>)>) {
+    w.obj("actor", |w| {
+        if a.actor_name.is_some() || a.actor_uid.is_some() {
+            user_fields(
+                w,
+                "user",
+                a.actor_name,
+                a.actor_uid,
+                None,
+                None,
+                a.actor_type,
+            );
+        }
+        if let Some((name, uid)) = app {
+            w.opt_str("app_name", name);
+            w.opt_str("app_uid", uid);
+        }
+    });
+}
+
+fn body(w: &mut W<'_>, class: Class, a: &Action<'_>, src: impl FnOnce(&mut W<'_>)) {
+    match class {
+        Class::Login { .. } => {
+            user_fields(
+                w,
+                "user",
+                a.actor_name,
+                a.actor_uid,
+                None,
+                None,
+                a.actor_type,
+            );
+            w.obj("service", |w| w.str("name", "Duo Admin Panel"));
+        }
+        Class::Account => {
+            user_fields(w, "user", a.target_name, a.target_uid, None, None, 1);
+        }
+        Class::Group => w.obj("group", |w| {
+            w.opt_str("name", a.target_name);
+            w.opt_str("uid", a.target_uid);
+        }),
+        Class::Entity => {
+            let (type_id, label) = entity_type(a.name);
+            w.obj("entity", |w| {
+                w.opt_str("name", a.target_name);
+                w.opt_str("uid", a.target_uid);
+                w.num("type_id", i64::from(type_id));
+                if type_id == 99 {
+                    w.str("type", label);
+                }
+            });
+        }
+        Class::Other => {
+            if let Some(ip) = a.src_ip {
+                w.obj("api", |w| {
+                    w.str("operation", a.name);
+                    w.obj("service", |w| w.str("name", "Duo Admin API"));
+                });
+                w.obj("src_endpoint", |w| w.str("ip", ip));
+            }
+        }
+    }
+    src(w);
+}
+
+pub(super) fn administrator(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w: &mut W<'_>) {
+    let action = rec.text("action");
+    let action_name = action.as_deref().unwrap_or("unknown");
+    let username = rec.peek_str("username").filter(|s| !s.is_empty());
+    let object = rec.peek_str("object").filter(|s| !s.is_empty());
+    let original = rec.text("isotimestamp");
+    let description = rec.str("description");
+    let parsed = description.as_deref().and_then(embedded_object);
+    let desc = parsed.and_then(Rec::parse);
+    let ip_text = desc.as_ref().and_then(|d| d.peek_str("ip_address"));
+    let src_ip = ip_text.as_deref().and_then(split_ip).map(|(ip, _)| ip);
+    let error = desc.as_ref().and_then(|d| d.peek_str("error"));
+    let a = Action {
+        name: action_name,
+        actor_name: username.as_deref(),
+        actor_uid: None,
+        actor_type: username.as_deref().map_or(2, admin_type),
+        target_name: object.as_deref(),
+        target_uid: None,
+        src_ip,
+        failed: false,
+    };
+    let (class, mut h) = class_head(&a);
+    if h.activity_id == 99 {
+        h.activity_name = Some(action_name);
+    }
+    // Consumed only where the class has a place for them.
+    if h.class_uid != 0 && username.is_some() {
+        rec.mark("username");
+    }
+    if matches!(class, Class::Account | Class::Group | Class::Entity) && object.is_some() {
+        rec.mark("object");
+    }
+    head(w, ctx, event, &h, original.as_deref(), None);
+    w.opt_str("message", description.as_deref());
+    if let Class::Login { failed } = class {
+        status(
+            w,
+            Some(if failed { "failure" } else { "success" }),
+            error.as_deref(),
+        );
+    }
+    if !matches!(class, Class::Login { .. }) && h.class_uid != 0 {
+        actor(w, &a, None);
+    }
+    body(w, class, &a, |w| {
+        if matches!(
+            class,
+            Class::Login { .. } | Class::Account | Class::Group | Class::Entity
+        ) {
+            if let Some(ip) = src_ip {
+                w.obj("src_endpoint", |w| w.str("ip", ip));
+            }
+        }
+    });
+    unmapped(w, ctx, event, rec, |w| {
+        if let Some(p) = parsed {
+            w.raw_text("description", p);
+        }
+    });
+}
+
+pub(super) fn activity<'a>(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'a>, w: &mut W<'_>) {
+    // `action` is `{name, details}` (or, in older samples, a plain string).
+    let action = match rec.peek_str("action") {
+        Some(_) => rec.text("action"),
+        None => rec.child("action").and_then(|a| a.text("name")),
+    };
+    let action_name = action.as_deref().unwrap_or("unknown");
+    let nonempty = |s: Option<std::borrow::Cow<'a, str>>| s.filter(|s| !s.is_empty());
+    let (actor_name, actor_uid, actor_kind) = match rec.child("actor") {
+        Some(x) => (
+            nonempty(x.peek_str("name")),
+            nonempty(x.peek_str("key")),
+            x.peek_str("type"),
+        ),
+        None => (None, None, None),
+    };
+    let (target_name, target_uid) = match rec.child("target") {
+        Some(t) => (nonempty(t.peek_str("name")), nonempty(t.peek_str("key"))),
+        None => (None, None),
+    };
+    let (app_name, app_uid) = match rec.child("application") {
+        Some(x) => (nonempty(x.peek_str("name")), nonempty(x.peek_str("key"))),
+        None => (None, None),
+    };
+    let result = rec.child("outcome").and_then(|o| o.text("result"));
+    let original = rec.text("ts");
+    if rec.peek_str("activity_id").as_deref() == Some(event.event_id.as_str()) {
+        rec.mark("activity_id");
+    }
+    let failed = result
+        .as_deref()
+        .is_some_and(|r| r.eq_ignore_ascii_case("failure"));
+    let src_ip = rec
+        .child("access_device")
+        .and_then(|d| match d.peek_str("ip") {
+            Some(s) => Some(s.into_owned()),
+            None => d
+                .child("ip")
+                .and_then(|i| i.peek_str("address"))
+                .map(|s| s.into_owned()),
+        });
+    let src_ip = src_ip.as_deref().and_then(split_ip).map(|(ip, _)| ip);
+    let a = Action {
+        name: action_name,
+        actor_name: actor_name.as_deref(),
+        actor_uid: actor_uid.as_deref(),
+        actor_type: match actor_kind.as_deref() {
+            Some("admin") => 2,
+            Some("user") => 1,
+            Some("system") => 3,
+            Some("api") | Some("integration") => 4,
+            _ => 0,
+        },
+        target_name: target_name.as_deref(),
+        target_uid: target_uid.as_deref(),
+        src_ip,
+        failed,
+    };
+    let (class, mut h) = class_head(&a);
+    if h.activity_id == 99 {
+        h.activity_name = Some(action_name);
+    }
+    let class = if matches!(class, Class::Login { .. }) && failed {
+        Class::Login { failed: true }
+    } else {
+        class
+    };
+    // Consumed only where the class has a place for them.
+    let mut mark = |key: &str, name: bool, uid: bool| {
+        if let Some(x) = rec.child(key) {
+            if name {
+                x.mark("name");
+            }
+            if uid {
+                x.mark("key");
+            }
+        }
+    };
+    if h.class_uid != 0 {
+        mark("actor", actor_name.is_some(), actor_uid.is_some());
+        mark("application", app_name.is_some(), app_uid.is_some());
+    }
+    if matches!(class, Class::Account | Class::Group | Class::Entity) {
+        mark("target", target_name.is_some(), target_uid.is_some());
+    }
+    head(w, ctx, event, &h, original.as_deref(), None);
+    status(w, result.as_deref(), None);
+    if !matches!(class, Class::Login { .. }) && h.class_uid != 0 {
+        actor(w, &a, Some((app_name.as_deref(), app_uid.as_deref())));
+    }
+    body(w, class, &a, |w| {
+        if matches!(class, Class::Login { .. }) {
+            w.obj("service", |w| {
+                w.opt_str("name", app_name.as_deref());
+                w.opt_str("uid", app_uid.as_deref());
+            });
+        }
+        // API Activity wrote `src_endpoint` itself (the device stays in `unmapped`).
+        if !matches!(class, Class::Other) {
+            endpoint(w, "src_endpoint", rec.child("access_device"));
+        }
+    });
+    unmapped(w, ctx, event, rec, |_| {});
+}
+
+pub(super) fn offline_enrollment(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w: &mut W<'_>) {
+    let action = rec.text("action");
+    let action_name = action.as_deref().unwrap_or("unknown");
+    let username = rec.text("username");
+    let original = rec.text("isotimestamp");
+    let description = rec.str("description");
+    let parsed = description.as_deref().and_then(embedded_object);
+    let desc = parsed.and_then(Rec::parse);
+    let hostname = desc.as_ref().and_then(|d| d.peek_str("hostname"));
+    let agent = desc.as_ref().and_then(|d| d.peek_str("user_agent"));
+    let a = action_name.to_ascii_lowercase();
+    let activity_id = if a.contains("deprovision") {
+        7
+    } else if a.contains("provision") || a.contains("enroll") {
+        6
+    } else {
+        99
+    };
+    let h = Head {
+        class_uid: 3004,
+        activity_id,
+        activity_name: Some(action_name),
+        severity_id: 1,
+        event_code: action.as_deref(),
+    };
+    head(w, ctx, event, &h, original.as_deref(), None);
+    w.opt_str("message", description.as_deref());
+    w.obj("entity", |w| {
+        w.str("name", username.as_deref().unwrap_or("unknown"));
+        w.num("type_id", 2);
+        if username.is_some() {
+            user_fields(w, "user", username.as_deref(), None, None, None, 1);
+        }
+    });
+    w.obj("src_endpoint", |w| {
+        w.opt_str("hostname", hostname.as_deref());
+    });
+    w.obj("http_request", |w| {
+        w.opt_str("user_agent", agent.as_deref())
+    });
+    unmapped(w, ctx, event, rec, |w| {
+        if let Some(p) = parsed {
+            w.raw_text("description", p);
+        }
+    });
+}
+
+pub(super) fn telephony(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w: &mut W<'_>) {
+    let kind = rec.peek_str("type");
+    let context = rec.peek_str("context");
+    let credits = rec.peek_int("credits");
+    let original = rec.text("ts").or_else(|| rec.text("isotimestamp"));
+    let txid = rec.text("txid");
+    if rec.peek_str("telephony_id").as_deref() == Some(event.event_id.as_str()) {
+        rec.mark("telephony_id");
+    }
+    let label = match kind.as_deref() {
+        Some("sms") => "SMS",
+        Some("phone") => "Phone Call",
+        _ => "Telephony",
+    };
+    let h = Head {
+        class_uid: 0,
+        activity_id: 99,
+        activity_name: Some(label),
+        severity_id: 1,
+        event_code: None,
+    };
+    head(w, ctx, event, &h, original.as_deref(), txid.as_deref());
+    w.str(
+        "message",
+        &format!(
+            "Duo telephony: {} for {} ({} credit(s))",
+            label,
+            context.as_deref().unwrap_or("unknown context"),
+            credits.map_or("?".to_string(), |c| c.to_string())
+        ),
+    );
+    unmapped(w, ctx, event, rec, |_| {});
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_actions() {
+        assert_eq!(classify("admin_login"), Class::Login { failed: false });
+        assert_eq!(classify("admin_login_error"), Class::Login { failed: true });
+        assert_eq!(classify("user_update"), Class::Account);
+        assert_eq!(classify("bypass_create"), Class::Account);
+        assert_eq!(classify("group_create"), Class::Group);
+        assert_eq!(classify("integration_create"), Class::Entity);
+        assert_eq!(classify("phone_delete"), Class::Entity);
+        assert_eq!(classify("something_new"), Class::Other);
+        assert_eq!(activity_for(Class::Account, "user_delete"), 6);
+        assert_eq!(activity_for(Class::Entity, "activation_begin"), 10);
+        assert_eq!(activity_for(Class::Entity, "o2fa_user_deprovisioned"), 7);
+    }
+}

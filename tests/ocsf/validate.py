@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Checks the golden snapshots (tests/snapshots/normalize_golden__*.snap):
+
+OCSF: every event validates with the official OCSF 1.7.0 models of pydantic-ocsf (built from
+the schema export the package ships), and a walk over the event rejects any attribute the
+class or object does not define (outside `unmapped`), checks enum ids against the schema's
+enums, `type_uid == class_uid*100 + activity_id`, `category_uid` and `metadata.version`.
+
+CEF: every line parses with the independent `cefp` parser; every custom string has its label;
+special characters (| = \\ newlines, unicode) round-trip; `externalId` is the event id.
+"""
+import enum
+import glob
+import json
+import os
+import sys
+import typing
+
+from ocsf.v1_7_0 import events, objects  # pydantic-ocsf, OCSF 1.7.0
+import pydantic
+import cefp
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SNAPS = os.path.join(HERE, "..", "snapshots")
+MODELS = {}
+SPECIAL = "Zoë | a=b \\ c\nd\r ☃ 🙂"
+
+# OCSF class uid -> model name in pydantic-ocsf's 1.7.0 events namespace.
+CLASSES = {
+    0: "BaseEvent",
+    2004: "DetectionFinding",
+    3001: "AccountChange",
+    3002: "Authentication",
+    3004: "EntityManagement",
+    3006: "GroupManagement",
+    6003: "ApiActivity",
+}
+
+
+def model(name):
+    m = getattr(events, name)
+    if name == "BaseEvent":
+        # The package leaves BaseEvent's forward references unresolved: resolve them from
+        # the same 1.7.0 namespaces.
+        status = typing.get_args(events.Authentication.model_fields["status_id"].annotation)[0]
+        ns = {n: getattr(objects, n) for n in ("Enrichment", "Metadata", "Observable", "Fingerprint", "Object")}
+        ns["StatusId"] = status
+        ns["SerializeAsAny"] = pydantic.SerializeAsAny
+        m.model_rebuild(_types_namespace=ns)
+    return m
+
+
+def load(path):
+    text = open(path, encoding="utf-8").read()
+    # insta snapshot: a YAML header between two '---' lines, then the JSON.
+    body = text.split("\n---\n", 1)[1]
+    return json.loads(body)
+
+
+def model_of(annotation):
+    """The pydantic model or enum inside Optional[...] / list[...] / Annotated[...]."""
+    origin = typing.get_origin(annotation)
+    if origin is None:
+        return annotation
+    for arg in typing.get_args(annotation):
+        if arg is type(None):
+            continue
+        found = model_of(arg)
+        if isinstance(found, type) and (issubclass(found, pydantic.BaseModel) or issubclass(found, enum.Enum)):
+            return found
+    return None
+
+
+def walk(value, model, path, errors):
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            walk(item, model, f"{path}[{i}]", errors)
+        return
+    if not isinstance(model, type):
+        return
+    if issubclass(model, enum.Enum):
+        if value not in {m.value for m in model}:
+            errors.append(f"{path}: {value!r} is not a valid {model.__name__}")
+        return
+    if not issubclass(model, pydantic.BaseModel) or not isinstance(value, dict):
+        return
+    fields = {}
+    for name, field in model.model_fields.items():
+        fields[field.alias or name] = field
+    for key, item in value.items():
+        where = f"{path}.{key}" if path else key
+        if where == "unmapped":
+            continue
+        if key not in fields:
+            errors.append(f"{where}: not defined by {model.__name__}")
+            continue
+        walk(item, model_of(fields[key].annotation), where, errors)
+
+
+def check_ocsf(path):
+    n = 0
+    failures = []
+    for i, ev in enumerate(load(path)):
+        errors = []
+        uid = ev.get("class_uid")
+        name = CLASSES.get(uid)
+        if name is None:
+            failures.append(f"{path}[{i}]: unexpected class_uid {uid}")
+            continue
+        model = MODELS.setdefault(name, globals()['model'](name))
+        try:
+            model.model_validate(ev)
+        except pydantic.ValidationError as e:
+            errors.append(str(e))
+        walk(ev, model, "", errors)
+        if ev.get("type_uid") != uid * 100 + ev.get("activity_id", -1):
+            errors.append(f"type_uid {ev.get('type_uid')} != class_uid*100+activity_id")
+        if ev.get("category_uid") != uid // 1000:
+            errors.append(f"category_uid {ev.get('category_uid')} for class {uid}")
+        meta = ev.get("metadata", {})
+        if meta.get("version") != "1.7.0":
+            errors.append(f"metadata.version {meta.get('version')!r}")
+        if meta.get("product", {}).get("name") != "Duo":
+            errors.append("metadata.product.name")
+        if "_duo_collector" not in ev.get("unmapped", {}):
+            errors.append("unmapped._duo_collector missing")
+        if ev.get("activity_id") == 99 and not ev.get("activity_name"):
+            errors.append("activity_id 99 without activity_name")
+        if errors:
+            failures.append(f"{os.path.basename(path)}[{i}] ({name}): " + "; ".join(errors))
+        n += 1
+    return n, failures
+
+
+def check_cef(path):
+    n = 0
+    failures = []
+    for i, item in enumerate(load(path)):
+        line = item["line"]
+        where = f"{os.path.basename(path)}[{i}]"
+        try:
+            parsed = cefp.CEFParser.parse(line)
+        except Exception as e:  # noqa: BLE001
+            failures.append(f"{where}: cefp cannot parse: {e}: {line}")
+            continue
+        dev = parsed["device"]
+        if (parsed["version"], dev["vendor"], dev["product"]) != ("0", "Cisco", "Duo"):
+            failures.append(f"{where}: header {parsed}")
+        if not parsed["severity"].isdigit() or not 0 <= int(parsed["severity"]) <= 10:
+            failures.append(f"{where}: severity {parsed['severity']!r}")
+        ext = parsed["extension"]
+        if ext.get("externalId") != item["event_id"]:
+            failures.append(f"{where}: externalId {ext.get('externalId')!r} != {item['event_id']!r}")
+        for key in ext:
+            if key.startswith("cs") and not key.endswith("Label") and f"{key}Label" not in ext:
+                failures.append(f"{where}: {key} without {key}Label")
+        if item["special"]:
+            if SPECIAL not in ext.values():
+                failures.append(f"{where}: special characters did not round-trip: {ext}")
+            header_special = SPECIAL.replace("\n", " ").replace("\r", " ")
+            kind = os.path.basename(path).split("__")[1].rsplit("_", 1)[0]
+            if kind in ("administrator", "offline_enrollment", "telephony") and header_special not in dev["event_class_id"]:
+                failures.append(f"{where}: header did not round-trip: {dev['event_class_id']!r}")
+        n += 1
+    return n, failures
+
+
+def main():
+    total = {"ocsf": 0, "cef": 0}
+    failures = []
+    for path in sorted(glob.glob(os.path.join(SNAPS, "normalize_golden__*_ocsf.snap"))):
+        n, f = check_ocsf(path)
+        total["ocsf"] += n
+        failures += f
+    for path in sorted(glob.glob(os.path.join(SNAPS, "normalize_golden__*_cef.snap"))):
+        n, f = check_cef(path)
+        total["cef"] += n
+        failures += f
+    for f in failures:
+        print("FAIL", f)
+    print(f"ocsf: {total['ocsf']} events checked against OCSF 1.7.0; cef: {total['cef']} lines parsed; {len(failures)} failures")
+    if failures or total["ocsf"] == 0 or total["cef"] == 0:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
