@@ -66,16 +66,17 @@ impl Runtime {
         if abandoned > 0 {
             tracing::warn!(runs = abandoned, "previous process stopped during collection; resuming from the last acknowledged checkpoints");
         }
-        let sinks = SinkSet::open(&config.sinks).map_err(|errors| {
-            anyhow::anyhow!(
-                "cannot open sinks:\n{}",
-                errors
-                    .iter()
-                    .map(|e| format!("  - {e}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        })?;
+        let sinks =
+            SinkSet::open_recording(&config.sinks, Some(state.clone())).map_err(|errors| {
+                anyhow::anyhow!(
+                    "cannot open sinks:\n{}",
+                    errors
+                        .iter()
+                        .map(|e| format!("  - {e}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })?;
         let mut integrations = Vec::new();
         for integration in &config.integrations {
             let rt = IntegrationRuntime::new(
