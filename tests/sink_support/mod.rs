@@ -2,6 +2,8 @@
 //! ports and killed on drop, test certificates, configs with custom sinks, and collection.
 #![allow(dead_code)]
 
+pub mod hook;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
