@@ -262,7 +262,7 @@ impl Sink {
     ) -> Result<(), SinkError> {
         let page = self.render(batch);
         let parts = match self.limits().await {
-            None => vec![0..page.lines.len()],
+            None => std::iter::once(0..page.lines.len()).collect(),
             Some((limits, overhead)) => pieces(&page.lines, overhead, limits),
         };
         let mut wait = retry.initial;
