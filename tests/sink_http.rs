@@ -219,3 +219,37 @@ async fn permanent_400_keeps_the_checkpoint_and_delivery_recovers_when_the_serve
     assert!(healthy.failing_since_ms.is_none() && healthy.last_success_ms.is_some());
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_while_a_sink_is_retried_commits_nothing() {
+    let now = now_ms();
+    let sim = start_sim(sim_config(100, now - 3_600_000, now - 60_000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{}/in", free_port());
+    let setup = SinkSetup::new(
+        &sim.base_url(),
+        &["web"],
+        &http_sink(dir.path(), &url, ""),
+        "",
+    );
+    let config = duo_collector::config::Config::load(&setup.config).unwrap();
+    let runtime = duo_collector::daemon::Runtime::build(&config, &options(None)).unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stop.cancel();
+    });
+    let reports = tokio::time::timeout(
+        Duration::from_secs(20),
+        duo_collector::daemon::collect_once(&runtime, None, &cancel),
+    )
+    .await
+    .expect("shutdown ends the wait for the sink");
+    assert_eq!(reports[0].streams[0].outcome, RunOutcome::Interrupted);
+    assert!(
+        setup.checkpoint().is_none(),
+        "a cancelled delivery commits nothing"
+    );
+    sim.shutdown().await;
+}
