@@ -1,6 +1,7 @@
 //! Validation of `[[sink]]` tables: the shared fields here, each network sink type in
 //! `sinks/net.rs`. Every problem names the sink and the field, with the fix.
 
+mod nats;
 mod net;
 #[cfg(test)]
 mod tests;
@@ -90,7 +91,7 @@ pub(super) fn validate_sink(
         Some("stdout") => Some(SinkKind::Stdout),
         Some("syslog") => net::syslog(report, &scope, &raw).map(SinkKind::Syslog),
         Some("http") => net::http(report, env, &scope, &raw).map(SinkKind::Http),
-        Some("nats") => net::nats(report, env, &scope, &raw).map(SinkKind::Nats),
+        Some("nats") => nats::nats(report, env, &scope, &raw).map(SinkKind::Nats),
         Some(other) => {
             report.error(
                 &scope,
