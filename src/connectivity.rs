@@ -150,7 +150,7 @@ pub async fn run(
         }) {
             sections.push(Section {
                 target: format!("sink {}", sink.name),
-                checks: vec![check_sink(sink)],
+                checks: vec![check_sink(sink).await],
             });
         }
     }
@@ -362,9 +362,70 @@ fn probe_params(kind: LogKind, account: Option<&str>) -> Vec<(String, String)> {
     p
 }
 
-fn check_sink(sink: &SinkSettings) -> Check {
+/// Can a TCP connection to `address` (host:port) be opened?
+async fn tcp_reachable(name: String, address: &str, what: &str) -> Check {
+    let connect = tokio::net::TcpStream::connect(address);
+    match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {
+        Ok(Ok(_)) => Check::pass(name, format!("{what} {address} accepts connections")),
+        Ok(Err(e)) => Check::fail(
+            name,
+            format!("cannot connect to {what} {address}: {e}"),
+            "check the address, that the receiver runs, and firewalls",
+        ),
+        Err(_) => Check::fail(
+            name,
+            format!("connecting to {what} {address} timed out"),
+            "check the address, routing and firewalls",
+        ),
+    }
+}
+
+async fn check_sink(sink: &SinkSettings) -> Check {
     let name = format!("{} sink", sink.kind.type_name());
     match &sink.kind {
+        SinkKind::Syslog(s) => match s.transport {
+            crate::config::SyslogTransport::Udp => {
+                match tokio::net::lookup_host(s.address.as_str()).await {
+                    Ok(_) => Check::warn(
+                        name,
+                        format!(
+                            "{} resolves; UDP has no handshake, so reachability cannot be tested",
+                            s.address
+                        ),
+                        "prefer transport = \"tcp\" or \"tls\" for delivery you can verify",
+                    ),
+                    Err(e) => Check::fail(name, format!("{}: {e}", s.address), "check the address"),
+                }
+            }
+            _ => tcp_reachable(name, &s.address, "syslog receiver").await,
+        },
+        SinkKind::Http(h) => {
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build();
+            match client.map(|c| c.get(h.url.clone()).send()) {
+                Ok(request) => match request.await {
+                    Ok(r) => Check::pass(
+                        name,
+                        format!("{} answered (HTTP {})", h.url, r.status().as_u16()),
+                    ),
+                    Err(e) => Check::fail(
+                        name,
+                        format!("{}: {}", h.url, crate::duo::client::error_chain(&e)),
+                        "check the URL, TLS (ca_file) and firewalls",
+                    ),
+                },
+                Err(e) => Check::fail(name, e.to_string(), "check ca_file"),
+            }
+        }
+        SinkKind::Nats(n) => {
+            let first = n.url.split(',').next().unwrap_or_default().trim();
+            let address = url::Url::parse(first)
+                .ok()
+                .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port().unwrap_or(4222))))
+                .unwrap_or_else(|| first.to_string());
+            tcp_reachable(name, &address, "NATS server").await
+        }
         SinkKind::Stdout => Check::pass(name, "standard output"),
         SinkKind::File { path } => {
             let dir_ok = path

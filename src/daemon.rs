@@ -74,8 +74,8 @@ fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-fn open_sinks(settings: &[SinkSettings]) -> anyhow::Result<SinkSet> {
-    SinkSet::open(settings).map_err(|errors| {
+fn open_sinks(settings: &[SinkSettings], state: &State) -> anyhow::Result<SinkSet> {
+    SinkSet::open_recording(settings, Some(state.clone())).map_err(|errors| {
         anyhow::anyhow!(
             "cannot open sinks:\n{}",
             errors
@@ -98,7 +98,7 @@ impl Runtime {
         if abandoned > 0 {
             tracing::warn!(runs = abandoned, "previous process stopped during collection; resuming from the last acknowledged checkpoints");
         }
-        let sinks = open_sinks(&config.sinks)?;
+        let sinks = open_sinks(&config.sinks, &state)?;
         let mut runtime = Runtime {
             state,
             integrations: Vec::new(),
@@ -143,7 +143,7 @@ impl Runtime {
             .filter(|s| !unchanged.contains(&s.name))
             .cloned()
             .collect();
-        let opened = open_sinks(&to_open)?;
+        let opened = open_sinks(&to_open, &self.state)?;
         self.sinks = self.sinks.retain_and_merge(&unchanged, opened);
         self.sink_settings = new.to_vec();
         Ok(())

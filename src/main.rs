@@ -229,10 +229,12 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
             let cancel = shutdown_token()?;
+            // The service waits for a failing sink (backpressure) instead of skipping pages.
             let options = RuntimeOptions {
                 observer: std::sync::Arc::new(duo_collector::observe::Observer::new(
                     config.collector.unready_after_failures,
                 )),
+                sink_retry: duo_collector::sink::SinkRetry::until_delivered(),
                 ..RuntimeOptions::default()
             };
             let runtime = Runtime::build(&config, &options)?;
@@ -315,11 +317,15 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_FAILURE));
             }
             let state = State::open_read_only(&path)?;
-            let rows = status::rows(&state.status()?, duo_collector::collector::now_ms());
+            let now = duo_collector::collector::now_ms();
+            let rows = status::rows(&state.status()?, now);
+            let sinks = status::sink_rows(&cfg.sinks, &state.sink_status()?);
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                let all = serde_json::json!({ "streams": rows, "sinks": sinks });
+                println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
                 print!("{}", status::render_text(&rows));
+                print!("{}", status::render_sinks_text(&sinks));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use crate::state::{Checkpoint, StreamStatus};
+use crate::config::SinkSettings;
+use crate::state::{Checkpoint, SinkStatus, StreamStatus};
 
 #[derive(Debug, Serialize)]
 pub struct StatusRow {
@@ -120,6 +121,81 @@ pub fn render_text(rows: &[StatusRow]) -> String {
         ));
         if let Some(e) = &r.last_error {
             out.push_str(&format!("  last error   : {e}\n"));
+        }
+    }
+    out
+}
+
+/// One sink's delivery state in `status`.
+#[derive(Debug, Serialize)]
+pub struct SinkRow {
+    pub name: String,
+    /// The sink type, or `None` for a sink no longer in the config.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// `ok`, `failing` or `never_delivered`.
+    pub state: String,
+    pub last_success: Option<String>,
+    pub failing_since: Option<String>,
+    pub failed_attempts: i64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+}
+
+/// Every configured sink (and any recorded one no longer configured), by name.
+pub fn sink_rows(configured: &[SinkSettings], recorded: &[SinkStatus]) -> Vec<SinkRow> {
+    let mut names: Vec<&str> = configured.iter().map(|s| s.name.as_str()).collect();
+    names.extend(recorded.iter().map(|r| r.sink.as_str()));
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let r = recorded.iter().find(|r| r.sink == name);
+            let state = match r {
+                Some(r) if r.failing_since_ms.is_some() => "failing",
+                Some(r) if r.last_success_ms.is_some() => "ok",
+                _ => "never_delivered",
+            };
+            SinkRow {
+                name: name.to_string(),
+                kind: configured
+                    .iter()
+                    .find(|s| s.name == name)
+                    .map(|s| s.kind.type_name().to_string()),
+                state: state.to_string(),
+                last_success: r.and_then(|r| r.last_success_ms).map(iso),
+                failing_since: r.and_then(|r| r.failing_since_ms).map(iso),
+                failed_attempts: r.map_or(0, |r| r.failed_attempts),
+                last_error: r.and_then(|r| r.last_error.clone()),
+                last_error_at: r.and_then(|r| r.last_error_ms).map(iso),
+            }
+        })
+        .collect()
+}
+
+/// The per-sink section of the text output.
+pub fn render_sinks_text(rows: &[SinkRow]) -> String {
+    let mut out = String::new();
+    for r in rows {
+        let kind = r.kind.as_deref().unwrap_or("not configured");
+        out.push_str(&format!("sink {} ({kind}): {}\n", r.name, r.state));
+        let dash = || "-".to_string();
+        out.push_str(&format!(
+            "  last success : {}\n",
+            r.last_success.clone().unwrap_or_else(dash)
+        ));
+        if let Some(since) = &r.failing_since {
+            out.push_str(&format!(
+                "  failing since: {since} ({} failed attempts)\n",
+                r.failed_attempts
+            ));
+        }
+        if let Some(e) = &r.last_error {
+            out.push_str(&format!(
+                "  last error   : {} {e}\n",
+                r.last_error_at.clone().unwrap_or_else(dash)
+            ));
         }
     }
     out

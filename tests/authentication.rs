@@ -86,7 +86,8 @@ async fn backlog_lands_exactly_once_and_a_rerun_adds_nothing() {
     // status shows the checkpoint and the lag.
     let out = run_cli(&["status", "--config", config, "--json"]).await;
     assert!(out.status.success(), "{}", text(&out));
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = &status["streams"];
     let row = &rows[0];
     assert_eq!(row["log"], "authentication");
     assert_eq!(row["events_total"], 20_000);

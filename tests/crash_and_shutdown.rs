@@ -81,7 +81,8 @@ async fn sigkill_mid_backlog_loses_nothing() {
 
     // The killed run is reported as interrupted.
     let out = run_cli(&["status", "--config", config, "--json"]).await;
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = &status["streams"];
     assert_eq!(rows[0]["last_run_outcome"], "ok");
     let db = rusqlite_outcomes(&setup.state_db());
     assert!(db.contains(&"interrupted".to_string()), "{db:?}");

@@ -396,8 +396,8 @@ async fn a_forbidden_or_failing_kind_does_not_stop_the_others() {
         "--json",
     ])
     .await;
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let tm = rows
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tm = status["streams"]
         .as_array()
         .unwrap()
         .iter()

@@ -17,6 +17,10 @@ use crate::logs::LogKind;
 use crate::normalize::Format;
 use crate::secret::Secret;
 
+pub use sinks::{
+    Batching, HttpAuth, HttpFlavor, HttpSettings, NatsAuth, NatsSettings, SyslogProtocol,
+    SyslogSettings, SyslogTransport, TlsFiles,
+};
 pub use validate::{parse_config_str, Env};
 
 /// Where the config is read from when `--config` is not given.
@@ -102,6 +106,9 @@ pub struct SinkSettings {
 pub enum SinkKind {
     File { path: PathBuf },
     Stdout,
+    Syslog(SyslogSettings),
+    Http(HttpSettings),
+    Nats(NatsSettings),
 }
 
 impl SinkKind {
@@ -109,6 +116,9 @@ impl SinkKind {
         match self {
             SinkKind::File { .. } => "file",
             SinkKind::Stdout => "stdout",
+            SinkKind::Syslog(_) => "syslog",
+            SinkKind::Http(_) => "http",
+            SinkKind::Nats(_) => "nats",
         }
     }
 }

@@ -1,18 +1,61 @@
-//! Validation of `[[sink]]` tables.
+//! Validation of `[[sink]]` tables: the shared fields here, each network sink type in
+//! `sinks/net.rs`. Every problem names the sink and the field, with the fix.
+
+mod nats;
+mod net;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::raw::RawSink;
-use super::validate::{validate_name, Report};
+use super::validate::{validate_name, Env, Report};
 use super::{SinkKind, SinkSettings};
 use crate::normalize::Format;
+use crate::secret::Secret;
+
+pub use net::{
+    HttpAuth, HttpFlavor, HttpSettings, NatsAuth, NatsSettings, SyslogProtocol, SyslogSettings,
+    SyslogTransport,
+};
+
+const TYPES: &str = "\"file\", \"stdout\", \"syslog\", \"http\" or \"nats\"";
+
+/// Size limits of the pieces a page is split into (one request, one write, one ack round).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// At most this many events per piece.
+    pub max_events: usize,
+    /// At most this many bytes per piece (one event larger than this still goes alone).
+    pub max_bytes: usize,
+}
+
+/// Certificate files for a TLS connection (all optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Trusted roots (PEM) instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain and key (PEM), for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The name the server certificate must match, if not the host of the address.
+    pub server_name: Option<String>,
+}
+
+impl TlsFiles {
+    pub fn is_empty(&self) -> bool {
+        *self == TlsFiles::default()
+    }
+}
 
 pub(super) fn validate_sink(
     report: &mut Report,
+    env: &Env,
     scope: String,
     raw: RawSink,
 ) -> Option<SinkSettings> {
-    let name = validate_name(report, &scope, raw.name);
+    let name = validate_name(report, &scope, raw.name.clone());
     let format = match raw.format.as_deref() {
         None => Some(Format::default()),
         Some(f) => match f.parse::<Format>() {
@@ -23,9 +66,13 @@ pub(super) fn validate_sink(
             }
         },
     };
-    let kind = match raw.kind.as_deref() {
+    let kind_name = raw.kind.clone();
+    if let Some(kind) = kind_name.as_deref() {
+        fields_not_for_type(report, &scope, kind, &raw);
+    }
+    let kind = match kind_name.as_deref() {
         None => {
-            report.error(&scope, "type", "missing; use \"file\" or \"stdout\"");
+            report.error(&scope, "type", format!("missing; use {TYPES}"));
             None
         }
         Some("file") => match raw.path {
@@ -41,21 +88,15 @@ pub(super) fn validate_sink(
                 None
             }
         },
-        Some("stdout") => {
-            if raw.path.is_some() {
-                report.error(
-                    &scope,
-                    "path",
-                    "a stdout sink takes no path; remove it or use type = \"file\"",
-                );
-            }
-            Some(SinkKind::Stdout)
-        }
+        Some("stdout") => Some(SinkKind::Stdout),
+        Some("syslog") => net::syslog(report, &scope, &raw).map(SinkKind::Syslog),
+        Some("http") => net::http(report, env, &scope, &raw).map(SinkKind::Http),
+        Some("nats") => nats::nats(report, env, &scope, &raw).map(SinkKind::Nats),
         Some(other) => {
             report.error(
                 &scope,
                 "type",
-                format!("unknown sink type {other:?}; use \"file\" or \"stdout\""),
+                format!("unknown sink type {other:?}; use {TYPES}"),
             );
             None
         }
@@ -76,4 +117,309 @@ pub(super) fn validate_sink(
         exclude_fields,
         kind: kind?,
     })
+}
+
+/// The fields each type takes, beyond name, type, format and exclude_fields.
+fn fields_for(kind: &str) -> &'static [&'static str] {
+    const BATCH: [&str; 3] = ["timeout", "batch_max_events", "batch_max_bytes"];
+    match kind {
+        "file" => &["path"],
+        "stdout" => &[],
+        "syslog" => &[
+            "transport",
+            "address",
+            "protocol",
+            "facility",
+            "hostname",
+            "app_name",
+            "max_message_size",
+            "ca_file",
+            "cert_file",
+            "key_file",
+            "server_name",
+            BATCH[0],
+            BATCH[1],
+            BATCH[2],
+        ],
+        "http" => &[
+            "url",
+            "flavor",
+            "headers",
+            "token_file",
+            "token_env",
+            "token_credential",
+            "username",
+            "password_file",
+            "password_env",
+            "gzip",
+            "index",
+            "source",
+            "ca_file",
+            BATCH[0],
+            BATCH[1],
+            BATCH[2],
+        ],
+        "nats" => &[
+            "url",
+            "stream",
+            "subject",
+            "create_stream",
+            "token_file",
+            "token_env",
+            "token_credential",
+            "username",
+            "password_file",
+            "password_env",
+            "creds_file",
+            "tls_required",
+            "ack_timeout",
+            "ca_file",
+            "cert_file",
+            "key_file",
+            BATCH[0],
+            BATCH[1],
+            BATCH[2],
+        ],
+        _ => &[],
+    }
+}
+
+/// A field set that this sink type does not use is an error (it would be silently ignored).
+fn fields_not_for_type(report: &mut Report, scope: &str, kind: &str, raw: &RawSink) {
+    let allowed = fields_for(kind);
+    if !["file", "stdout", "syslog", "http", "nats"].contains(&kind) {
+        return;
+    }
+    let set = [
+        ("path", raw.path.is_some()),
+        ("transport", raw.transport.is_some()),
+        ("address", raw.address.is_some()),
+        ("protocol", raw.protocol.is_some()),
+        ("facility", raw.facility.is_some()),
+        ("hostname", raw.hostname.is_some()),
+        ("app_name", raw.app_name.is_some()),
+        ("max_message_size", raw.max_message_size.is_some()),
+        ("ca_file", raw.ca_file.is_some()),
+        ("cert_file", raw.cert_file.is_some()),
+        ("key_file", raw.key_file.is_some()),
+        ("server_name", raw.server_name.is_some()),
+        ("url", raw.url.is_some()),
+        ("flavor", raw.flavor.is_some()),
+        ("headers", raw.headers.is_some()),
+        ("token_file", raw.token_file.is_some()),
+        ("token_env", raw.token_env.is_some()),
+        ("token_credential", raw.token_credential.is_some()),
+        ("username", raw.username.is_some()),
+        ("password_file", raw.password_file.is_some()),
+        ("password_env", raw.password_env.is_some()),
+        ("gzip", raw.gzip.is_some()),
+        ("index", raw.index.is_some()),
+        ("source", raw.source.is_some()),
+        ("stream", raw.stream.is_some()),
+        ("subject", raw.subject.is_some()),
+        ("create_stream", raw.create_stream.is_some()),
+        ("creds_file", raw.creds_file.is_some()),
+        ("tls_required", raw.tls_required.is_some()),
+        ("ack_timeout", raw.ack_timeout.is_some()),
+        ("timeout", raw.timeout.is_some()),
+        ("batch_max_events", raw.batch_max_events.is_some()),
+        ("batch_max_bytes", raw.batch_max_bytes.is_some()),
+    ];
+    for (field, given) in set {
+        if given && !allowed.contains(&field) {
+            report.error(
+                scope,
+                field,
+                format!("not used by a {kind} sink; remove it (or change `type`)"),
+            );
+        }
+    }
+}
+
+pub(super) fn batching(
+    report: &mut Report,
+    scope: &str,
+    raw: &RawSink,
+    default: Batching,
+) -> Option<Batching> {
+    let mut ok = true;
+    let max_events = raw.batch_max_events.unwrap_or(default.max_events);
+    if !(1..=100_000).contains(&max_events) {
+        report.error(scope, "batch_max_events", "must be between 1 and 100000");
+        ok = false;
+    }
+    let max_bytes = raw.batch_max_bytes.unwrap_or(default.max_bytes);
+    if !(1024..=256 << 20).contains(&max_bytes) {
+        report.error(
+            scope,
+            "batch_max_bytes",
+            "must be between 1024 and 268435456 (256 MiB)",
+        );
+        ok = false;
+    }
+    ok.then_some(Batching {
+        max_events,
+        max_bytes,
+    })
+}
+
+/// Checks that a PEM file holds what it should: certificates, or one private key.
+pub(super) fn pem_file(
+    report: &mut Report,
+    scope: &str,
+    field: &str,
+    path: Option<&String>,
+) -> Option<PathBuf> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let path = PathBuf::from(path?);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            report.error(scope, field, format!("cannot read {}: {e}", path.display()));
+            return None;
+        }
+    };
+    let valid = if field == "key_file" {
+        PrivateKeyDer::from_pem_slice(&bytes).is_ok()
+    } else {
+        CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .is_ok_and(|certs| !certs.is_empty())
+    };
+    if !valid {
+        let what = if field == "key_file" {
+            "a PEM private key (-----BEGIN PRIVATE KEY-----)"
+        } else {
+            "PEM certificates (-----BEGIN CERTIFICATE-----)"
+        };
+        report.error(
+            scope,
+            field,
+            format!("{} does not hold {what}", path.display()),
+        );
+        return None;
+    }
+    Some(path)
+}
+
+/// `ca_file`, `cert_file`, `key_file`, `server_name` (certificate and key go together).
+pub(super) fn tls_files(report: &mut Report, scope: &str, raw: &RawSink) -> TlsFiles {
+    let files = TlsFiles {
+        ca_file: pem_file(report, scope, "ca_file", raw.ca_file.as_ref()),
+        cert_file: pem_file(report, scope, "cert_file", raw.cert_file.as_ref()),
+        key_file: pem_file(report, scope, "key_file", raw.key_file.as_ref()),
+        server_name: raw.server_name.clone(),
+    };
+    match (&raw.cert_file, &raw.key_file) {
+        (Some(_), None) => report.error(
+            scope,
+            "key_file",
+            "`cert_file` is set, so the client certificate's private key is needed too",
+        ),
+        (None, Some(_)) => report.error(
+            scope,
+            "cert_file",
+            "`key_file` is set, so the client certificate (PEM chain) is needed too",
+        ),
+        _ => {}
+    }
+    files
+}
+
+/// A secret from exactly one of `<base>_file`, `<base>_env`, `<base>_credential`, or none.
+/// `Some(None)`: none given; `None`: an error was reported.
+pub(super) fn optional_secret(
+    report: &mut Report,
+    env: &Env,
+    scope: &str,
+    base: &str,
+    file: Option<&String>,
+    env_name: Option<&String>,
+    credential: Option<&String>,
+) -> Option<Option<Secret>> {
+    let given = [file.is_some(), env_name.is_some(), credential.is_some()]
+        .into_iter()
+        .filter(|g| *g)
+        .count();
+    if given == 0 {
+        return Some(None);
+    }
+    if given > 1 {
+        report.error(
+            scope,
+            &format!("{base}_file"),
+            format!("set only one of `{base}_file`, `{base}_env` and `{base}_credential`"),
+        );
+        return None;
+    }
+    let (field, value) = if let Some(name) = env_name {
+        let field = format!("{base}_env");
+        match env.var(name) {
+            Some(v) => (field, v),
+            None => {
+                report.error(
+                    scope,
+                    &field,
+                    format!("environment variable {name:?} is not set"),
+                );
+                return None;
+            }
+        }
+    } else {
+        let (field, path) = match (file, credential) {
+            (Some(path), _) => (format!("{base}_file"), PathBuf::from(path)),
+            (None, Some(name)) => {
+                let field = format!("{base}_credential");
+                match env.var("CREDENTIALS_DIRECTORY") {
+                    Some(dir) if !name.is_empty() && !name.contains('/') => {
+                        (field, PathBuf::from(dir).join(name))
+                    }
+                    _ => {
+                        report.error(scope, &field, format!("{name:?} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential={name}:/path); or use `{base}_file`"));
+                        return None;
+                    }
+                }
+            }
+            (None, None) => return Some(None),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(v) => (field, v),
+            Err(e) => {
+                report.error(
+                    scope,
+                    &field,
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                return None;
+            }
+        }
+    };
+    let value = value.trim();
+    if value.is_empty() {
+        report.error(scope, &field, "the secret is empty");
+        return None;
+    }
+    Some(Some(Secret::new(value)))
+}
+
+pub(super) fn duration(
+    report: &mut Report,
+    scope: &str,
+    field: &str,
+    value: Option<&String>,
+    default: Duration,
+) -> Option<Duration> {
+    let d = super::validate::parse_duration_field(
+        report,
+        scope,
+        field,
+        value.map(String::as_str),
+        default,
+    )?;
+    if d.is_zero() {
+        report.error(scope, field, "must be longer than zero, e.g. \"10s\"");
+        return None;
+    }
+    Some(d)
 }

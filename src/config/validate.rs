@@ -134,7 +134,7 @@ pub fn parse_config_str(text: &str, source_name: &str, env: &Env) -> Result<Conf
 
     let sinks = array_of_tables(&mut report, &table, "sink", raw::SINK_KEYS)
         .into_iter()
-        .filter_map(|(scope, raw)| validate_sink(&mut report, scope, raw))
+        .filter_map(|(scope, raw)| validate_sink(&mut report, env, scope, raw))
         .collect::<Vec<_>>();
     let sink_names: HashSet<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
     duplicate_names(&mut report, "sink", sinks.iter().map(|s| s.name.as_str()));
@@ -322,7 +322,7 @@ pub(super) fn validate_name(
     }
 }
 
-fn parse_duration_field(
+pub(super) fn parse_duration_field(
     report: &mut Report,
     scope: &str,
     field: &str,

@@ -1,27 +1,46 @@
 //! Sinks: where events go. A sink acknowledges a batch only once the destination really holds
-//! it (file: written and fsynced; stdout: written and flushed). The collector moves a checkpoint
-//! only after every sink of the integration acknowledged the page.
+//! it: file = written and fsynced; stdout = written and flushed; HTTP = a 2xx response; NATS =
+//! a JetStream PubAck for every event; TCP/TLS syslog = written and flushed to the socket (plain
+//! syslog has no application-level ack); UDP syslog = sent (lossy). The collector moves a
+//! checkpoint only after every sink of the integration acknowledged the page.
+//!
+//! A page is rendered once per sink, then cut into pieces by the sink's batch limits (one HTTP
+//! request, one socket write, one round of PubAcks); the page is acknowledged when all of its
+//! pieces are. A failed piece is retried (capped exponential backoff with jitter, honouring a
+//! server's Retry-After) without resending the pieces already acknowledged.
 
 mod file;
+mod http;
+mod nats;
 mod stdout;
+mod syslog;
+pub mod syslog_frame;
+mod tls;
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{SinkKind, SinkSettings};
+use crate::config::{Batching, SinkKind, SinkSettings};
 use crate::event::Batch;
 use crate::normalize::Formatter;
+use crate::state::State;
 
 pub use file::FileSink;
+pub use http::HttpSink;
+pub use nats::NatsSink;
 pub use stdout::StdoutSink;
+pub use syslog::SyslogSink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("sink {sink:?}: {detail}")]
     Io { sink: String, detail: String },
+    #[error("sink {sink:?}: permanent failure, not retried: {detail}")]
+    Permanent { sink: String, detail: String },
     #[error("sink {sink:?}: gave up after {attempts} attempts: {last}")]
     GaveUp {
         sink: String,
@@ -32,105 +51,275 @@ pub enum SinkError {
     Cancelled,
 }
 
+/// Why one piece was not acknowledged.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub detail: String,
+    /// Retrying the same bytes cannot succeed (e.g. HTTP 400): the page fails at once.
+    pub permanent: bool,
+    /// The server asked us to wait this long (HTTP Retry-After).
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    pub fn transient(detail: impl Into<String>) -> Self {
+        Failure {
+            detail: detail.into(),
+            permanent: false,
+            retry_after: None,
+        }
+    }
+
+    pub fn permanent(detail: impl Into<String>) -> Self {
+        Failure {
+            permanent: true,
+            ..Failure::transient(detail)
+        }
+    }
+}
+
 /// The closed set of sink implementations.
 #[derive(Debug)]
 enum Driver {
     File(FileSink),
     Stdout(StdoutSink),
+    Syslog(Box<SyslogSink>),
+    Http(Box<HttpSink>),
+    Nats(Box<NatsSink>),
 }
 
-/// One configured sink. Deliveries to it are serialized, which keeps its output in order.
+/// One configured sink. Pieces are written one at a time, which keeps its output in order.
 #[derive(Debug)]
 pub struct Sink {
     pub name: String,
     pub formatter: Formatter,
     driver: tokio::sync::Mutex<Driver>,
+    /// Where the delivery state (last success, failing since, last error) is recorded.
+    status: Option<State>,
 }
 
 /// How a failing sink is retried before the page is given up for this run.
 #[derive(Debug, Clone)]
 pub struct SinkRetry {
-    pub attempts: u32,
+    /// Failed attempts per page before giving up; `None`: until it succeeds or shutdown
+    /// (the service), so collection waits for the sink (backpressure) and skips nothing.
+    pub attempts: Option<u32>,
     pub initial: Duration,
     pub max: Duration,
+    /// Randomize each wait between half and all of it, so sinks do not retry in lockstep.
+    pub jitter: bool,
 }
 
 impl Default for SinkRetry {
     fn default() -> Self {
         SinkRetry {
-            attempts: 5,
+            attempts: Some(5),
             initial: Duration::from_millis(500),
             max: Duration::from_secs(10),
+            jitter: true,
         }
+    }
+}
+
+impl SinkRetry {
+    /// The service's policy: retry until the sink is back, waiting at most a minute.
+    pub fn until_delivered() -> Self {
+        SinkRetry {
+            attempts: None,
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            jitter: true,
+        }
+    }
+
+    fn wait(&self, base: Duration) -> Duration {
+        if !self.jitter || base.is_zero() {
+            return base;
+        }
+        let half = base / 2;
+        half + half.mul_f64(rand::random::<f64>())
+    }
+}
+
+/// A page rendered in a sink's format: one line per event.
+pub struct Rendered<'a> {
+    pub batch: &'a Batch<'a>,
+    buf: Vec<u8>,
+    lines: Vec<Range<usize>>,
+}
+
+impl Rendered<'_> {
+    pub fn line(&self, i: usize) -> &[u8] {
+        &self.buf[self.lines[i].clone()]
+    }
+
+    /// The events' lines, each followed by a newline (JSON Lines).
+    pub fn newline_joined(&self, events: Range<usize>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.buf.len() + events.len());
+        for i in events {
+            out.extend_from_slice(self.line(i));
+            out.push(b'\n');
+        }
+        out
+    }
+}
+
+/// Cuts `lines` into consecutive index ranges within the limits (each line costs its length
+/// plus `overhead`); a single line over `max_bytes` goes alone.
+pub fn pieces(lines: &[Range<usize>], overhead: usize, limits: Batching) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let size = line.len() + overhead;
+        if i > start && (i - start >= limits.max_events || bytes + size > limits.max_bytes) {
+            out.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < lines.len() {
+        out.push(start..lines.len());
+    }
+    out
+}
+
+fn io_error(sink: &str, detail: String) -> SinkError {
+    SinkError::Io {
+        sink: sink.to_string(),
+        detail,
     }
 }
 
 impl Sink {
     pub fn open(settings: &SinkSettings) -> Result<Sink, SinkError> {
+        let name = &settings.name;
         let driver = match &settings.kind {
-            SinkKind::File { path } => {
-                Driver::File(FileSink::open(path).map_err(|e| SinkError::Io {
-                    sink: settings.name.clone(),
-                    detail: format!("cannot open {}: {e}", path.display()),
-                })?)
-            }
+            SinkKind::File { path } => Driver::File(
+                FileSink::open(path)
+                    .map_err(|e| io_error(name, format!("cannot open {}: {e}", path.display())))?,
+            ),
             SinkKind::Stdout => Driver::Stdout(StdoutSink::new()),
+            SinkKind::Syslog(s) => Driver::Syslog(Box::new(
+                SyslogSink::open(name, s).map_err(|e| io_error(name, e))?,
+            )),
+            SinkKind::Http(s) => {
+                Driver::Http(Box::new(HttpSink::open(s).map_err(|e| io_error(name, e))?))
+            }
+            SinkKind::Nats(s) => {
+                Driver::Nats(Box::new(NatsSink::open(s).map_err(|e| io_error(name, e))?))
+            }
         };
         Ok(Sink {
             name: settings.name.clone(),
             formatter: Formatter::new(settings.format, settings.exclude_fields.clone()),
             driver: tokio::sync::Mutex::new(driver),
+            status: None,
         })
     }
 
-    /// Writes one batch; returns once the destination has acknowledged it.
-    pub async fn deliver(&self, batch: &Batch<'_>) -> Result<(), SinkError> {
+    fn render<'a>(&self, batch: &'a Batch<'a>) -> Rendered<'a> {
         let mut buf = Vec::with_capacity(batch.events.len() * 1200);
         let lines = self.formatter.render_batch(batch, &mut buf);
-        // One event per line: put the newlines in place.
-        let mut out = Vec::with_capacity(buf.len() + lines.len());
-        for range in lines {
-            out.extend_from_slice(&buf[range]);
-            out.push(b'\n');
-        }
-        let mut driver = self.driver.lock().await;
-        let result = match &mut *driver {
-            Driver::File(f) => f.write_durably(out).await,
-            Driver::Stdout(s) => s.write_flushed(&out).await,
-        };
-        result.map_err(|e| SinkError::Io {
-            sink: self.name.clone(),
-            detail: e.to_string(),
-        })
+        Rendered { batch, buf, lines }
     }
 
-    async fn deliver_with_retry(
+    /// How this sink's driver cuts a page: `None` means the whole page at once.
+    async fn limits(&self) -> Option<(Batching, usize)> {
+        match &*self.driver.lock().await {
+            Driver::File(_) | Driver::Stdout(_) => None,
+            Driver::Syslog(s) => Some(s.limits()),
+            Driver::Http(s) => Some(s.limits()),
+            Driver::Nats(s) => Some(s.limits()),
+        }
+    }
+
+    /// Writes one piece of a page; returns once the destination has acknowledged it.
+    async fn send(&self, page: &Rendered<'_>, events: Range<usize>) -> Result<(), Failure> {
+        let mut driver = self.driver.lock().await;
+        match &mut *driver {
+            Driver::File(f) => f
+                .write_durably(page.newline_joined(events))
+                .await
+                .map_err(|e| Failure::transient(e.to_string())),
+            Driver::Stdout(s) => s
+                .write_flushed(&page.newline_joined(events))
+                .await
+                .map_err(|e| Failure::transient(e.to_string())),
+            Driver::Syslog(s) => s.send(page, events).await,
+            Driver::Http(s) => s.send(page, events).await,
+            Driver::Nats(s) => s.send(page, events).await,
+        }
+    }
+
+    /// Delivers one batch (retrying within `retry`) and returns once it is acknowledged.
+    pub async fn deliver(
         &self,
         batch: &Batch<'_>,
         retry: &SinkRetry,
         cancel: &CancellationToken,
     ) -> Result<(), SinkError> {
+        let page = self.render(batch);
+        let parts = match self.limits().await {
+            None => std::iter::once(0..page.lines.len()).collect(),
+            Some((limits, overhead)) => pieces(&page.lines, overhead, limits),
+        };
         let mut wait = retry.initial;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.deliver(batch).await {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt >= retry.attempts => {
-                    return Err(SinkError::GaveUp {
-                        sink: self.name.clone(),
-                        attempts: attempt,
-                        last: e.to_string(),
-                    })
+        let mut failed = 0;
+        let mut next = 0;
+        while next < parts.len() {
+            let failure = match self.send(&page, parts[next].clone()).await {
+                Ok(()) => {
+                    next += 1;
+                    continue;
                 }
-                Err(e) => {
-                    tracing::warn!(sink = %self.name, stream = %batch.stream, attempt, error = %e, "sink delivery failed; retrying");
-                    tokio::select! {
-                        _ = cancel.cancelled() => return Err(SinkError::Cancelled),
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                    wait = (wait * 2).min(retry.max);
-                }
+                Err(f) => f,
+            };
+            failed += 1;
+            self.record_failure(&failure.detail);
+            if failure.permanent {
+                tracing::error!(sink = %self.name, stream = %batch.stream, error = %failure.detail, "sink refused the batch permanently; the checkpoint stays before it");
+                return Err(SinkError::Permanent {
+                    sink: self.name.clone(),
+                    detail: failure.detail,
+                });
+            }
+            if retry.attempts.is_some_and(|max| failed >= max) {
+                return Err(SinkError::GaveUp {
+                    sink: self.name.clone(),
+                    attempts: failed,
+                    last: failure.detail,
+                });
+            }
+            let pause = match failure.retry_after {
+                Some(after) => after.min(Duration::from_secs(300)),
+                None => retry.wait(wait),
+            };
+            tracing::warn!(sink = %self.name, stream = %batch.stream, attempt = failed, retry_in = ?pause, error = %failure.detail, "sink delivery failed; retrying (collection of this stream waits)");
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(SinkError::Cancelled),
+                _ = tokio::time::sleep(pause) => {}
+            }
+            wait = (wait * 2).min(retry.max);
+        }
+        self.record_success();
+        Ok(())
+    }
+
+    fn record_success(&self) {
+        if let Some(state) = &self.status {
+            if let Err(e) = state.record_sink_success(&self.name, crate::collector::now_ms()) {
+                tracing::warn!(sink = %self.name, error = %e, "cannot record the sink's delivery state");
+            }
+        }
+    }
+
+    fn record_failure(&self, error: &str) {
+        if let Some(state) = &self.status {
+            if let Err(e) = state.record_sink_failure(&self.name, crate::collector::now_ms(), error)
+            {
+                tracing::warn!(sink = %self.name, error = %e, "cannot record the sink's delivery state");
             }
         }
     }
@@ -145,11 +334,20 @@ pub struct SinkSet {
 impl SinkSet {
     /// Opens every sink; all failures are reported together.
     pub fn open(settings: &[SinkSettings]) -> Result<SinkSet, Vec<SinkError>> {
+        SinkSet::open_recording(settings, None)
+    }
+
+    /// Opens every sink, recording each one's delivery state in `status` (for `status`).
+    pub fn open_recording(
+        settings: &[SinkSettings],
+        status: Option<State>,
+    ) -> Result<SinkSet, Vec<SinkError>> {
         let mut by_name = HashMap::new();
         let mut errors = Vec::new();
         for s in settings {
             match Sink::open(s) {
-                Ok(sink) => {
+                Ok(mut sink) => {
+                    sink.status = status.clone();
                     by_name.insert(s.name.clone(), Arc::new(sink));
                 }
                 Err(e) => errors.push(e),
@@ -184,20 +382,54 @@ impl SinkSet {
 }
 
 /// Delivers a batch to every sink concurrently; Ok only if every sink acknowledged it.
+/// A sink that already acknowledged is not asked again while another one is retried; if the
+/// page fails as a whole, the next run sends it to every sink again (duplicates only there).
 pub async fn deliver_all(
     sinks: &[Arc<Sink>],
     batch: &Batch<'_>,
     retry: &SinkRetry,
     cancel: &CancellationToken,
 ) -> Result<(), SinkError> {
-    let results = futures::future::join_all(
-        sinks
-            .iter()
-            .map(|s| s.deliver_with_retry(batch, retry, cancel)),
-    )
-    .await;
+    let results =
+        futures::future::join_all(sinks.iter().map(|s| s.deliver(batch, retry, cancel))).await;
     results
         .into_iter()
         .collect::<Result<Vec<()>, _>>()
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_cut_by_count_and_bytes() {
+        let lines: Vec<Range<usize>> = (0..10).map(|i| i * 10..i * 10 + 10).collect();
+        let by_count = Batching {
+            max_events: 4,
+            max_bytes: 1 << 20,
+        };
+        assert_eq!(pieces(&lines, 0, by_count), vec![0..4, 4..8, 8..10]);
+        let by_bytes = Batching {
+            max_events: 100,
+            max_bytes: 35,
+        };
+        // 10 bytes + 2 overhead each: two fit in 35 bytes, a third would not.
+        assert_eq!(
+            pieces(&lines, 2, by_bytes),
+            vec![0..2, 2..4, 4..6, 6..8, 8..10]
+        );
+        let huge = vec![0..100, 100..101];
+        assert_eq!(pieces(&huge, 0, by_bytes), vec![0..1, 1..2]);
+        assert!(pieces(&[], 0, by_count).is_empty());
+    }
+
+    #[test]
+    fn jitter_stays_between_half_and_all() {
+        let retry = SinkRetry::default();
+        for _ in 0..100 {
+            let w = retry.wait(Duration::from_millis(1000));
+            assert!(w >= Duration::from_millis(500) && w <= Duration::from_millis(1000));
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! sink acknowledged the page; the checkpoint and the run's counters move in one transaction.
 
 mod schema;
+mod sinks;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::event::StreamId;
 use crate::logs::LogKind;
+
+pub use sinks::SinkStatus;
 
 /// How many runs per stream are kept for `status`; older ones are pruned.
 const RUNS_KEPT_PER_STREAM: i64 = 50;

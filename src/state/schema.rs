@@ -32,6 +32,15 @@ const MIGRATIONS: &[&str] = &[
         error TEXT
      );
      CREATE INDEX runs_by_stream ON runs(integration, account_id, log, id);",
+    // 2: per-sink delivery state, for `status`.
+    "CREATE TABLE sink_status(
+        sink TEXT PRIMARY KEY,
+        last_success_ms INTEGER,
+        failing_since_ms INTEGER,
+        last_error TEXT,
+        last_error_ms INTEGER,
+        failed_attempts INTEGER NOT NULL DEFAULT 0
+     );",
 ];
 
 fn current_version(conn: &Connection) -> Result<i64, StateError> {

@@ -1,0 +1,176 @@
+//! Validation of NATS JetStream sinks.
+
+use std::time::Duration;
+
+use super::super::raw::RawSink;
+use super::super::validate::{Env, Report};
+use super::net::{NatsAuth, NatsSettings, DEFAULT_SUBJECT};
+use super::{batching, duration, optional_secret, tls_files, Batching};
+
+/// Checks a subject template: dot-separated tokens, no wildcards or spaces, known placeholders.
+pub(super) fn subject_problem(template: &str) -> Option<String> {
+    let mut rest = template.to_string();
+    for p in ["{integration}", "{log}", "{account}"] {
+        rest = rest.replace(p, "x");
+    }
+    if rest.contains('{') || rest.contains('}') {
+        return Some("only the placeholders {integration}, {log} and {account} are known".into());
+    }
+    if rest
+        .split('.')
+        .any(|t| t.is_empty() || t.contains(['*', '>', ' ', '\t']))
+    {
+        return Some("must be dot-separated tokens without wildcards or spaces, e.g. \"duo.{integration}.{log}\"".into());
+    }
+    None
+}
+
+pub(super) fn nats(
+    report: &mut Report,
+    env: &Env,
+    scope: &str,
+    raw: &RawSink,
+) -> Option<NatsSettings> {
+    let url = match raw.url.as_deref() {
+        Some(u)
+            if u.split(',').all(|one| {
+                url::Url::parse(one.trim()).is_ok_and(|p| {
+                    matches!(p.scheme(), "nats" | "tls")
+                        && p.host().is_some()
+                        && p.username().is_empty()
+                })
+            }) =>
+        {
+            Some(u.to_string())
+        }
+        Some(_) => {
+            report.error(scope, "url", "must be nats://host:port or tls://host:port (several comma-separated), without credentials");
+            None
+        }
+        None => {
+            report.error(scope, "url", "missing, e.g. \"nats://127.0.0.1:4222\"");
+            None
+        }
+    };
+    let stream = match raw.stream.as_deref() {
+        Some(s) if !s.is_empty() && !s.contains(['.', '*', '>', ' ', '/', '\\']) => {
+            Some(s.to_string())
+        }
+        Some(s) => {
+            report.error(
+                scope,
+                "stream",
+                format!(
+                    "{s:?} is not a valid JetStream stream name (no spaces, dots, *, >, / or \\)"
+                ),
+            );
+            None
+        }
+        None => {
+            report.error(
+                scope,
+                "stream",
+                "missing; the JetStream stream that stores the events, e.g. \"DUO\"",
+            );
+            None
+        }
+    };
+    let subject = raw
+        .subject
+        .clone()
+        .unwrap_or_else(|| DEFAULT_SUBJECT.to_string());
+    let subject = match subject_problem(&subject) {
+        Some(problem) => {
+            report.error(scope, "subject", format!("{subject:?}: {problem}"));
+            None
+        }
+        None => Some(subject),
+    };
+    let token = optional_secret(
+        report,
+        env,
+        scope,
+        "token",
+        raw.token_file.as_ref(),
+        raw.token_env.as_ref(),
+        raw.token_credential.as_ref(),
+    );
+    let password = optional_secret(
+        report,
+        env,
+        scope,
+        "password",
+        raw.password_file.as_ref(),
+        raw.password_env.as_ref(),
+        None,
+    );
+    let creds = optional_secret(
+        report,
+        env,
+        scope,
+        "creds",
+        raw.creds_file.as_ref(),
+        None,
+        None,
+    );
+    let auth = match (token, password, creds) {
+        (Some(token), Some(password), Some(creds)) => {
+            match (token, raw.username.clone(), password, creds) {
+                (None, None, None, None) => Some(NatsAuth::None),
+                (Some(t), None, None, None) => Some(NatsAuth::Token(t)),
+                (None, None, None, Some(c)) => Some(NatsAuth::Credentials(c)),
+                (None, Some(username), Some(password), None) => {
+                    Some(NatsAuth::UserPassword { username, password })
+                }
+                (None, Some(_), None, None) => {
+                    report.error(scope, "password_file", "`username` is set, so a password is needed: set `password_file` or `password_env`");
+                    None
+                }
+                _ => {
+                    report.error(scope, "token_file", "use one way to authenticate: a token (token_file/token_env), username and password, or creds_file");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let tls = tls_files(report, scope, raw);
+    let tls_required = raw
+        .tls_required
+        .unwrap_or_else(|| !tls.is_empty() || url.as_deref().is_some_and(|u| u.contains("tls://")));
+    let ack_timeout = duration(
+        report,
+        scope,
+        "ack_timeout",
+        raw.ack_timeout.as_ref(),
+        Duration::from_secs(10),
+    );
+    let timeout = duration(
+        report,
+        scope,
+        "timeout",
+        raw.timeout.as_ref(),
+        Duration::from_secs(10),
+    );
+    let batch = batching(
+        report,
+        scope,
+        raw,
+        Batching {
+            max_events: 500,
+            max_bytes: 8 << 20,
+        },
+    );
+    Some(NatsSettings {
+        url: url?,
+        stream: stream?,
+        subject: subject?,
+        create_stream: raw.create_stream.unwrap_or(false),
+        auth: auth?,
+        tls,
+        tls_required,
+        ack_timeout: ack_timeout?,
+        timeout: timeout?,
+        batch: batch?,
+    })
+}

@@ -1,0 +1,227 @@
+use super::super::validate::Env;
+use super::super::{parse_config_str, Config, ConfigError, SinkKind};
+use super::*;
+
+const TOKEN: &str = "hec-token-0f9e8d7c6b5a";
+
+fn parse(sinks: &str, dir: &std::path::Path) -> Result<Config, ConfigError> {
+    let text = format!(
+        r#"
+[[integration]]
+name = "corp"
+api_hostname = "api-abcd1234.duosecurity.com"
+ikey = "DIWJ8X6AEYOR5OMC6TQ1"
+skey_env = "DUO_SKEY"
+sinks = ["out"]
+{sinks}
+"#
+    );
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    parse_config_str(
+        &text.replace("TOKEN_FILE", &token_file.display().to_string()),
+        "test.toml",
+        &Env::from_pairs(&[("DUO_SKEY", "s3cr3t-skey-value"), ("NATS_TOKEN", TOKEN)]),
+    )
+}
+
+#[test]
+fn network_sinks_parse_with_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = parse(
+        r#"
+[[sink]]
+name = "out"
+type = "syslog"
+transport = "tcp"
+address = "siem.example.com:6514"
+
+[[sink]]
+name = "splunk"
+type = "http"
+url = "https://splunk.example.com:8088/services/collector/event"
+flavor = "splunk_hec"
+token_file = "TOKEN_FILE"
+gzip = true
+batch_max_events = 100
+
+[[sink]]
+name = "bus"
+type = "nats"
+url = "nats://127.0.0.1:4222"
+stream = "DUO"
+token_env = "NATS_TOKEN"
+"#,
+        dir.path(),
+    )
+    .unwrap();
+    let SinkKind::Syslog(s) = &c.sinks[0].kind else {
+        panic!()
+    };
+    assert_eq!(s.transport, SyslogTransport::Tcp);
+    assert_eq!(
+        (s.facility, s.app_name.as_str(), s.host.as_str()),
+        (16, "duo-collector", "siem.example.com")
+    );
+    assert_eq!(
+        s.batch,
+        Batching {
+            max_events: 1000,
+            max_bytes: 1 << 20
+        }
+    );
+    let SinkKind::Http(h) = &c.sinks[1].kind else {
+        panic!()
+    };
+    assert!(matches!(&h.auth, HttpAuth::Splunk(t) if t.expose() == TOKEN));
+    assert!(h.gzip && h.flavor == HttpFlavor::SplunkHec && h.batch.max_events == 100);
+    assert!(
+        !format!("{:?}", c.sinks).contains(TOKEN),
+        "Debug never shows a token"
+    );
+    let SinkKind::Nats(n) = &c.sinks[2].kind else {
+        panic!()
+    };
+    assert!(matches!(&n.auth, NatsAuth::Token(t) if t.expose() == TOKEN));
+    assert_eq!(n.subject, "duo.{integration}.{log}");
+    assert!(!n.create_stream && !n.tls_required);
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_sink_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = parse(
+        r#"
+[[sink]]
+name = "out"
+type = "syslog"
+transport = "carrier-pigeon"
+address = "no-port"
+facility = "kitchen"
+url = "https://x"
+max_message_size = 10
+
+[[sink]]
+name = "web"
+type = "http"
+url = "ftp://x"
+flavor = "splunk_hec"
+headers = { Authorization = "Bearer abc" }
+
+[[sink]]
+name = "bus"
+type = "nats"
+url = "http://x"
+subject = "duo.*"
+token_env = "MISSING_VAR"
+cert_file = "/nonexistent/cert.pem"
+batch_max_events = 0
+"#,
+        dir.path(),
+    )
+    .unwrap_err();
+    let expect = [
+        ("sink \"out\": field `transport`", "carrier-pigeon"),
+        ("sink \"out\": field `address`", "host:port"),
+        ("sink \"out\": field `facility`", "local0"),
+        ("sink \"out\": field `url`", "not used by a syslog sink"),
+        ("sink \"out\": field `max_message_size`", "480"),
+        ("sink \"web\": field `url`", "http(s)"),
+        (
+            "sink \"web\": field `token_file`",
+            "Splunk HEC needs its token",
+        ),
+        ("sink \"web\": field `headers`", "token_file"),
+        ("sink \"bus\": field `url`", "nats://"),
+        ("sink \"bus\": field `stream`", "missing"),
+        ("sink \"bus\": field `subject`", "wildcards"),
+        ("sink \"bus\": field `token_env`", "MISSING_VAR"),
+        ("sink \"bus\": field `cert_file`", "cannot read"),
+        ("sink \"bus\": field `key_file`", "private key"),
+        ("sink \"bus\": field `batch_max_events`", "between 1"),
+    ];
+    for (prefix, needle) in expect {
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p.starts_with(prefix) && p.contains(needle)),
+            "no problem {prefix} … {needle}; got {:#?}",
+            err.problems
+        );
+    }
+    assert!(!err.to_string().contains("Bearer abc"));
+}
+
+#[test]
+fn tls_files_are_checked_and_go_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let err = parse(
+        &format!(
+            r#"
+[[sink]]
+name = "out"
+type = "syslog"
+transport = "tcp"
+address = "siem:514"
+ca_file = {p:?}
+cert_file = {p:?}
+"#,
+            p = not_pem.display().to_string()
+        ),
+        dir.path(),
+    )
+    .unwrap_err();
+    let all = err.problems.join("\n");
+    assert!(
+        all.contains("field `ca_file`: ") && all.contains("does not hold PEM certificates"),
+        "{all}"
+    );
+    assert!(
+        all.contains("field `key_file`: `cert_file` is set"),
+        "{all}"
+    );
+    assert!(all.contains("need transport = \"tls\""), "{all}");
+}
+
+#[test]
+fn http_basic_auth_needs_both_halves() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = parse(
+        r#"
+[[sink]]
+name = "out"
+type = "http"
+url = "https://example.com/in"
+username = "collector"
+"#,
+        dir.path(),
+    )
+    .unwrap_err();
+    assert!(
+        err.problems
+            .iter()
+            .any(|p| p.contains("field `password_file`")),
+        "{:?}",
+        err.problems
+    );
+    let ok = parse(
+        r#"
+[[sink]]
+name = "out"
+type = "http"
+url = "https://example.com/in"
+username = "collector"
+password_file = "TOKEN_FILE"
+"#,
+        dir.path(),
+    )
+    .unwrap();
+    let SinkKind::Http(h) = &ok.sinks[0].kind else {
+        panic!()
+    };
+    assert!(
+        matches!(&h.auth, HttpAuth::Basic { username, password } if username == "collector" && password.expose() == TOKEN)
+    );
+}
