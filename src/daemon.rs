@@ -74,17 +74,23 @@ fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-fn open_sinks(settings: &[SinkSettings], state: &State) -> anyhow::Result<SinkSet> {
-    SinkSet::open_recording(settings, Some(state.clone())).map_err(|errors| {
-        anyhow::anyhow!(
-            "cannot open sinks:\n{}",
-            errors
-                .iter()
-                .map(|e| format!("  - {e}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })
+fn open_sinks(
+    settings: &[SinkSettings],
+    state: &State,
+    observer: &Arc<Observer>,
+) -> anyhow::Result<SinkSet> {
+    SinkSet::open_observed(settings, Some(state.clone()), Some(observer.clone())).map_err(
+        |errors| {
+            anyhow::anyhow!(
+                "cannot open sinks:\n{}",
+                errors
+                    .iter()
+                    .map(|e| format!("  - {e}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        },
+    )
 }
 
 impl Runtime {
@@ -98,7 +104,7 @@ impl Runtime {
         if abandoned > 0 {
             tracing::warn!(runs = abandoned, "previous process stopped during collection; resuming from the last acknowledged checkpoints");
         }
-        let sinks = open_sinks(&config.sinks, &state)?;
+        let sinks = open_sinks(&config.sinks, &state, &options.observer)?;
         let mut runtime = Runtime {
             state,
             integrations: Vec::new(),
@@ -143,7 +149,7 @@ impl Runtime {
             .filter(|s| !unchanged.contains(&s.name))
             .cloned()
             .collect();
-        let opened = open_sinks(&to_open, &self.state)?;
+        let opened = open_sinks(&to_open, &self.state, &self.options.observer)?;
         self.sinks = self.sinks.retain_and_merge(&unchanged, opened);
         self.sink_settings = new.to_vec();
         Ok(())

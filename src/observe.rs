@@ -289,14 +289,19 @@ impl Observer {
     }
 
     fn progress(&self, integration: &str) {
-        let now = crate::collector::now_ms();
+        self.progress_until(integration, std::time::Duration::ZERO);
+    }
+
+    /// Progress now, and a deliberate wait of `wait` ahead (a retry backoff): not a wedge.
+    fn progress_until(&self, integration: &str, wait: std::time::Duration) {
+        let until = crate::collector::now_ms() + wait.as_millis() as i64;
         if let Some(t) = self
             .busy
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get_mut(integration)
         {
-            *t = now;
+            *t = (*t).max(until);
         }
         self.beat();
     }
@@ -338,13 +343,21 @@ impl Observer {
             .inc();
     }
 
-    pub fn api_retry(&self, integration: &str) {
+    /// A Duo request retried after `wait` (a deliberate backoff, not a wedge).
+    pub fn api_retry(&self, integration: &str, wait: std::time::Duration) {
         self.api_retries
             .get_or_create(&IntegrationLabels {
                 integration: integration.to_string(),
             })
             .inc();
-        self.progress(integration);
+        self.progress_until(integration, wait);
+    }
+
+    /// A failed sink attempt that will be retried: counted, and progress for the watchdog.
+    /// A stream of `integration` now waits `wait` before retrying (backpressure from a sink),
+    /// which the watchdog must not take for a wedge.
+    pub fn waiting(&self, integration: &str, wait: std::time::Duration) {
+        self.progress_until(integration, wait);
     }
 
     pub fn sink_error(&self, sink: &str) {

@@ -316,3 +316,55 @@ async fn metrics_pass_promtool_and_readyz_follows_failing_streams() {
     assert!(status.success());
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_sink_is_backpressure_not_a_wedge_for_the_watchdog() {
+    let now = now_ms();
+    let sim = start_sim(sim_config(500, now - 3_600_000, now - 60_000)).await;
+    let setup = Setup::new(&sim.base_url(), "schedule = \"0 0 * * * *\"");
+    let closed = free_port();
+    let text = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("sinks = [\"local\"]", "sinks = [\"web\"]")
+        + &format!("\n[[sink]]\nname = \"web\"\ntype = \"http\"\nurl = \"http://127.0.0.1:{closed}/ingest\"\n");
+    std::fs::write(&setup.config, text).unwrap();
+    let socket_path = setup.dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let child = spawn_run(
+        setup.config.to_str().unwrap(),
+        &[
+            ("NOTIFY_SOCKET", socket_path.display().to_string()),
+            ("WATCHDOG_USEC", "1000000".into()),
+        ],
+    );
+    // Collect notifications for 7 s while every delivery to the sink fails.
+    let mut messages = String::new();
+    let mut buf = [0u8; 4096];
+    let until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < until {
+        if let Ok(n) = socket.recv(&mut buf) {
+            messages.push_str(&String::from_utf8_lossy(&buf[..n]));
+            messages.push('\n');
+        }
+    }
+    let after_ready = &messages[messages.find("READY=1").expect("READY=1")..];
+    let pings = after_ready.matches("WATCHDOG=1").count();
+    assert!(
+        pings >= 10,
+        "the watchdog kept being pinged during backpressure ({pings} pings)"
+    );
+    let (status, output) = stop(child).await;
+    assert!(
+        status.success(),
+        "a shutdown during the sink's backoff exits cleanly: {output}"
+    );
+    assert!(
+        output.contains("sink delivery failed; retrying"),
+        "{output}"
+    );
+    assert!(!output.contains("not pinging the watchdog"), "{output}");
+    sim.shutdown().await;
+}

@@ -303,12 +303,8 @@ async fn deliver_and_commit(
             collected_at: &collected_at,
             events,
         };
-        if let Err(e) = deliver_all(&rt.sinks, &batch, &rt.sink_retry, cancel).await {
-            if let SinkError::Io { sink, .. } | SinkError::GaveUp { sink, .. } = &e {
-                rt.observer.sink_error(sink);
-            }
-            return Err(e.into());
-        }
+        // Sinks count their own failed attempts in the observer.
+        deliver_all(&rt.sinks, &batch, &rt.sink_retry, cancel).await?;
         let newest = events.iter().map(|e| e.ts_ms).max();
         cp.newest_event_ms = cp.newest_event_ms.max(newest);
     }

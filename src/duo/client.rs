@@ -208,7 +208,7 @@ impl DuoClient {
             };
             let wait = wait + self.jitter();
             if let Some((observer, integration)) = &self.observer {
-                observer.api_retry(integration);
+                observer.api_retry(integration, wait);
             }
             tracing::warn!(host = call.host, path = call.path, attempt = attempts, wait_ms = wait.as_millis() as u64, error = %err, "Duo request failed; retrying");
             tokio::select! {

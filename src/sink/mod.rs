@@ -96,6 +96,9 @@ pub struct Sink {
     driver: tokio::sync::Mutex<Driver>,
     /// Where the delivery state (last success, failing since, last error) is recorded.
     status: Option<State>,
+    /// Counts failed attempts, and tells the watchdog that a stream waiting for this sink is
+    /// alive (backpressure is not a wedge).
+    observer: Option<Arc<crate::observe::Observer>>,
 }
 
 /// How a failing sink is retried before the page is given up for this run.
@@ -216,6 +219,7 @@ impl Sink {
             formatter: Formatter::new(settings.format, settings.exclude_fields.clone()),
             driver: tokio::sync::Mutex::new(driver),
             status: None,
+            observer: None,
         })
     }
 
@@ -278,6 +282,9 @@ impl Sink {
             };
             failed += 1;
             self.record_failure(&failure.detail);
+            if let Some(observer) = &self.observer {
+                observer.sink_error(&self.name);
+            }
             if failure.permanent {
                 tracing::error!(sink = %self.name, stream = %batch.stream, error = %failure.detail, "sink refused the batch permanently; the checkpoint stays before it");
                 return Err(SinkError::Permanent {
@@ -296,6 +303,9 @@ impl Sink {
                 Some(after) => after.min(Duration::from_secs(300)),
                 None => retry.wait(wait),
             };
+            if let Some(observer) = &self.observer {
+                observer.waiting(&batch.stream.integration, pause);
+            }
             tracing::warn!(sink = %self.name, stream = %batch.stream, attempt = failed, retry_in = ?pause, error = %failure.detail, "sink delivery failed; retrying (collection of this stream waits)");
             tokio::select! {
                 _ = cancel.cancelled() => return Err(SinkError::Cancelled),
@@ -338,6 +348,22 @@ impl SinkSet {
     }
 
     /// Opens every sink, recording each one's delivery state in `status` (for `status`).
+    /// Opens every sink, recording delivery state in `status` and counting attempts in
+    /// `observer`; all failures are reported together.
+    pub fn open_observed(
+        settings: &[SinkSettings],
+        status: Option<State>,
+        observer: Option<Arc<crate::observe::Observer>>,
+    ) -> Result<SinkSet, Vec<SinkError>> {
+        let mut set = SinkSet::open_recording(settings, status)?;
+        for sink in set.by_name.values_mut() {
+            if let Some(s) = Arc::get_mut(sink) {
+                s.observer = observer.clone();
+            }
+        }
+        Ok(set)
+    }
+
     pub fn open_recording(
         settings: &[SinkSettings],
         status: Option<State>,
