@@ -154,6 +154,18 @@ fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     }
 }
 
+/// Loads the config and checks that `--integration NAME`, if given, is in it.
+fn load_config_with(path: &std::path::Path, integration: Option<&str>) -> Result<Config, ExitCode> {
+    let config = load_config(path)?;
+    if let Some(name) = integration {
+        if config.integration(name).is_none() {
+            eprintln!("error: --integration {name:?} is not in {}", path.display());
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    }
+    Ok(config)
+}
+
 /// A token cancelled by the first SIGTERM or SIGINT.
 fn shutdown_token() -> anyhow::Result<CancellationToken> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -248,18 +260,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             integration,
         } => {
-            let Ok(cfg) = load_config(&config.config) else {
-                return Ok(ExitCode::from(EXIT_CONFIG));
+            let cfg = match load_config_with(&config.config, integration.as_deref()) {
+                Ok(cfg) => cfg,
+                Err(code) => return Ok(code),
             };
-            if let Some(name) = &integration {
-                if cfg.integration(name).is_none() {
-                    eprintln!(
-                        "error: --integration {name:?} is not in {}",
-                        config.config.display()
-                    );
-                    return Ok(ExitCode::from(EXIT_CONFIG));
-                }
-            }
             let cancel = shutdown_token()?;
             let options = RuntimeOptions::default();
             options.observer.set_listener(std::sync::Arc::new(
@@ -278,18 +282,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             integration,
             json,
         } => {
-            let Ok(cfg) = load_config(&config.config) else {
-                return Ok(ExitCode::from(EXIT_CONFIG));
+            let cfg = match load_config_with(&config.config, integration.as_deref()) {
+                Ok(cfg) => cfg,
+                Err(code) => return Ok(code),
             };
-            if let Some(name) = &integration {
-                if cfg.integration(name).is_none() {
-                    eprintln!(
-                        "error: --integration {name:?} is not in {}",
-                        config.config.display()
-                    );
-                    return Ok(ExitCode::from(EXIT_CONFIG));
-                }
-            }
             let cancel = shutdown_token()?;
             let report =
                 duo_collector::connectivity::run(&cfg, integration.as_deref(), &cancel).await;
