@@ -9,7 +9,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::parse_config_str;
 use crate::daemon::{self, Runtime, RuntimeOptions};
-use crate::simulator::{KindCounts, SimConfig, Simulator};
+use crate::simulator::{AccountsConfig, ChildAccount, KindCounts, SimConfig, Simulator};
+
+/// Accounts API keys of the simulated MSP parent (`simulate --msp-children N`; test values).
+pub const SIM_ACCOUNTS_IKEY: &str = "DIS1MULAT0RACC0UNTS0";
+pub const SIM_ACCOUNTS_SKEY: &str = "simulatoraccountssecretsimulatoraccounts";
 
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
@@ -42,6 +46,30 @@ pub struct SimulateArgs {
     /// Events become visible up to this many ms after their timestamp (Duo: 120000).
     #[arg(long, default_value_t = 120_000)]
     pub max_visibility_delay_ms: i64,
+    /// Administrator events (default: a quarter of --auth-events).
+    #[arg(long)]
+    pub administrator_events: Option<usize>,
+    /// Telephony events (default: a tenth of --auth-events).
+    #[arg(long)]
+    pub telephony_events: Option<usize>,
+    /// Activity events (default: a fifth of --auth-events).
+    #[arg(long)]
+    pub activity_events: Option<usize>,
+    /// Trust Monitor events (default: a fortieth of --auth-events).
+    #[arg(long)]
+    pub trust_monitor_events: Option<usize>,
+    /// Offline enrollment events (default: a twentieth of --auth-events).
+    #[arg(long)]
+    pub offline_enrollment_events: Option<usize>,
+    /// Also act as an MSP parent with this many child accounts (Accounts API keys
+    /// DIS1MULAT0RACC0UNTS0 / simulatoraccountssecretsimulatoraccounts), each with the same
+    /// numbers of events as above (its own data).
+    #[arg(long, default_value_t = 0)]
+    pub msp_children: usize,
+    /// Render every record once at start (uses all cores and about 1.1 KB of memory per
+    /// event) and serve pages by copying text: for benchmarks, so the simulator keeps up.
+    #[arg(long)]
+    pub prerender: bool,
 }
 
 impl SimulateArgs {
@@ -49,6 +77,7 @@ impl SimulateArgs {
         let now = chrono::Utc::now().timestamp_millis();
         let history_ms = self.days.max(0) * 86_400_000;
         let live_ms = self.live_minutes.max(0) * 60_000;
+        let counts = self.counts();
         SimConfig {
             api_hostname: self.api_hostname.clone(),
             ikey: self.ikey.clone(),
@@ -56,17 +85,36 @@ impl SimulateArgs {
             seed: self.seed,
             start_ms: now - history_ms,
             end_ms: now + live_ms,
-            counts: KindCounts {
-                authentication: self.auth_events,
-                administrator: self.auth_events / 4,
-                telephony: self.auth_events / 10,
-                activity: self.auth_events / 5,
-                trust_monitor: self.auth_events / 40,
-                offline_enrollment: self.auth_events / 20,
-            },
+            counts,
             max_visibility_delay_ms: self.max_visibility_delay_ms,
             rate_limit_per_minute: self.rate_limit_per_minute,
+            accounts: (self.msp_children > 0).then(|| AccountsConfig {
+                ikey: SIM_ACCOUNTS_IKEY.to_string(),
+                skey: SIM_ACCOUNTS_SKEY.to_string(),
+                children: (1..=self.msp_children)
+                    .map(|n| ChildAccount {
+                        account_id: format!("DA{n:018}"),
+                        name: format!("Child {n}"),
+                        api_hostname: format!("api-child{n:05}.duosecurity.com"),
+                        counts,
+                        seed: self.seed.wrapping_mul(1_000_003).wrapping_add(n as u64),
+                    })
+                    .collect(),
+            }),
+            prerender: self.prerender,
             ..SimConfig::default()
+        }
+    }
+
+    fn counts(&self) -> KindCounts {
+        let n = self.auth_events;
+        KindCounts {
+            authentication: n,
+            administrator: self.administrator_events.unwrap_or(n / 4),
+            telephony: self.telephony_events.unwrap_or(n / 10),
+            activity: self.activity_events.unwrap_or(n / 5),
+            trust_monitor: self.trust_monitor_events.unwrap_or(n / 40),
+            offline_enrollment: self.offline_enrollment_events.unwrap_or(n / 20),
         }
     }
 }
@@ -88,6 +136,12 @@ pub async fn simulate(args: SimulateArgs, cancel: CancellationToken) -> anyhow::
 }
 
 fn integration_snippet(args: &SimulateArgs, base_url: &str) -> String {
+    if args.msp_children > 0 {
+        return format!(
+            "[[integration]]\nname = \"sim\"\napi_hostname = \"{}\"\nikey = \"{SIM_ACCOUNTS_IKEY}\"\nskey = \"{SIM_ACCOUNTS_SKEY}\"\naccounts_api = true\nconnect_to = \"{base_url}\"\nsinks = [\"out\"]\n\n[[sink]]\nname = \"out\"\ntype = \"stdout\"\n",
+            args.api_hostname
+        );
+    }
     format!(
         "[[integration]]\nname = \"sim\"\napi_hostname = \"{}\"\nikey = \"{}\"\nskey = \"{}\"\nconnect_to = \"{base_url}\"\nsinks = [\"out\"]\n\n[[sink]]\nname = \"out\"\ntype = \"stdout\"\n",
         args.api_hostname, args.ikey, args.skey
@@ -117,6 +171,13 @@ pub async fn demo(args: DemoArgs, cancel: CancellationToken) -> anyhow::Result<(
         skey: "simulatorsecretkeysimulatorsecretkey0000".into(),
         rate_limit_per_minute: None,
         max_visibility_delay_ms: 5_000,
+        administrator_events: None,
+        telephony_events: None,
+        activity_events: None,
+        trust_monitor_events: None,
+        offline_enrollment_events: None,
+        msp_children: 0,
+        prerender: false,
     };
     let sim = Simulator::start(sim_args.listen, sim_args.sim_config()).await?;
     let state_dir = tempfile::tempdir().context("cannot create a temporary state directory")?;

@@ -94,11 +94,27 @@ struct RecordKey<'a> {
     timestamp: Option<f64>,
 }
 
+/// A whole `{"stat":"OK","response":{…}}` v2 page, read in one pass.
+#[derive(Deserialize)]
+struct V2Envelope<'a> {
+    #[serde(borrow)]
+    stat: Cow<'a, str>,
+    #[serde(borrow)]
+    response: V2Response<'a>,
+}
+
 /// Parses a v2 page (authentication, telephony, activity).
 pub fn parse_v2(kind: LogKind, body: &[u8]) -> Result<Page, PageError> {
-    let response = response_of(body)?;
-    let parsed: V2Response<'_> = serde_json::from_str(response.get())
-        .map_err(|e| malformed(format!("unexpected {kind} page shape ({e})")))?;
+    // The hot path: one pass over the body. Anything unexpected (an error envelope, another
+    // shape) is parsed again in two steps, which name the problem precisely.
+    let parsed = match serde_json::from_slice::<V2Envelope<'_>>(body) {
+        Ok(env) if env.stat == "OK" => env.response,
+        _ => {
+            let response = response_of(body)?;
+            serde_json::from_str(response.get())
+                .map_err(|e| malformed(format!("unexpected {kind} page shape ({e})")))?
+        }
+    };
     let mut events = Vec::with_capacity(parsed.items.len());
     for raw in parsed.items {
         events.push(v2_event(kind, raw)?);

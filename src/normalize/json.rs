@@ -18,30 +18,60 @@ pub(crate) struct W<'o> {
     first: Vec<bool>,
 }
 
+/// Whether any byte of the word is a control character, `"` or `\\` (SWAR: eight at a time).
+#[inline]
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    // Bytes below 0x20 (bytes >= 0x80 are excluded by `!word`), or equal to `"` or `\`.
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    control | has_zero(word ^ (ONES * u64::from(b'"'))) | has_zero(word ^ (ONES * u64::from(b'\\')))
+        != 0
+}
+
+/// The index of the first byte that needs escaping: whole words skipped eight bytes at a time.
+#[inline]
+fn first_escape(bytes: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while i + 8 <= bytes.len() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[i..i + 8]);
+        if needs_escape(u64::from_le_bytes(word)) {
+            break;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && !matches!(bytes[i], 0..=0x1f | b'"' | b'\\') {
+        i += 1;
+    }
+    i
+}
+
 pub(crate) fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => {
-                out.extend_from_slice(&bytes[start..i]);
-                out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
+    loop {
+        let i = first_escape(bytes, start);
         out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(esc);
+        let Some(&b) = bytes.get(i) else { break };
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+        }
         start = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
 
@@ -109,7 +139,8 @@ impl<'o> W<'o> {
 
     pub fn num(&mut self, key: &str, v: i64) {
         if let Some((_, p)) = self.begin(key) {
-            self.out.extend_from_slice(v.to_string().as_bytes());
+            // Writing into a Vec cannot fail.
+            let _ = std::io::Write::write_fmt(self.out, format_args!("{v}"));
             self.end(p);
         }
     }
@@ -214,6 +245,35 @@ impl<'o> W<'o> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_are_escaped_like_serde_json() {
+        let mut samples: Vec<String> = vec![
+            String::new(),
+            "plain ascii text, longer than eight bytes".into(),
+            "Zoë \"q\" \\ back\nline\r\ttab \u{1}\u{1f}\u{7f} 李雷 user🙂".into(),
+        ];
+        // Every special byte at every position of a 17-byte string (both SWAR words and tail).
+        for special in (0u8..0x20).chain([b'"', b'\\', b' ', 0x7f]) {
+            for pos in 0..17 {
+                let mut b = vec![b'a'; 17];
+                b[pos] = special;
+                samples.push(String::from_utf8(b).unwrap());
+            }
+        }
+        for s in samples {
+            let mut out = Vec::new();
+            push_json_str(&mut out, &s);
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(serde_json::from_str::<String>(&text).unwrap(), s);
+            // serde_json writes \b and \f where this writes \u0008 and \u000c.
+            let expected = serde_json::to_string(&s)
+                .unwrap()
+                .replace("\\b", "\\u0008")
+                .replace("\\f", "\\u000c");
+            assert_eq!(text, expected);
+        }
+    }
 
     #[test]
     fn writes_escapes_excludes_and_drops_empty_containers() {

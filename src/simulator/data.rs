@@ -149,6 +149,8 @@ pub struct KindData {
     pub kind: Kind,
     pub events: Vec<Ev>,
     pub max_delay_ms: i64,
+    /// The JSON text of every event (same index), when pre-rendered; else empty.
+    pub rendered: Vec<Box<str>>,
 }
 
 impl KindData {
@@ -259,6 +261,7 @@ impl Dataset {
                     cfg.admin_second_over_1000 && k == Kind::Administrator,
                 ),
                 max_delay_ms: cfg.max_visibility_delay_ms.max(0),
+                rendered: Vec::new(),
             })
             .collect();
         let host = api_hostname.to_ascii_lowercase();
@@ -266,13 +269,61 @@ impl Dataset {
             Some(rest) => format!("admin-{rest}"),
             None => format!("admin.{host}"),
         };
-        Dataset {
+        let mut ds = Dataset {
             seed,
             akey: account_id
                 .map(str::to_string)
                 .unwrap_or_else(|| super::records::duo_key("DA", mix(seed, 0xACC7))),
             admin_host,
             kinds,
+        };
+        if cfg.prerender {
+            ds.prerender();
+        }
+        ds
+    }
+
+    /// Renders the JSON text of every event once, on all cores.
+    fn prerender(&mut self) {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let rendered: Vec<Vec<Box<str>>> = Kind::ALL
+            .iter()
+            .map(|&kind| {
+                let n = self.kind(kind).events.len();
+                let chunk = n.div_ceil(threads).max(1);
+                let this = &*self;
+                std::thread::scope(|s| {
+                    let parts: Vec<_> = (0..n)
+                        .step_by(chunk)
+                        .map(|lo| {
+                            s.spawn(move || {
+                                (lo..(lo + chunk).min(n))
+                                    .map(|i| {
+                                        super::records::render(this, kind, i)
+                                            .to_string()
+                                            .into_boxed_str()
+                                    })
+                                    .collect::<Vec<_>>()
+                            })
+                        })
+                        .collect();
+                    parts
+                        .into_iter()
+                        .flat_map(|p| p.join().unwrap_or_default())
+                        .collect()
+                })
+            })
+            .collect();
+        for (kd, r) in self.kinds.iter_mut().zip(rendered) {
+            kd.rendered = r;
+        }
+    }
+
+    /// The JSON text of event `idx` of `kind`: pre-rendered, or rendered now.
+    pub fn record_text(&self, kind: Kind, idx: usize) -> std::borrow::Cow<'_, str> {
+        match self.kind(kind).rendered.get(idx) {
+            Some(text) => std::borrow::Cow::Borrowed(text),
+            None => std::borrow::Cow::Owned(super::records::render(self, kind, idx).to_string()),
         }
     }
 

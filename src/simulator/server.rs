@@ -448,47 +448,60 @@ fn serve_log(
     let page = kd.page(&req, now, &*filter);
     rec.records = Some(page.idx.len());
     rec.boundary_split = page.boundary_split;
-    let items: Vec<Value> = page
-        .idx
-        .iter()
-        .map(|&i| records::render(ds, kind, i))
-        .collect();
+    let items: Vec<_> = page.idx.iter().map(|&i| ds.record_text(kind, i)).collect();
     let last = if page.more {
         page.idx.last().map(|&i| kd.events[i])
     } else {
         None
     };
-    let body = match kind {
-        Kind::Administrator | Kind::OfflineEnrollment => ok(Value::Array(items)),
+    // Built as text (records pre-rendered or rendered one by one), byte for byte what
+    // serializing the `Value` tree gave: keys in sorted order, no whitespace.
+    let (list_key, metadata) = match kind {
+        Kind::Administrator | Kind::OfflineEnrollment => (None, None),
         Kind::TrustMonitor => {
             let metadata = match last {
                 Some(e) => json!({"next_offset": tm_cursor(&e)}),
                 None => json!({}),
             };
-            ok(obj([
-                ("events", Value::Array(items)),
-                ("metadata", metadata),
-            ]))
+            (Some("events"), Some(metadata))
         }
         Kind::Authentication => {
             let total = kd.count_visible(req.mintime, req.maxtime, now);
             let next = last.map(|e| json!([e.ms().to_string(), uuid_str(e.id)]));
-            let metadata = json!({"next_offset": next, "total_objects": total});
-            ok(obj([
-                ("authlogs", Value::Array(items)),
-                ("metadata", metadata),
-            ]))
+            (
+                Some("authlogs"),
+                Some(json!({"next_offset": next, "total_objects": total})),
+            )
         }
         Kind::Telephony | Kind::Activity => {
             let total = kd.count_visible(req.mintime, req.maxtime, now);
             let next = last.map(|e| json!(format!("{},{}", e.ms(), uuid_str(e.id))));
             let metadata = json!({"next_offset": next,
                                   "total_objects": {"relation": "eq", "value": total}});
-            ok(obj([
-                ("items", Value::Array(items)),
-                ("metadata", metadata),
-            ]))
+            (Some("items"), Some(metadata))
         }
     };
+    let len: usize = items.iter().map(|t| t.len() + 1).sum();
+    let mut body = String::with_capacity(len + 256);
+    body.push_str("{\"response\":");
+    if let Some(key) = list_key {
+        body.push_str("{\"");
+        body.push_str(key);
+        body.push_str("\":");
+    }
+    body.push('[');
+    for (n, text) in items.iter().enumerate() {
+        if n > 0 {
+            body.push(',');
+        }
+        body.push_str(text);
+    }
+    body.push(']');
+    if let Some(metadata) = metadata {
+        body.push_str(",\"metadata\":");
+        body.push_str(&metadata.to_string());
+        body.push('}');
+    }
+    body.push_str(",\"stat\":\"OK\"}");
     Ok(body)
 }

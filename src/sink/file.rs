@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 pub struct FileSink {
     path: PathBuf,
     file: Arc<Mutex<File>>,
+    /// The last write's buffer, for the next one (see `take_buffer`).
+    spare: Vec<u8>,
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
@@ -67,40 +69,58 @@ impl FileSink {
         Ok(FileSink {
             path: path.to_path_buf(),
             file: Arc::new(Mutex::new(open_append(path)?)),
+            spare: Vec::new(),
         })
+    }
+
+    /// An empty buffer to fill for `write_durably`: the previous write's, so that pages of
+    /// megabytes do not each cost a fresh allocation (and its page faults).
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.spare);
+        buf.clear();
+        buf
     }
 
     /// Appends `bytes` and fsyncs; reopens first if the file was rotated away.
     pub async fn write_durably(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
         let file = self.file.clone();
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = file.lock().unwrap_or_else(|p| p.into_inner());
-            let rotated = match std::fs::metadata(&path) {
-                Ok(on_disk) => {
-                    let ours = guard.metadata()?;
-                    on_disk.ino() != ours.ino() || on_disk.dev() != ours.dev()
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-                Err(e) => return Err(e),
-            };
-            if rotated {
-                tracing::info!(path = %path.display(), "file sink: file was moved or removed; reopening");
-                *guard = open_append(&path)?;
-            }
-            let before = guard.metadata()?.len();
-            let written = guard.write_all(&bytes).and_then(|()| guard.sync_data());
-            if let Err(e) = written {
-                // Never leave part of a batch behind: a retry would glue its first line to
-                // the torn fragment. Cut back to where this batch started.
-                let _ = guard.set_len(before).and_then(|()| guard.sync_all());
-                return Err(e);
-            }
-            Ok(())
+        let (result, bytes) = tokio::task::spawn_blocking(move || {
+            let result = write_locked(&file, &path, &bytes);
+            (result, bytes)
         })
         .await
-        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)?;
+        if bytes.capacity() <= 16 << 20 {
+            self.spare = bytes;
+        }
+        result
     }
+}
+
+fn write_locked(file: &Mutex<File>, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut guard = file.lock().unwrap_or_else(|p| p.into_inner());
+    let rotated = match std::fs::metadata(path) {
+        Ok(on_disk) => {
+            let ours = guard.metadata()?;
+            on_disk.ino() != ours.ino() || on_disk.dev() != ours.dev()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(e),
+    };
+    if rotated {
+        tracing::info!(path = %path.display(), "file sink: file was moved or removed; reopening");
+        *guard = open_append(path)?;
+    }
+    let before = guard.metadata()?.len();
+    let written = guard.write_all(bytes).and_then(|()| guard.sync_data());
+    if let Err(e) = written {
+        // Never leave part of a batch behind: a retry would glue its first line to
+        // the torn fragment. Cut back to where this batch started.
+        let _ = guard.set_len(before).and_then(|()| guard.sync_all());
+        return Err(e);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

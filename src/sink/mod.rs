@@ -94,6 +94,10 @@ pub struct Sink {
     pub name: String,
     pub formatter: Formatter,
     driver: tokio::sync::Mutex<Driver>,
+    /// The render buffer of the last page, kept for the next one: a page renders to megabytes,
+    /// and a fresh buffer per page costs page faults (the allocator returns such blocks to the
+    /// kernel on free) and reallocation copies.
+    spare: std::sync::Mutex<Vec<u8>>,
     /// Where the delivery state (last success, failing since, last error) is recorded.
     status: Option<State>,
     /// Counts failed attempts, and tells the watchdog that a stream waiting for this sink is
@@ -158,12 +162,19 @@ impl Rendered<'_> {
 
     /// The events' lines, each followed by a newline (JSON Lines).
     pub fn newline_joined(&self, events: Range<usize>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.buf.len() + events.len());
+        let mut out = Vec::new();
+        self.append_lines(events, &mut out);
+        out
+    }
+
+    /// Appends the events' lines to `out`, each followed by a newline (JSON Lines).
+    pub fn append_lines(&self, events: Range<usize>, out: &mut Vec<u8>) {
+        let bytes: usize = self.lines[events.clone()].iter().map(|l| l.len() + 1).sum();
+        out.reserve(bytes);
         for i in events {
             out.extend_from_slice(self.line(i));
             out.push(b'\n');
         }
-        out
     }
 }
 
@@ -218,15 +229,27 @@ impl Sink {
             name: settings.name.clone(),
             formatter: Formatter::new(settings.format, settings.exclude_fields.clone()),
             driver: tokio::sync::Mutex::new(driver),
+            spare: std::sync::Mutex::new(Vec::new()),
             status: None,
             observer: None,
         })
     }
 
     fn render<'a>(&self, batch: &'a Batch<'a>) -> Rendered<'a> {
-        let mut buf = Vec::with_capacity(batch.events.len() * 1200);
+        let mut buf = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|p| p.into_inner()));
+        buf.clear();
+        buf.reserve(batch.events.len() * 1200);
         let lines = self.formatter.render_batch(batch, &mut buf);
         Rendered { batch, buf, lines }
+    }
+
+    /// Keeps a page's buffer for the next page (unless it is unusually large).
+    fn recycle(&self, mut buf: Vec<u8>) {
+        const KEEP_AT_MOST: usize = 16 << 20;
+        if buf.capacity() <= KEEP_AT_MOST {
+            buf.clear();
+            *self.spare.lock().unwrap_or_else(|p| p.into_inner()) = buf;
+        }
     }
 
     /// How this sink's driver cuts a page: `None` means the whole page at once.
@@ -243,10 +266,13 @@ impl Sink {
     async fn send(&self, page: &Rendered<'_>, events: Range<usize>) -> Result<(), Failure> {
         let mut driver = self.driver.lock().await;
         match &mut *driver {
-            Driver::File(f) => f
-                .write_durably(page.newline_joined(events))
-                .await
-                .map_err(|e| Failure::transient(e.to_string())),
+            Driver::File(f) => {
+                let mut bytes = f.take_buffer();
+                page.append_lines(events, &mut bytes);
+                f.write_durably(bytes)
+                    .await
+                    .map_err(|e| Failure::transient(e.to_string()))
+            }
             Driver::Stdout(s) => s
                 .write_flushed(&page.newline_joined(events))
                 .await
@@ -265,6 +291,18 @@ impl Sink {
         cancel: &CancellationToken,
     ) -> Result<(), SinkError> {
         let page = self.render(batch);
+        let result = self.deliver_rendered(batch, &page, retry, cancel).await;
+        self.recycle(page.buf);
+        result
+    }
+
+    async fn deliver_rendered(
+        &self,
+        batch: &Batch<'_>,
+        page: &Rendered<'_>,
+        retry: &SinkRetry,
+        cancel: &CancellationToken,
+    ) -> Result<(), SinkError> {
         let parts = match self.limits().await {
             None => std::iter::once(0..page.lines.len()).collect(),
             Some((limits, overhead)) => pieces(&page.lines, overhead, limits),
@@ -273,7 +311,7 @@ impl Sink {
         let mut failed = 0;
         let mut next = 0;
         while next < parts.len() {
-            let failure = match self.send(&page, parts[next].clone()).await {
+            let failure = match self.send(page, parts[next].clone()).await {
                 Ok(()) => {
                     next += 1;
                     continue;
