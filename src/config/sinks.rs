@@ -327,6 +327,37 @@ pub(super) fn tls_files(report: &mut Report, scope: &str, raw: &RawSink) -> TlsF
     files
 }
 
+/// The sink's token (`token_file`/`token_env`/`token_credential`) and password
+/// (`password_file`/`password_env`), each `Some(None)` when absent and `None` after an error.
+pub(super) type TokenAndPassword = (Option<Option<Secret>>, Option<Option<Secret>>);
+
+pub(super) fn token_and_password(
+    report: &mut Report,
+    env: &Env,
+    scope: &str,
+    raw: &RawSink,
+) -> TokenAndPassword {
+    let token = optional_secret(
+        report,
+        env,
+        scope,
+        "token",
+        raw.token_file.as_ref(),
+        raw.token_env.as_ref(),
+        raw.token_credential.as_ref(),
+    );
+    let password = optional_secret(
+        report,
+        env,
+        scope,
+        "password",
+        raw.password_file.as_ref(),
+        raw.password_env.as_ref(),
+        None,
+    );
+    (token, password)
+}
+
 /// A secret from exactly one of `<base>_file`, `<base>_env`, `<base>_credential`, or none.
 /// `Some(None)`: none given; `None`: an error was reported.
 pub(super) fn optional_secret(

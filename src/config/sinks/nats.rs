@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::super::raw::RawSink;
 use super::super::validate::{Env, Report};
 use super::net::{NatsAuth, NatsSettings, DEFAULT_SUBJECT};
-use super::{batching, duration, optional_secret, tls_files, Batching};
+use super::{batching, duration, optional_secret, tls_files, token_and_password, Batching};
 
 /// Checks a subject template: dot-separated tokens, no wildcards or spaces, known placeholders.
 pub(super) fn subject_problem(template: &str) -> Option<String> {
@@ -86,24 +86,7 @@ pub(super) fn nats(
         }
         None => Some(subject),
     };
-    let token = optional_secret(
-        report,
-        env,
-        scope,
-        "token",
-        raw.token_file.as_ref(),
-        raw.token_env.as_ref(),
-        raw.token_credential.as_ref(),
-    );
-    let password = optional_secret(
-        report,
-        env,
-        scope,
-        "password",
-        raw.password_file.as_ref(),
-        raw.password_env.as_ref(),
-        None,
-    );
+    let (token, password) = token_and_password(report, env, scope, raw);
     let creds = optional_secret(
         report,
         env,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::super::raw::RawSink;
 use super::super::validate::{Env, Report};
-use super::{batching, duration, optional_secret, tls_files, Batching, TlsFiles};
+use super::{batching, duration, tls_files, token_and_password, Batching, TlsFiles};
 use crate::secret::Secret;
 use crate::sink::syslog_frame::facility_code;
 
@@ -315,24 +315,7 @@ pub(super) fn http(
             None
         }
     };
-    let token = optional_secret(
-        report,
-        env,
-        scope,
-        "token",
-        raw.token_file.as_ref(),
-        raw.token_env.as_ref(),
-        raw.token_credential.as_ref(),
-    );
-    let password = optional_secret(
-        report,
-        env,
-        scope,
-        "password",
-        raw.password_file.as_ref(),
-        raw.password_env.as_ref(),
-        None,
-    );
+    let (token, password) = token_and_password(report, env, scope, raw);
     let hec = flavor == Some(HttpFlavor::SplunkHec);
     let auth = match (token, password) {
         (Some(token), Some(password)) => {
