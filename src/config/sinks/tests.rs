@@ -225,3 +225,17 @@ password_file = "TOKEN_FILE"
         matches!(&h.auth, HttpAuth::Basic { username, password } if username == "collector" && password.expose() == TOKEN)
     );
 }
+
+/// The accepted keys (`raw::SINK_KEYS`) and the per-type field lists are written out twice;
+/// they must describe the same set, or a key would be accepted and then ignored (or refused).
+#[test]
+fn sink_keys_are_exactly_the_common_keys_plus_every_type_s_fields() {
+    use std::collections::BTreeSet;
+    let common = ["name", "type", "format", "exclude_fields"];
+    let mut per_type: BTreeSet<&str> = common.into_iter().collect();
+    for kind in ["file", "stdout", "syslog", "http", "nats"] {
+        per_type.extend(fields_for(kind).iter().copied());
+    }
+    let accepted: BTreeSet<&str> = super::super::raw::SINK_KEYS.iter().copied().collect();
+    assert_eq!(accepted, per_type);
+}
