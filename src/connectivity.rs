@@ -7,9 +7,10 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::SystemClock;
 use crate::collector::now_ms;
 use crate::config::{Config, Integration, SinkKind, SinkSettings};
-use crate::duo::{DuoClient, DuoError, RetryPolicy};
+use crate::duo::{DuoClient, DuoClock, DuoError, RetryPolicy};
 use crate::logs::page::{response_of, PageError};
 use crate::logs::{LogKind, Paging};
 
@@ -157,6 +158,24 @@ pub async fn run(
     ConnectivityReport { sections }
 }
 
+/// Duo's clock offset, from the response's `Date` header (or, without one, the ping's `time`).
+fn clock_check(date_offset_ms: Option<i64>, ping_time_s: i64, sent_ms: i64) -> Check {
+    let offset_ms =
+        date_offset_ms.unwrap_or_else(|| ping_time_s * 1000 + 500 - (sent_ms + now_ms()) / 2);
+    let seconds = offset_ms as f64 / 1000.0;
+    let what = if seconds >= 0.0 { "ahead of" } else { "behind" };
+    let text = format!("Duo's clock is {:.1} s {what} this host's", seconds.abs());
+    if offset_ms.abs() > crate::duo::clock::WARN_OFFSET_MS {
+        Check::warn(
+            "Clock",
+            text,
+            "synchronize this host's clock (chrony or systemd-timesyncd): collection follows Duo's clock, so nothing is lost, but Duo refuses requests whose Date is too far off (40105)",
+        )
+    } else {
+        Check::pass("Clock", text)
+    }
+}
+
 fn ignore_body(body: &[u8]) -> Result<(), PageError> {
     response_of(body).map(|_| ())
 }
@@ -214,8 +233,9 @@ async fn check_integration(integration: &Integration, cancel: &CancellationToken
             return checks;
         }
     }
+    let duo_clock = DuoClock::new(std::sync::Arc::new(SystemClock));
     let client = match DuoClient::for_integration(integration, single_attempt()) {
-        Ok(c) => c,
+        Ok(c) => c.with_clock(duo_clock.clone()),
         Err(e) => {
             checks.push(Check::fail("TLS setup", e.to_string(), "check ca_file"));
             return checks;
@@ -237,17 +257,7 @@ async fn check_integration(integration: &Integration, cancel: &CancellationToken
                 "Connection and TLS",
                 format!("reached {host}{via} (GET /auth/v2/ping)"),
             ));
-            let local = (sent + now_ms()) / 2 / 1000;
-            let skew = local - duo_time;
-            if skew.abs() > 60 {
-                checks.push(Check::warn(
-                    "Clock",
-                    format!("this host is {skew:+} s off Duo's time"),
-                    "synchronize the clock (NTP): Duo rejects requests whose Date is too far off",
-                ));
-            } else {
-                checks.push(Check::pass("Clock", format!("{skew:+} s from Duo's time")));
-            }
+            checks.push(clock_check(duo_clock.offset_ms(), duo_time, sent));
         }
         Err(e) => {
             checks.push(Check::fail(

@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+/// Time through a trait, so tests decide what now is.
+pub mod clock;
 /// Per-integration collection: pager, ack-before-checkpoint.
 pub mod collector;
 /// TOML configuration and its validation.
@@ -24,6 +26,10 @@ pub mod logs;
 pub mod normalize;
 /// Metrics, readiness, heartbeat.
 pub mod observe;
+/// Request pacing per (account, endpoint): adaptive rate, Duo's 429 schedule.
+pub mod pacing;
+/// The pagers as pure state machines.
+pub mod pager;
 /// `collect-now` progress display.
 pub mod progress;
 /// Cron schedules.

@@ -316,12 +316,19 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let now = duo_collector::collector::now_ms();
             let rows = status::rows(&state.status()?, now);
             let sinks = status::sink_rows(&cfg.sinks, &state.sink_status()?);
+            // A database from before pacing existed has no such tables yet: nothing to show.
+            let pacing = status::pacing_rows(
+                &state.clock_offsets().unwrap_or_default(),
+                &state.pacing_status().unwrap_or_default(),
+            );
             if json {
-                let all = serde_json::json!({ "streams": rows, "sinks": sinks });
+                let all =
+                    serde_json::json!({ "streams": rows, "sinks": sinks, "integrations": pacing });
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
                 print!("{}", status::render_text(&rows));
                 print!("{}", status::render_sinks_text(&sinks));
+                print!("{}", status::render_pacing_text(&pacing));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -3,7 +3,7 @@
 //! status for `systemctl status`. One `Observer` lives for the whole process, across reloads.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -121,6 +121,8 @@ pub struct Observer {
     last_success: Family<StreamLabels, Gauge>,
     stream_failing: Family<StreamLabels, Gauge>,
     collection_duration: Family<IntegrationLabels, Histogram, DurationBuckets>,
+    duo_clock_offset: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
+    request_rate: Family<StreamLabels, Gauge<f64, AtomicU64>>,
     consecutive_failures: Mutex<HashMap<StreamId, u32>>,
     unready_after_failures: u32,
     ready: AtomicBool,
@@ -156,6 +158,19 @@ impl Observer {
         let last_success = Family::default();
         let stream_failing = Family::default();
         let collection_duration = Family::new_with_constructor(DurationBuckets);
+        let duo_clock_offset = Family::<IntegrationLabels, Gauge<f64, AtomicU64>>::default();
+        let request_rate = Family::<StreamLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "duo_clock_offset",
+            "Duo's clock minus this host's, measured from response Date headers",
+            prometheus_client::registry::Unit::Seconds,
+            duo_clock_offset.clone(),
+        );
+        registry.register(
+            "request_rate_per_minute",
+            "The pace at which the stream's endpoint is asked (adapted on 429s)",
+            request_rate.clone(),
+        );
         registry.register(
             "events_collected",
             "Events fetched from Duo and handed to the sinks",
@@ -229,6 +244,8 @@ impl Observer {
             last_success,
             stream_failing,
             collection_duration,
+            duo_clock_offset,
+            request_rate,
             consecutive_failures: Mutex::new(HashMap::new()),
             unready_after_failures: unready_after_failures.max(1),
             ready: AtomicBool::new(false),
@@ -341,6 +358,22 @@ impl Observer {
                 status,
             })
             .inc();
+    }
+
+    /// Duo's clock offset for `integration`, as last measured.
+    pub fn duo_clock_offset(&self, integration: &str, offset_ms: i64) {
+        self.duo_clock_offset
+            .get_or_create(&IntegrationLabels {
+                integration: integration.to_string(),
+            })
+            .set(offset_ms as f64 / 1000.0);
+    }
+
+    /// The pace of the stream's endpoint changed.
+    pub fn request_rate(&self, stream: &StreamId, per_minute: f64) {
+        self.request_rate
+            .get_or_create(&StreamLabels::from(stream))
+            .set(per_minute);
     }
 
     /// A Duo request retried after `wait` (a deliberate backoff, not a wedge).

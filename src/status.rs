@@ -27,7 +27,7 @@ pub struct StatusRow {
     pub last_error: Option<String>,
 }
 
-fn iso(ms: i64) -> String {
+pub fn iso(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_else(|| ms.to_string())
@@ -196,6 +196,95 @@ pub fn render_sinks_text(rows: &[SinkRow]) -> String {
                 "  last error   : {} {e}\n",
                 r.last_error_at.clone().unwrap_or_else(dash)
             ));
+        }
+    }
+    out
+}
+
+/// Per integration: Duo's clock offset and the pace of each endpoint, for `status`.
+#[derive(Debug, Serialize)]
+pub struct PacingRow {
+    pub integration: String,
+    /// Duo's clock minus this host's, seconds, as last measured.
+    pub duo_clock_offset_seconds: Option<f64>,
+    pub duo_clock_measured: Option<String>,
+    pub endpoints: Vec<EndpointPace>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EndpointPace {
+    pub account_id: Option<String>,
+    pub endpoint: String,
+    pub requests_per_minute: f64,
+    pub ceiling_per_minute: f64,
+    /// Set while the stream waits out a rate limit that outlasted Duo's retry schedule.
+    pub rate_limited_until: Option<String>,
+}
+
+pub fn pacing_rows(
+    clocks: &[crate::state::ClockStatus],
+    paces: &[crate::state::PaceStatus],
+) -> Vec<PacingRow> {
+    let mut names: Vec<&str> = clocks.iter().map(|c| c.integration.as_str()).collect();
+    names.extend(paces.iter().map(|p| p.integration.as_str()));
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let clock = clocks.iter().find(|c| c.integration == name);
+            PacingRow {
+                integration: name.to_string(),
+                duo_clock_offset_seconds: clock.map(|c| c.offset_ms as f64 / 1000.0),
+                duo_clock_measured: clock.map(|c| iso(c.measured_ms)),
+                endpoints: paces
+                    .iter()
+                    .filter(|p| p.integration == name)
+                    .map(|p| EndpointPace {
+                        account_id: p.account_id.clone(),
+                        endpoint: p.endpoint.clone(),
+                        requests_per_minute: p.rate_per_minute,
+                        ceiling_per_minute: p.ceiling_per_minute,
+                        rate_limited_until: p.rate_limited_until_ms.map(iso),
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+pub fn render_pacing_text(rows: &[PacingRow]) -> String {
+    let mut out = String::new();
+    for r in rows {
+        out.push_str(&format!("integration {}\n", r.integration));
+        match (r.duo_clock_offset_seconds, &r.duo_clock_measured) {
+            (Some(s), Some(at)) => {
+                let what = if s >= 0.0 { "ahead of" } else { "behind" };
+                let warn = if s.abs() * 1000.0 > crate::duo::clock::WARN_OFFSET_MS as f64 {
+                    " — synchronize this host's clock (chrony or systemd-timesyncd)"
+                } else {
+                    ""
+                };
+                out.push_str(&format!(
+                    "  Duo's clock  : {:.1} s {what} this host's (measured {at}){warn}\n",
+                    s.abs()
+                ));
+            }
+            _ => out.push_str("  Duo's clock  : not measured yet\n"),
+        }
+        for e in &r.endpoints {
+            let target = match &e.account_id {
+                Some(a) => format!("{a} {}", e.endpoint),
+                None => e.endpoint.clone(),
+            };
+            let state = match &e.rate_limited_until {
+                Some(t) => format!("rate limited, resuming at {t}"),
+                None => format!(
+                    "{:.2} requests/min (ceiling {:.2})",
+                    e.requests_per_minute, e.ceiling_per_minute
+                ),
+            };
+            out.push_str(&format!("  {target}: {state}\n"));
         }
     }
     out

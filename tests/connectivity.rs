@@ -150,6 +150,24 @@ async fn precise_failures() {
     );
     s.shutdown().await;
 
+    // A host 45 s ahead of Duo: measured from the Date header, above the 30 s warning line.
+    let s = start_sim(sim(|c| c.clock_offset_ms = -45_000)).await;
+    let setup = setup_with_auth_keys(&s.base_url());
+    let (code, report, _) = check(&setup).await;
+    assert_eq!(code, Some(0));
+    let clock = verdict(&report, "Clock");
+    assert_eq!(clock["verdict"], "WARN", "{clock}");
+    let detail = clock["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("behind") && (detail.contains("44.") || detail.contains("45.")),
+        "{clock}"
+    );
+    assert!(
+        clock["hint"].as_str().unwrap().contains("chrony"),
+        "{clock}"
+    );
+    s.shutdown().await;
+
     // A skewed clock: a warning at 2 minutes, a failure past Duo's tolerance.
     let s = start_sim(sim(|c| c.clock_offset_ms = 120_000)).await;
     let setup = setup_with_auth_keys(&s.base_url());

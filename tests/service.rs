@@ -133,7 +133,7 @@ async fn sighup_reload_keeps_invalid_configs_out_and_adds_integrations_without_l
     // A new integration (same account, its own sink) starts; the old one keeps its checkpoint.
     let second_events = setup.dir.path().join("out/second.jsonl");
     let added = original.replace("[[sink]]", &format!(
-        "[[integration]]\nname = \"second\"\napi_hostname = \"{HOST}\"\nikey = \"{IKEY}\"\nskey_file = {:?}\nconnect_to = \"{}\"\ndelay = \"5s\"\nschedule = \"* * * * * *\"\nlogs = [\"authentication\"]\ninitial_lookback = \"10m\"\nsinks = [\"second\"]\n\n[[sink]]\nname = \"second\"\ntype = \"file\"\npath = {:?}\nformat = \"raw\"\n\n[[sink]]",
+        "[[integration]]\nname = \"second\"\napi_hostname = \"{HOST}\"\nikey = \"{IKEY}\"\nskey_file = {:?}\nconnect_to = \"{}\"\ndelay = \"5s\"\nrequests_per_minute = 600\nschedule = \"* * * * * *\"\nlogs = [\"authentication\"]\ninitial_lookback = \"10m\"\nsinks = [\"second\"]\n\n[[sink]]\nname = \"second\"\ntype = \"file\"\npath = {:?}\nformat = \"raw\"\n\n[[sink]]",
         setup.dir.path().join("corp.skey").display().to_string(),
         sim.base_url(),
         second_events.display().to_string()

@@ -7,37 +7,26 @@
 //! most `max_in_flight` pages are in memory at once.
 
 mod accounts;
-mod v1;
-mod windowed;
+mod drive;
 
 use std::sync::Arc;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::SystemClock;
 use crate::config::Integration;
-use crate::duo::{DuoClient, DuoError, RetryPolicy};
+use crate::duo::{DuoClient, DuoClock, DuoError, RetryPolicy};
 use crate::event::{Batch, Event, StreamId};
-use crate::logs::Paging;
 use crate::observe::Observer;
+use crate::pacing::Pacers;
+use crate::pager::PagerError;
 use crate::sink::{deliver_all, Sink, SinkError, SinkRetry, SinkSet};
 use crate::state::{Checkpoint, RunOutcome, State, StateError};
 
 pub use accounts::{parse_children, ChildAccount, ACCOUNT_LIST_PATH};
 
-/// Duo refuses a `mintime` older than 180 days; stay this far inside the limit, so that a long
-/// backfill does not cross the moving limit mid-window.
-const RETENTION_MARGIN_MS: i64 = 86_400 * 1000;
-pub const RETENTION_MS: i64 = 180 * 86_400 * 1000;
-
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// The oldest `mintime` to send at `now`.
-fn retention_floor_ms(now: i64) -> i64 {
-    now - RETENTION_MS + RETENTION_MARGIN_MS
-}
+pub use crate::clock::now_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
@@ -47,6 +36,8 @@ pub enum CollectError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Pager(#[from] PagerError),
 }
 
 /// What one stream's run did.
@@ -101,10 +92,15 @@ pub struct IntegrationRuntime {
     client: DuoClient,
     sinks: Vec<Arc<Sink>>,
     state: State,
+    retry: RetryPolicy,
     sink_retry: SinkRetry,
     in_flight: Semaphore,
     children: accounts::ChildCache,
     observer: Arc<Observer>,
+    /// Duo's clock, measured from every response of this integration.
+    duo_clock: DuoClock,
+    /// One request scheduler per (account, endpoint).
+    pacers: Pacers,
 }
 
 impl IntegrationRuntime {
@@ -116,35 +112,75 @@ impl IntegrationRuntime {
         sink_retry: SinkRetry,
         observer: Arc<Observer>,
     ) -> Result<Self, DuoError> {
-        let client = DuoClient::for_integration(&settings, retry)?
-            .observed(observer.clone(), &settings.name);
+        let duo_clock = DuoClock::new(Arc::new(SystemClock));
+        let client = DuoClient::for_integration(&settings, retry.clone())?
+            .observed(observer.clone(), &settings.name)
+            .with_clock(duo_clock.clone());
         let sinks = sinks.select(&settings.sinks);
         let in_flight = Semaphore::new(settings.max_in_flight);
+        let learned = state
+            .learned_rates(&settings.name, settings.requests_per_minute)
+            .unwrap_or_else(|e| {
+                tracing::warn!(integration = %settings.name, error = %e, "cannot read the learned request rates; starting from requests_per_minute");
+                Default::default()
+            });
+        let pacers = Pacers::new(settings.requests_per_minute, learned);
         Ok(IntegrationRuntime {
             settings,
             client,
             sinks,
             state,
+            retry,
             sink_retry,
             in_flight,
             children: accounts::ChildCache::default(),
             observer,
+            duo_clock,
+            pacers,
         })
     }
 
-    /// The stream's checkpoint, or a new one `initial_lookback` ago (rounded by `align`).
-    fn checkpoint_or_start(
-        &self,
-        stream: &StreamId,
-        align: impl Fn(i64) -> i64,
-    ) -> Result<Checkpoint, StateError> {
-        Ok(match self.state.load_checkpoint(stream)? {
-            Some(cp) => cp,
-            None => Checkpoint {
-                mintime_ms: align(now_ms() - self.settings.initial_lookback.as_millis() as i64),
-                ..Checkpoint::default()
-            },
-        })
+    /// Duo's clock as this integration measures it.
+    pub fn duo_clock(&self) -> &DuoClock {
+        &self.duo_clock
+    }
+
+    /// Measures Duo's clock before the first window of this process is opened: the pagers
+    /// compute `maxtime` from it. `/auth/v2/ping` is unsigned and not a log endpoint.
+    async fn measure_duo_clock(&self, cancel: &CancellationToken) {
+        if self.duo_clock.is_measured() {
+            return;
+        }
+        let pinged = self
+            .client
+            .get(
+                &self.settings.api_hostname,
+                "/auth/v2/ping",
+                &[],
+                cancel,
+                |_| Ok(()),
+            )
+            .await;
+        if let Err(e) = pinged {
+            tracing::warn!(integration = %self.settings.name, error = %e, "cannot read Duo's clock from /auth/v2/ping; the first window uses this host's clock");
+        }
+    }
+
+    fn record_duo_clock(&self) {
+        let Some(offset) = self.duo_clock.offset_ms() else {
+            return;
+        };
+        self.observer.duo_clock_offset(&self.settings.name, offset);
+        if let Err(e) = self
+            .state
+            .save_clock_offset(&self.settings.name, offset, now_ms())
+        {
+            tracing::warn!(integration = %self.settings.name, error = %e, "cannot record Duo's clock offset");
+        }
+        if offset.abs() > crate::duo::clock::WARN_OFFSET_MS {
+            tracing::warn!(integration = %self.settings.name, offset_ms = offset,
+                "this host's clock is {}s off Duo's; collection uses Duo's clock, but synchronize this host (chrony or systemd-timesyncd) before Duo refuses requests (40105)", offset / 1000);
+        }
     }
 
     pub fn observer(&self) -> &Observer {
@@ -204,6 +240,7 @@ impl IntegrationRuntime {
             integration: self.settings.name.clone(),
             ..IntegrationReport::default()
         };
+        self.measure_duo_clock(cancel).await;
         let targets = match self.targets(cancel).await {
             Ok(t) => t,
             Err(e) => {
@@ -214,6 +251,7 @@ impl IntegrationRuntime {
         };
         let runs = targets.iter().map(|t| self.collect_stream(t, cancel));
         report.streams = futures::future::join_all(runs).await;
+        self.record_duo_clock();
         report
     }
 
@@ -239,12 +277,7 @@ impl IntegrationRuntime {
             }
         };
         tracing::info!(integration = %stream.integration, account, log = %stream.log, "collection started");
-        let result = match stream.log.paging() {
-            Paging::V2 | Paging::TrustMonitor => {
-                windowed::drain(self, target, run_id, &mut progress, cancel).await
-            }
-            Paging::V1 => v1::drain(self, target, run_id, &mut progress, cancel).await,
-        };
+        let result = drive::drain(self, target, run_id, &mut progress, cancel).await;
         let (outcome, error) = match result {
             Ok(()) if cancel.is_cancelled() => (RunOutcome::Interrupted, None),
             Ok(()) => (RunOutcome::Ok, None),
@@ -291,7 +324,7 @@ async fn deliver_and_commit(
     target: &StreamTarget,
     run_id: i64,
     events: &[Event],
-    cp: &mut Checkpoint,
+    cp: &Checkpoint,
     progress: &mut Progress,
     cancel: &CancellationToken,
 ) -> Result<(), CollectError> {
@@ -305,8 +338,6 @@ async fn deliver_and_commit(
         };
         // Sinks count their own failed attempts in the observer.
         deliver_all(&rt.sinks, &batch, &rt.sink_retry, cancel).await?;
-        let newest = events.iter().map(|e| e.ts_ms).max();
-        cp.newest_event_ms = cp.newest_event_ms.max(newest);
     }
     rt.state
         .commit_page(&target.stream, run_id, cp, events.len(), now_ms())?;

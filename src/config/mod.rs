@@ -29,6 +29,11 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/duo-collector/config.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/duo-collector";
 /// Duo keeps 180 days of logs; a `mintime` older than this is refused.
 pub const MAX_LOOKBACK: Duration = Duration::from_secs(180 * 86_400);
+/// Requests per minute per (account, endpoint) unless configured: the figure a Duo maintainer
+/// gave for the authentication, telephony and administrator log endpoints (duo_client_python
+/// issue #101), in line with Duo's "no more than once per minute" polling advice. Accounts
+/// that allow more can raise `requests_per_minute`; a 429 slows pacing down again.
+pub const DEFAULT_REQUESTS_PER_MINUTE: f64 = 2.0;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -82,6 +87,9 @@ pub struct Integration {
     pub account_refresh: Duration,
     /// Pages in flight at once for this integration (across its streams).
     pub max_in_flight: usize,
+    /// The most requests per minute sent to one endpoint of one account (the unit Duo
+    /// rate-limits); pacing adapts below it on 429s.
+    pub requests_per_minute: f64,
     /// Optional Auth API keys (for push verification); `test-connectivity` checks them.
     pub auth_api: Option<AuthApiKeys>,
 }

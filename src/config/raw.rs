@@ -32,6 +32,7 @@ pub const INTEGRATION_KEYS: &[&str] = &[
     "accounts",
     "account_refresh",
     "max_in_flight",
+    "requests_per_minute",
     "auth_ikey",
     "auth_skey_file",
 ];
@@ -111,6 +112,7 @@ pub struct RawIntegration {
     pub accounts: Option<Vec<String>>,
     pub account_refresh: Option<String>,
     pub max_in_flight: Option<usize>,
+    pub requests_per_minute: Option<f64>,
     pub auth_ikey: Option<String>,
     pub auth_skey_file: Option<String>,
 }

@@ -9,9 +9,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{self, RawCollector, RawIntegration};
-use super::{CollectorSettings, Config, ConfigError, Integration, DEFAULT_STATE_DIR, MAX_LOOKBACK};
+use super::{
+    CollectorSettings, Config, ConfigError, Integration, DEFAULT_REQUESTS_PER_MINUTE,
+    DEFAULT_STATE_DIR, MAX_LOOKBACK,
+};
 use crate::duo::sign::SigVersion;
 use crate::logs::LogKind;
+use crate::pacing::rate::MIN_RATE_PER_MINUTE;
 
 pub const DEFAULT_SCHEDULE: &str = "0 */5 * * * *";
 const DEFAULT_LOOKBACK: Duration = Duration::from_secs(86_400);
@@ -562,6 +566,20 @@ fn validate_integration(
             None
         }
     };
+    let requests_per_minute = match raw.requests_per_minute {
+        None => Some(DEFAULT_REQUESTS_PER_MINUTE),
+        Some(n) if (MIN_RATE_PER_MINUTE..=600.0).contains(&n) => Some(n),
+        Some(n) => {
+            report.error(
+                scope,
+                "requests_per_minute",
+                format!(
+                    "{n} is out of range; use {MIN_RATE_PER_MINUTE} to 600 requests per minute per endpoint (Duo's staff quote 2 for log endpoints)"
+                ),
+            );
+            None
+        }
+    };
 
     let auth_api = match (raw.auth_ikey, raw.auth_skey_file) {
         (None, None) => None,
@@ -612,6 +630,7 @@ fn validate_integration(
         accounts,
         account_refresh: account_refresh?,
         max_in_flight: max_in_flight?,
+        requests_per_minute: requests_per_minute?,
         auth_api,
     })
 }

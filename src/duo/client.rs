@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+use super::clock::DuoClock;
 use super::error::{self, DuoError};
 use super::sign::{self, SigVersion, SignInput};
 use crate::config::Integration;
@@ -54,6 +55,8 @@ pub struct DuoClient {
     retry: RetryPolicy,
     /// Where each response is counted, and the integration name used as label.
     observer: Option<(std::sync::Arc<crate::observe::Observer>, String)>,
+    /// Fed with every response's `Date` header: Duo's clock.
+    clock: Option<DuoClock>,
 }
 
 /// A request before signing.
@@ -99,7 +102,18 @@ impl DuoClient {
             timeout: integration.request_timeout,
             retry,
             observer: None,
+            clock: None,
         })
+    }
+
+    /// Every response's `Date` header is recorded in `clock`.
+    pub fn with_clock(mut self, clock: DuoClock) -> DuoClient {
+        self.clock = Some(clock);
+        self
+    }
+
+    pub fn clock(&self) -> Option<&DuoClock> {
+        self.clock.as_ref()
     }
 
     /// Counts every response in `observer`'s metrics under this integration name.
@@ -140,6 +154,41 @@ impl DuoClient {
         self.with_retries(&call, cancel, parse).await
     }
 
+    /// One signed GET, not retried: the caller paces and retries (the log pagers, which must
+    /// not hold a page permit while they wait). The response is counted in the metrics.
+    pub async fn get_once<T>(
+        &self,
+        host: &str,
+        path: &str,
+        params: &[(String, String)],
+        cancel: &CancellationToken,
+        parse: impl Fn(&[u8]) -> Result<T, PageError>,
+    ) -> Result<T, DuoError> {
+        let call = Call {
+            method: reqwest::Method::GET,
+            host,
+            path,
+            params,
+        };
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => return Err(DuoError::Cancelled),
+            r = self.send_once(&call) => r,
+        };
+        self.count_response(&outcome);
+        outcome.and_then(|body| parse(&body).map_err(|e| DuoError::Malformed(e.0)))
+    }
+
+    fn count_response(&self, outcome: &Result<Vec<u8>, DuoError>) {
+        if let Some((observer, integration)) = &self.observer {
+            let status = match outcome {
+                Ok(_) => Some(200),
+                Err(DuoError::Api { status, .. }) => Some(*status),
+                Err(_) => None,
+            };
+            observer.api_response(integration, status);
+        }
+    }
+
     /// A signed POST with the parameters as a form body (v2) or JSON body (v5).
     pub async fn post<T>(
         &self,
@@ -174,20 +223,13 @@ impl DuoClient {
                 _ = cancel.cancelled() => return Err(DuoError::Cancelled),
                 r = self.send_once(call) => r,
             };
-            if let Some((observer, integration)) = &self.observer {
-                let status = match &outcome {
-                    Ok(_) => Some(200),
-                    Err(DuoError::Api { status, .. }) => Some(*status),
-                    Err(_) => None,
-                };
-                observer.api_response(integration, status);
-            }
+            self.count_response(&outcome);
             let err =
                 match outcome.and_then(|body| parse(&body).map_err(|e| DuoError::Malformed(e.0))) {
                     Ok(value) => return Ok(value),
                     Err(e) => e,
                 };
-            let wait = if is_rate_limited(&err) {
+            let wait = if err.is_rate_limited() {
                 if rate_limit_wait > self.retry.rate_limit_max {
                     return Err(DuoError::RateLimited {
                         attempts,
@@ -289,7 +331,17 @@ impl DuoClient {
             request = request.header("Content-Type", content_type).body(body);
         }
         let started = Instant::now();
+        let sent_local_ms = self.clock.as_ref().map(|c| c.local_now_ms());
         let response = request.send().await.map_err(|e| self.transport_error(e))?;
+        if let (Some(clock), Some(sent)) = (&self.clock, sent_local_ms) {
+            if let Some(date) = response
+                .headers()
+                .get(reqwest::header::DATE)
+                .and_then(|v| v.to_str().ok())
+            {
+                clock.observe_date_header(date, sent, clock.local_now_ms());
+            }
+        }
         let status = response.status().as_u16();
         let bytes = response
             .bytes()
@@ -319,10 +371,6 @@ impl DuoClient {
             DuoError::Transport(error_chain(&e))
         }
     }
-}
-
-fn is_rate_limited(e: &DuoError) -> bool {
-    matches!(e, DuoError::Api { status: 429, .. }) || e.code() == Some(42901)
 }
 
 /// An error with its causes, `a: b: c`, since reqwest's own Display hides the cause.

@@ -36,6 +36,16 @@ impl DuoError {
         }
     }
 
+    /// Duo's "too many requests" (HTTP 429 or code 42901).
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, DuoError::Api { status: 429, .. }) || self.code() == Some(42901)
+    }
+
+    /// Duo refused the request's parameters (HTTP 400), e.g. a cursor it no longer accepts.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, DuoError::Api { status: 400, .. })
+    }
+
     /// Duo's 5-digit code, when it sent one.
     pub fn code(&self) -> Option<u32> {
         match self {

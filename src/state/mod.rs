@@ -3,6 +3,7 @@
 //! A checkpoint is only written by [`State::commit_page`], which the collector calls after every
 //! sink acknowledged the page; the checkpoint and the run's counters move in one transaction.
 
+mod pacing;
 mod schema;
 mod sinks;
 
@@ -14,6 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::event::StreamId;
 use crate::logs::LogKind;
 
+pub use pacing::{ClockStatus, PaceStatus};
 pub use sinks::SinkStatus;
 
 /// How many runs per stream are kept for `status`; older ones are pruned.

@@ -41,6 +41,22 @@ const MIGRATIONS: &[&str] = &[
         last_error_ms INTEGER,
         failed_attempts INTEGER NOT NULL DEFAULT 0
      );",
+    // 3: learned request rates per (account, endpoint), and Duo's measured clock offset.
+    "CREATE TABLE pacing(
+        integration TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        rate_per_minute REAL NOT NULL,
+        ceiling_per_minute REAL NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        rate_limited_until_ms INTEGER,
+        PRIMARY KEY(integration, account_id, endpoint)
+     );
+     CREATE TABLE duo_clock(
+        integration TEXT PRIMARY KEY,
+        offset_ms INTEGER NOT NULL,
+        measured_ms INTEGER NOT NULL
+     );",
 ];
 
 fn current_version(conn: &Connection) -> Result<i64, StateError> {

@@ -307,12 +307,18 @@ connect_to = "{base_url}"
 delay = "5s"
 logs = ["authentication"]
 sinks = {sinks:?}
+{pace}
 {integration_extra}
 
 "#,
             state = dir.path().join("state").display().to_string(),
             skey = skey.display().to_string(),
             sinks = sink_names,
+            pace = if integration_extra.contains("requests_per_minute") {
+                ""
+            } else {
+                crate::common::TEST_PACE
+            },
         );
         std::fs::write(&config, format!("{text}{sinks_toml}")).unwrap();
         set_mode(&config, 0o600);
