@@ -275,6 +275,9 @@ impl<'a> Fetcher<'a> {
 
     fn save_rate(&self, rate: f64) {
         let rt = self.rt;
+        if !rate.is_finite() {
+            return;
+        }
         rt.observer.request_rate(&self.target.stream, rate);
         if let Err(e) = rt.state.save_rate(
             &rt.settings.name,

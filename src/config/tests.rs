@@ -51,6 +51,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(i.logs, LogKind::ALL.to_vec());
     assert!(!i.logs_explicit && !i.accounts_api);
     assert_eq!(i.max_in_flight, 4);
+    assert_eq!(i.requests_per_minute, super::DEFAULT_REQUESTS_PER_MINUTE);
     assert_eq!(i.account_refresh, Duration::from_secs(3600));
     assert_eq!(i.schedule, "0 */5 * * * *");
     assert_eq!(i.initial_lookback, Duration::from_secs(86_400));
@@ -59,6 +60,27 @@ fn minimal_config_gets_defaults() {
     assert_eq!(i.skey.expose(), SECRET);
     assert_eq!(c.collector.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn requests_per_minute_is_a_ceiling_in_range() {
+    for (value, ok) in [
+        ("6", true),
+        ("0.5", true),
+        ("0", true),
+        ("0.1", false),
+        ("601", false),
+        ("-3", false),
+    ] {
+        let text = valid_integration(&format!("requests_per_minute = {value}"));
+        if ok {
+            assert!(parse(&text).is_ok(), "{value}: {:?}", parse(&text).err());
+        } else {
+            assert_problem(&text, &["`requests_per_minute`", "out of range"]);
+        }
+    }
+    let c = parse(&valid_integration("requests_per_minute = 6")).unwrap();
+    assert_eq!(c.integrations[0].requests_per_minute, 6.0);
 }
 
 #[test]

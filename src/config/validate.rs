@@ -568,13 +568,13 @@ fn validate_integration(
     };
     let requests_per_minute = match raw.requests_per_minute {
         None => Some(DEFAULT_REQUESTS_PER_MINUTE),
-        Some(n) if (MIN_RATE_PER_MINUTE..=600.0).contains(&n) => Some(n),
+        Some(n) if n == 0.0 || (MIN_RATE_PER_MINUTE..=600.0).contains(&n) => Some(n),
         Some(n) => {
             report.error(
                 scope,
                 "requests_per_minute",
                 format!(
-                    "{n} is out of range; use {MIN_RATE_PER_MINUTE} to 600 requests per minute per endpoint (Duo's staff quote 2 for log endpoints)"
+                    "{n} is out of range; use {MIN_RATE_PER_MINUTE} to 600 requests per minute per endpoint (Duo's staff quote 2 for log endpoints), or 0 for no pacing (simulators only)"
                 ),
             );
             None

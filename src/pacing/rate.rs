@@ -35,7 +35,15 @@ pub struct RateController {
 
 impl RateController {
     /// Starts at `learned` (what an earlier run found, never above the ceiling) or the ceiling.
+    /// A ceiling of 0 means unpaced (the simulator, benchmarks): only 429 backoffs wait.
     pub fn new(ceiling_per_minute: f64, learned: Option<f64>) -> RateController {
+        if ceiling_per_minute <= 0.0 {
+            return RateController {
+                ceiling: f64::INFINITY,
+                rate: f64::INFINITY,
+                last_decrease: None,
+            };
+        }
         let ceiling = ceiling_per_minute.max(MIN_RATE_PER_MINUTE);
         let rate = learned
             .filter(|r| r.is_finite() && *r > 0.0)
@@ -58,7 +66,14 @@ impl RateController {
 
     /// The time between two requests at the current rate.
     pub fn interval(&self) -> Duration {
+        if self.rate.is_infinite() {
+            return Duration::ZERO;
+        }
         Duration::from_secs_f64(60.0 / self.rate * SPACING_SLACK)
+    }
+
+    pub fn is_unpaced(&self) -> bool {
+        self.ceiling.is_infinite()
     }
 
     /// A request succeeded: creep up, never past the ceiling.
@@ -70,6 +85,9 @@ impl RateController {
     /// interval, so that the retries of one request (1, 2, 4 … s apart) do not compound the
     /// decrease faster than requests are actually paced.
     pub fn on_rate_limited(&mut self, now: Duration) {
+        if self.is_unpaced() {
+            return;
+        }
         let recently = self
             .last_decrease
             .is_some_and(|t| now.saturating_sub(t) < self.interval());
@@ -158,6 +176,15 @@ mod tests {
             c.on_rate_limited(Duration::from_secs(200 + 300 * minute));
         }
         assert_eq!(c.rate_per_minute(), MIN_RATE_PER_MINUTE);
+    }
+
+    #[test]
+    fn a_zero_ceiling_is_unpaced() {
+        let mut c = RateController::new(0.0, Some(3.0));
+        assert_eq!(c.interval(), Duration::ZERO);
+        c.on_rate_limited(Duration::ZERO);
+        c.on_success();
+        assert_eq!(c.interval(), Duration::ZERO);
     }
 
     #[test]
