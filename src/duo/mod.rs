@@ -2,7 +2,9 @@
 
 pub mod client;
 pub mod error;
+pub mod proxy;
 pub mod sign;
 
 pub use client::{DuoClient, RetryPolicy};
 pub use error::DuoError;
+pub use proxy::{ProxyRoute, ProxySetting};
