@@ -176,7 +176,7 @@ fn proxy_password_permission_warning(path: &Path, config: &Config) -> Option<Str
         .find(|i| matches!(&i.proxy, ProxySetting::Explicit(url) if url.has_credentials()))?;
     secrets::others_can_read(path).map(|why| {
         format!(
-            "{}: {why} and holds proxy credentials (integration {:?}, field `proxy`); run chmod 600 on it, or set HTTPS_PROXY in a root-only systemd drop-in instead",
+            "{}: {why} and holds proxy credentials (integration {:?}, field `proxy`); run chmod 600 on it, or put HTTPS_PROXY in a root-only EnvironmentFile= instead",
             path.display(),
             with_credentials.name
         )
