@@ -185,14 +185,6 @@ fn key_failure(check: &str, e: &DuoError) -> Check {
     Check::fail(check, e.to_string(), hint)
 }
 
-/// The base URL requests go to: `connect_to`, else the API host on port 443.
-fn request_base(integration: &Integration) -> Option<url::Url> {
-    match &integration.connect_to {
-        Some(u) => Some(u.clone()),
-        None => url::Url::parse(&format!("https://{}/", integration.api_hostname)).ok(),
-    }
-}
-
 async fn resolve(host: &str, port: u16) -> std::io::Result<String> {
     let addrs: Vec<String> = tokio::net::lookup_host((host, port))
         .await?
@@ -256,7 +248,7 @@ async fn check_dns(target: &url::Url, route: &ProxyRoute, checks: &mut Vec<Check
 
 async fn check_integration(integration: &Integration, cancel: &CancellationToken) -> Vec<Check> {
     let mut checks = Vec::new();
-    let Some(target) = request_base(integration) else {
+    let Some(target) = crate::duo::proxy::request_base(integration) else {
         checks.push(Check::fail(
             "DNS",
             format!("{} is not a host name", integration.api_hostname),

@@ -219,6 +219,7 @@ async fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Outp
     command
         .args(args)
         .env_remove("RUST_LOG")
+        .env_remove("DUO_COLLECTOR_LOG")
         .env_remove("STATE_DIRECTORY")
         .env_remove("CREDENTIALS_DIRECTORY");
     for name in PROXY_VARIABLES {
@@ -428,7 +429,7 @@ async fn the_proxy_key_overrides_the_environment_and_sends_its_credentials() {
     }
     let all = text(&out);
     assert!(
-        all.contains("http://***@127.0.0.1"),
+        all.contains("Duo requests go through a proxy") && all.contains("http://***@127.0.0.1"),
         "the debug log names the proxy: {all}"
     );
     assert!(!all.contains(PROXY_PASSWORD), "{all}");
@@ -440,6 +441,11 @@ async fn the_proxy_key_overrides_the_environment_and_sends_its_credentials() {
     );
     let out = run_with_env(&["collect-now", "--config", world.config()], &[]).await;
     assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("proxy authorization required"),
+        "the error names the cause: {}",
+        text(&out)
+    );
     assert!(!text(&out).contains(PROXY_PASSWORD), "{}", text(&out));
     world.sim.shutdown().await;
 }

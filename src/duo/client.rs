@@ -95,7 +95,7 @@ impl DuoClient {
                 error_chain(&e.without_url())
             ))
         })?;
-        tracing::debug!(integration = %integration.name, proxy = ?integration.proxy, "Duo client proxy setting");
+        super::proxy::log_route(integration);
         let http = builder.build().map_err(|e| {
             DuoError::Transport(format!("cannot build the HTTP client: {}", error_chain(&e)))
         })?;

@@ -234,6 +234,36 @@ impl fmt::Debug for ProxyUrl {
     }
 }
 
+/// The base URL an integration's requests go to, which decides their route: `connect_to`, else
+/// the API host on port 443.
+pub fn request_base(integration: &crate::config::Integration) -> Option<url::Url> {
+    match &integration.connect_to {
+        Some(u) => Some(u.clone()),
+        None => url::Url::parse(&format!("https://{}/", integration.api_hostname)).ok(),
+    }
+}
+
+/// Says once, when a client is built, which proxy an integration's requests go through.
+pub fn log_route(integration: &crate::config::Integration) {
+    let Some(base) = request_base(integration) else {
+        return;
+    };
+    match integration.proxy.route_for(&base) {
+        ProxyRoute::Proxy(proxy) => tracing::info!(
+            integration = %integration.name,
+            proxy = %proxy.shown,
+            source = match proxy.source {
+                ProxySource::Config => "config",
+                ProxySource::Environment { .. } => "environment",
+            },
+            "Duo requests go through a proxy"
+        ),
+        route @ ProxyRoute::Direct(_) => {
+            tracing::debug!(integration = %integration.name, route = %route, "Duo requests go direct")
+        }
+    }
+}
+
 /// A proxy value that may not parse, with anything before the last `@` of its authority
 /// replaced: a broken URL can still hold a password.
 fn redact_text(text: &str) -> String {
