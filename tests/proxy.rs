@@ -233,6 +233,7 @@ async fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Outp
 /// (no `connect_to`) and trusts the test CA.
 struct World {
     sim: duo_collector::simulator::Simulator,
+    ca: TestCa,
     tls: SocketAddr,
     setup: Setup,
 }
@@ -252,7 +253,12 @@ impl World {
         );
         assert!(!text.contains("connect_to"), "{text}");
         std::fs::write(&setup.config, text).unwrap();
-        World { sim, tls, setup }
+        World {
+            sim,
+            ca,
+            tls,
+            setup,
+        }
     }
 
     /// Adds lines to the integration table.
@@ -447,6 +453,23 @@ async fn the_proxy_key_overrides_the_environment_and_sends_its_credentials() {
         text(&out)
     );
     assert!(!text(&out).contains(PROXY_PASSWORD), "{}", text(&out));
+    world.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_proxy_is_spoken_to_over_tls() {
+    let world = World::start(50).await;
+    let proxy = world.proxy(None).await;
+    // TLS to the proxy, with the certificate of `localhost` from the same test CA (`ca_file`).
+    let tls_to_proxy = start_tls_terminator(&world.ca, proxy.addr).await;
+    world.configure(&format!(
+        "proxy = \"https://localhost:{}\"",
+        tls_to_proxy.port()
+    ));
+    let out = run_with_env(&["collect-now", "--config", world.config()], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(count_lines(&world.setup.events) > 0);
+    assert!(proxy.targets().contains(&format!("CONNECT {DUO_TARGET}")));
     world.sim.shutdown().await;
 }
 
