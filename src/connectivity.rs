@@ -1,4 +1,4 @@
-//! `duo-collector test-connectivity`: a checklist per integration (DNS, TLS, clock, keys,
+//! `duo-collector test-connectivity`: a checklist per integration (proxy, DNS, TLS, clock, keys,
 //! permissions per log kind, MSP children, Auth API keys) and per sink, each line PASS, WARN or
 //! FAIL with a hint that says what to fix.
 
@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SystemClock;
 use crate::collector::now_ms;
 use crate::config::{Config, Integration, SinkKind, SinkSettings};
-use crate::duo::{DuoClient, DuoClock, DuoError, RetryPolicy};
+use crate::duo::{DuoClient, DuoClock, DuoError, ProxyRoute, RetryPolicy};
 use crate::logs::page::{response_of, PageError};
 use crate::logs::{LogKind, Paging};
 
@@ -204,34 +204,81 @@ fn key_failure(check: &str, e: &DuoError) -> Check {
     Check::fail(check, e.to_string(), hint)
 }
 
+async fn resolve(host: &str, port: u16) -> std::io::Result<String> {
+    let addrs: Vec<String> = tokio::net::lookup_host((host, port))
+        .await?
+        .map(|a| a.ip().to_string())
+        .collect();
+    Ok(addrs.join(", "))
+}
+
+/// DNS for the route: through a proxy this host resolves only the proxy's name (the proxy
+/// resolves Duo's, which may well not resolve here); directly, the target's. `false` when the
+/// name this host must resolve does not.
+async fn check_dns(target: &url::Url, route: &ProxyRoute, checks: &mut Vec<Check>) -> bool {
+    let target_host = target
+        .host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_string();
+    match route {
+        ProxyRoute::Proxy(proxy) => match resolve(&proxy.host, proxy.port).await {
+            Ok(addrs) => {
+                checks.push(Check::pass(
+                    "DNS",
+                    format!(
+                        "proxy {} resolves to {addrs}; the proxy resolves {target_host}",
+                        proxy.host
+                    ),
+                ));
+                true
+            }
+            Err(e) => {
+                checks.push(Check::fail(
+                    "DNS",
+                    format!("proxy {}: {e}", proxy.host),
+                    "check the proxy's host name (`proxy`, or HTTPS_PROXY / ALL_PROXY in the service's environment) and this host's DNS resolver",
+                ));
+                false
+            }
+        },
+        ProxyRoute::Direct(_) => {
+            let port = target.port_or_known_default().unwrap_or(443);
+            match resolve(&target_host, port).await {
+                Ok(addrs) => {
+                    checks.push(Check::pass(
+                        "DNS",
+                        format!("{target_host} resolves to {addrs}"),
+                    ));
+                    true
+                }
+                Err(e) => {
+                    checks.push(Check::fail(
+                        "DNS",
+                        format!("{target_host}: {e}"),
+                        "check api_hostname (as shown in the Duo Admin Panel) and this host's DNS resolver; if Duo is reachable only through a proxy, set `proxy` or HTTPS_PROXY",
+                    ));
+                    false
+                }
+            }
+        }
+    }
+}
+
 async fn check_integration(integration: &Integration, cancel: &CancellationToken) -> Vec<Check> {
     let mut checks = Vec::new();
-    let (dns_host, port) = match &integration.connect_to {
-        Some(u) => (
-            u.host_str()
-                .unwrap_or_default()
-                .trim_matches(['[', ']'])
-                .to_string(),
-            u.port_or_known_default().unwrap_or(443),
-        ),
-        None => (integration.api_hostname.clone(), 443),
+    let Some(target) = crate::duo::proxy::request_base(integration) else {
+        checks.push(Check::fail(
+            "DNS",
+            format!("{} is not a host name", integration.api_hostname),
+            "check api_hostname",
+        ));
+        return checks;
     };
-    match tokio::net::lookup_host((dns_host.as_str(), port)).await {
-        Ok(addrs) => {
-            let addrs: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
-            checks.push(Check::pass(
-                "DNS",
-                format!("{dns_host} resolves to {}", addrs.join(", ")),
-            ));
-        }
-        Err(e) => {
-            checks.push(Check::fail(
-                "DNS",
-                format!("{dns_host}: {e}"),
-                "check api_hostname (as shown in the Duo Admin Panel) and this host's DNS resolver",
-            ));
-            return checks;
-        }
+    let route = integration.proxy.route_for(&target);
+    checks.push(Check::pass("Proxy", route.to_string()));
+    if !check_dns(&target, &route, &mut checks).await {
+        return checks;
     }
     let duo_clock = DuoClock::new(std::sync::Arc::new(SystemClock));
     let client = match DuoClient::for_integration(integration, single_attempt()) {
@@ -248,11 +295,14 @@ async fn check_integration(integration: &Integration, cancel: &CancellationToken
         .await
     {
         Ok(duo_time) => {
-            let via = integration
+            let mut via = integration
                 .connect_to
                 .as_ref()
                 .map(|u| format!(" via {u}"))
                 .unwrap_or_default();
+            if let ProxyRoute::Proxy(proxy) = &route {
+                via.push_str(&format!(" through proxy {}", proxy.shown));
+            }
             checks.push(Check::pass(
                 "Connection and TLS",
                 format!("reached {host}{via} (GET /auth/v2/ping)"),
@@ -260,11 +310,11 @@ async fn check_integration(integration: &Integration, cancel: &CancellationToken
             checks.push(clock_check(duo_clock.offset_ms(), duo_time, sent));
         }
         Err(e) => {
-            checks.push(Check::fail(
-                "Connection and TLS",
-                e.to_string(),
-                "check network access to the API host on port 443, proxies, and ca_file",
-            ));
+            let hint = match &route {
+                ProxyRoute::Proxy(proxy) => format!("check that proxy {} is up and lets this host CONNECT to {}:{} (credentials in the proxy URL if it asks for them), and ca_file if the proxy inspects TLS", proxy.shown, target.host_str().unwrap_or(host), target.port_or_known_default().unwrap_or(443)),
+                ProxyRoute::Direct(_) => "check network access to the API host on port 443 (or set `proxy` / HTTPS_PROXY if only a proxy reaches it), and ca_file".to_string(),
+            };
+            checks.push(Check::fail("Connection and TLS", e.to_string(), hint));
             return checks;
         }
     }

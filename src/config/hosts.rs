@@ -1,8 +1,10 @@
-//! Checks of where requests go: the Duo API host name and the optional `connect_to` base URL.
+//! Checks of where requests go: the Duo API host name, the optional `connect_to` base URL and
+//! the optional `proxy`.
 
 use std::net::IpAddr;
 
 use super::validate::Report;
+use crate::duo::ProxySetting;
 
 const HOSTNAME_HINT: &str =
     "must be only the host name, of the form api-XXXXXXXX.duosecurity.com, as shown in the Duo Admin Panel";
@@ -116,4 +118,30 @@ pub(super) fn validate_connect_to(
         return None;
     }
     Some(url)
+}
+
+/// The `proxy` key: `"none"`/`""` for direct connections, or an HTTP(S) proxy URL. Messages
+/// never echo the URL's credentials.
+pub(super) fn validate_proxy(
+    report: &mut Report,
+    scope: &str,
+    text: Option<&str>,
+) -> Option<ProxySetting> {
+    let Some(text) = text else {
+        return Some(ProxySetting::FromEnvironment);
+    };
+    match ProxySetting::parse(text) {
+        Ok(setting) => {
+            if let ProxySetting::Explicit(url) = &setting {
+                if url.port_is_default() {
+                    report.warn(scope, "proxy", format!("{url} gives no port, so the scheme's default is used; proxies usually listen on 3128 or 8080: write the port"));
+                }
+            }
+            Some(setting)
+        }
+        Err(e) => {
+            report.error(scope, "proxy", e);
+            None
+        }
+    }
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::duo::sign::SigVersion;
+use crate::duo::ProxySetting;
 use crate::logs::LogKind;
 use crate::normalize::Format;
 use crate::secret::Secret;
@@ -73,6 +74,8 @@ pub struct Integration {
     pub sinks: Vec<String>,
     pub connect_to: Option<url::Url>,
     pub ca_file: Option<PathBuf>,
+    /// The HTTP(S) proxy for Duo requests: the environment's (default), this one, or none.
+    pub proxy: ProxySetting,
     /// Records asked for per page (`limit`), capped per endpoint.
     pub page_size: u32,
     /// Whole-request timeout for one API call.
@@ -154,6 +157,9 @@ impl Config {
         config
             .warnings
             .extend(secrets::config_file_permission_warning(path, &config));
+        config
+            .warnings
+            .extend(proxy_password_permission_warning(path, &config));
         Ok(config)
     }
 
@@ -168,6 +174,21 @@ impl Config {
     pub fn state_db_path(&self) -> PathBuf {
         self.collector.state_dir.join("state.db")
     }
+}
+
+/// A proxy URL with credentials in the config is a secret in the file, like a literal `skey`.
+fn proxy_password_permission_warning(path: &Path, config: &Config) -> Option<String> {
+    let with_credentials = config
+        .integrations
+        .iter()
+        .find(|i| matches!(&i.proxy, ProxySetting::Explicit(url) if url.has_credentials()))?;
+    secrets::others_can_read(path).map(|why| {
+        format!(
+            "{}: {why} and holds proxy credentials (integration {:?}, field `proxy`); run chmod 600 on it, or put HTTPS_PROXY in a root-only EnvironmentFile= instead",
+            path.display(),
+            with_credentials.name
+        )
+    })
 }
 
 #[cfg(test)]

@@ -118,7 +118,7 @@ pub(super) fn resolve_skey(
 }
 
 /// Describes why a file is readable by users other than its owner, if it is.
-fn others_can_read(path: &Path) -> Option<&'static str> {
+pub(super) fn others_can_read(path: &Path) -> Option<&'static str> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
     if mode & 0o004 != 0 {

@@ -362,3 +362,75 @@ fn skey_credential_reads_from_the_credentials_directory() {
         "{e}"
     );
 }
+
+#[test]
+fn proxy_key_is_validated_and_its_credentials_stay_hidden() {
+    let c = parse(&valid_integration("")).unwrap();
+    assert_eq!(
+        c.integrations[0].proxy,
+        crate::duo::ProxySetting::FromEnvironment
+    );
+    let c = parse(&valid_integration("proxy = \"none\"")).unwrap();
+    assert_eq!(c.integrations[0].proxy, crate::duo::ProxySetting::Disabled);
+
+    let c = parse(&valid_integration(&format!(
+        "proxy = \"http://svc-duo:{SECRET}@proxy.corp:3128\""
+    )))
+    .unwrap();
+    assert!(matches!(
+        &c.integrations[0].proxy,
+        crate::duo::ProxySetting::Explicit(url) if url.has_credentials()
+    ));
+    assert!(!format!("{c:?}").contains(SECRET));
+    assert!(format!("{c:?}").contains("http://***@proxy.corp:3128"));
+
+    let no_port = parse(&valid_integration("proxy = \"http://proxy.corp\"")).unwrap();
+    assert!(
+        no_port
+            .warnings
+            .iter()
+            .any(|w| w.contains("`proxy`") && w.contains("3128")),
+        "{:?}",
+        no_port.warnings
+    );
+
+    for bad in [
+        format!("proxy = \"socks5://u:{SECRET}@proxy.corp:1080\""),
+        format!("proxy = \"http://u:{SECRET}@proxy.corp:3128/pac\""),
+        format!("proxy = \"http://u:{SECRET}@:3128\""),
+    ] {
+        let text = valid_integration(&bad);
+        assert_problem(&text, &["integration \"corp\"", "field `proxy`"]);
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(!e.contains(SECRET), "{e}");
+    }
+}
+
+#[test]
+fn a_readable_config_with_proxy_credentials_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let text = valid_integration("proxy = \"http://svc:pw@proxy.corp:3128\"")
+        .replace("skey_env = \"DUO_SKEY\"", "skey_file = \"/dev/null/none\"");
+    let skey = dir.path().join("skey");
+    std::fs::write(&skey, SECRET).unwrap();
+    std::fs::set_permissions(&skey, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = text.replace("/dev/null/none", &skey.display().to_string());
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let c = Config::load(&path).unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("proxy credentials") && w.contains("chmod 600")),
+        "{:?}",
+        c.warnings
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let c = Config::load(&path).unwrap();
+    assert!(
+        !c.warnings.iter().any(|w| w.contains("proxy")),
+        "{:?}",
+        c.warnings
+    );
+}

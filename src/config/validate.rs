@@ -1,7 +1,7 @@
 //! Turns the raw TOML into a validated [`Config`], collecting every problem with the name of
 //! the integration or sink and the field it concerns.
 
-use super::hosts::{validate_api_hostname, validate_connect_to};
+use super::hosts::{validate_api_hostname, validate_connect_to, validate_proxy};
 use super::secrets::{resolve_skey, SecretSources};
 use super::sinks::validate_sink;
 use std::collections::HashSet;
@@ -516,6 +516,8 @@ fn validate_integration(
         }
     }
 
+    let proxy = validate_proxy(report, scope, raw.proxy.as_deref());
+
     let page_size = match raw.page_size {
         None => Some(1000),
         Some(n) if (1..=1000).contains(&n) => Some(n),
@@ -623,6 +625,7 @@ fn validate_integration(
         sinks: sinks?,
         connect_to,
         ca_file,
+        proxy: proxy?,
         page_size: page_size?,
         request_timeout: request_timeout?,
         logs_explicit,

@@ -90,6 +90,15 @@ impl DuoClient {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        // `without_url`: the proxy URL can hold credentials.
+        let builder = integration.proxy.apply(builder).map_err(|e| {
+            DuoError::Transport(format!(
+                "cannot use the proxy of integration {}: {}",
+                integration.name,
+                error_chain(&e.without_url())
+            ))
+        })?;
+        super::proxy::log_route(integration);
         let http = builder.build().map_err(|e| {
             DuoError::Transport(format!("cannot build the HTTP client: {}", error_chain(&e)))
         })?;

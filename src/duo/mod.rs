@@ -3,8 +3,10 @@
 pub mod client;
 pub mod clock;
 pub mod error;
+pub mod proxy;
 pub mod sign;
 
 pub use client::{DuoClient, RetryPolicy};
 pub use clock::DuoClock;
 pub use error::DuoError;
+pub use proxy::{ProxyRoute, ProxySetting};
