@@ -445,7 +445,9 @@ async fn reject_cursor_hits_only_requests_with_a_cursor() {
     }
     // v1 logs and other endpoints never carry a cursor; a rule behind it still matches.
     h.inject_faults(vec![Fault::Status(503)]);
-    let admin = Call::get(&c, "/admin/v1/logs/administrator", &[]).param("mintime", "0");
+    let admin = Call::get(&c, "/admin/v1/logs/administrator", &[])
+        .param("mintime", "0")
+        .param("offset", "5");
     assert_eq!(admin.send(&sim).await.0, 503);
     assert_eq!(admin.send(&sim).await.0, 200);
     let summary = Call::get(&c, "/admin/v1/info/summary", &[]);
