@@ -40,9 +40,32 @@ pub struct SimulateArgs {
     /// Secret key the simulator expects (a test value, not a real secret).
     #[arg(long, default_value = "simulatorsecretkeysimulatorsecretkey0000")]
     pub skey: String,
-    /// Answer 429 above this many log requests per minute (off by default).
+    /// Answer 429 (no Retry-After, as Duo) above this many requests per minute per
+    /// (key, account, endpoint); a token bucket. Off by default; 0 turns it off.
     #[arg(long)]
     pub rate_limit_per_minute: Option<u32>,
+    /// Requests a rate-limit bucket holds (it starts full).
+    #[arg(long, default_value_t = 1)]
+    pub rate_limit_burst: u32,
+    /// Fraction (0..=1) of v2 and Trust Monitor pages that hold fewer than `limit` records while
+    /// more exist, still with a cursor.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub short_page_rate: f64,
+    /// The last non-empty page of a window still carries a cursor; following it gives an
+    /// empty page without one.
+    #[arg(long)]
+    pub cursor_on_last_page: bool,
+    /// Publish some events later than --max-visibility-delay-ms, by up to this much more
+    /// (e.g. 5m).
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub late_tail: Option<i64>,
+    /// Fraction (0..=1) of events in the late tail [default: 0.01].
+    #[arg(long, requires = "late_tail", value_parser = parse_fraction)]
+    pub late_tail_rate: Option<f64>,
+    /// Duo's clock relative to this host's, e.g. -45s for a host 45 s ahead of Duo. It drives
+    /// the Date header, /auth/v2/ping, the Date check, visibility and the 180-day floor.
+    #[arg(long, default_value = "0s", value_parser = parse_signed_duration_ms, allow_hyphen_values = true)]
+    pub clock_offset: i64,
     /// Events become visible up to this many ms after their timestamp (Duo: 120000).
     #[arg(long, default_value_t = 120_000)]
     pub max_visibility_delay_ms: i64,
@@ -87,7 +110,16 @@ impl SimulateArgs {
             end_ms: now + live_ms,
             counts,
             max_visibility_delay_ms: self.max_visibility_delay_ms,
-            rate_limit_per_minute: self.rate_limit_per_minute,
+            rate_limit_per_minute: self.rate_limit_per_minute.filter(|&n| n > 0),
+            rate_limit_burst: self.rate_limit_burst,
+            short_page_rate: self.short_page_rate,
+            cursor_on_last_page: self.cursor_on_last_page,
+            late_tail_rate: match self.late_tail {
+                Some(_) => self.late_tail_rate.unwrap_or(DEFAULT_LATE_TAIL_RATE),
+                None => 0.0,
+            },
+            late_tail_ms: self.late_tail.unwrap_or(0),
+            clock_offset_ms: self.clock_offset,
             accounts: (self.msp_children > 0).then(|| AccountsConfig {
                 ikey: SIM_ACCOUNTS_IKEY.to_string(),
                 skey: SIM_ACCOUNTS_SKEY.to_string(),
@@ -119,14 +151,52 @@ impl SimulateArgs {
     }
 }
 
+/// `--late-tail-rate` when only `--late-tail` is given.
+const DEFAULT_LATE_TAIL_RATE: f64 = 0.01;
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{text:?} is not a fraction between 0 and 1")),
+    }
+}
+
+fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| format!("{text:?}: {e}"))?;
+    i64::try_from(d.as_millis()).map_err(|_| format!("{text:?} is too long"))
+}
+
+/// `-45s`, `+2m`, `90s`.
+fn parse_signed_duration_ms(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    match text.strip_prefix('-') {
+        Some(rest) => parse_duration_ms(rest).map(|ms| -ms),
+        None => parse_duration_ms(text.strip_prefix('+').unwrap_or(text)),
+    }
+}
+
+/// The startup lines naming the harsh modes that are on.
+fn modes_text(cfg: &SimConfig) -> String {
+    let modes = cfg.describe_modes();
+    if modes.is_empty() {
+        return "simulator modes: none (a kinder Duo than the real one; see --help)".to_string();
+    }
+    modes
+        .iter()
+        .map(|m| format!("simulator mode: {m}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Serves the simulator until cancelled.
 pub async fn simulate(args: SimulateArgs, cancel: CancellationToken) -> anyhow::Result<()> {
     let cfg = args.sim_config();
+    let modes = modes_text(&cfg);
     let sim = Simulator::start(args.listen, cfg)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!(
-        "Duo API simulator listening on {}\nPoint an integration at it with:\n\n{}",
+        "Duo API simulator listening on {}\n{modes}\nPoint an integration at it with:\n\n{}",
         sim.base_url(),
         integration_snippet(&args, &sim.base_url())
     );
@@ -156,6 +226,13 @@ pub struct DemoArgs {
     /// Drain the backlog once and exit instead of collecting continuously.
     #[arg(long)]
     pub once: bool,
+    /// The simulator answers 429 above this many requests per minute per endpoint, as Duo
+    /// does; 0 turns rate limiting off.
+    #[arg(long, default_value_t = 120)]
+    pub rate_limit_per_minute: u32,
+    /// Requests a rate-limit bucket holds (it starts full).
+    #[arg(long, default_value_t = 5)]
+    pub rate_limit_burst: u32,
 }
 
 /// Starts the simulator and a collector writing to stdout.
@@ -169,7 +246,14 @@ pub async fn demo(args: DemoArgs, cancel: CancellationToken) -> anyhow::Result<(
         api_hostname: "api-sim00001.duosecurity.com".into(),
         ikey: "DIS1MULAT0R0ADM1NKEY".into(),
         skey: "simulatorsecretkeysimulatorsecretkey0000".into(),
-        rate_limit_per_minute: None,
+        rate_limit_per_minute: Some(args.rate_limit_per_minute),
+        rate_limit_burst: args.rate_limit_burst,
+        // The demo shows a collector that copes with Duo's harsher habits.
+        short_page_rate: 0.25,
+        cursor_on_last_page: true,
+        late_tail: None,
+        late_tail_rate: None,
+        clock_offset: 0,
         max_visibility_delay_ms: 5_000,
         administrator_events: None,
         telephony_events: None,
@@ -179,7 +263,9 @@ pub async fn demo(args: DemoArgs, cancel: CancellationToken) -> anyhow::Result<(
         msp_children: 0,
         prerender: false,
     };
-    let sim = Simulator::start(sim_args.listen, sim_args.sim_config()).await?;
+    let sim_config = sim_args.sim_config();
+    let modes = modes_text(&sim_config);
+    let sim = Simulator::start(sim_args.listen, sim_config).await?;
     let state_dir = tempfile::tempdir().context("cannot create a temporary state directory")?;
     let text = format!(
         "[collector]\nstate_dir = {state:?}\n\n[[integration]]\nname = \"demo\"\napi_hostname = \"{host}\"\nikey = \"{ikey}\"\nskey = \"{skey}\"\nconnect_to = \"{url}\"\nschedule = \"*/10 * * * * *\"\ndelay = \"5s\"\nsinks = [\"stdout\"]\n\n[[sink]]\nname = \"stdout\"\ntype = \"stdout\"\nformat = \"ocsf\"\n",
@@ -192,7 +278,7 @@ pub async fn demo(args: DemoArgs, cancel: CancellationToken) -> anyhow::Result<(
     let config = parse_config_str(&text, "demo config", &crate::config::Env::real())?;
     eprintln!(
         "demo: Duo API simulator at {} with {} authentication events (and the other log kinds) over the last day (more arrive live).\n\
-         demo: collecting them to stdout as JSON lines; progress is logged here on stderr.{}",
+         demo: collecting them to stdout as JSON lines; progress is logged here on stderr.{}\n{modes}",
         sim.base_url(),
         args.events,
         if args.once { "" } else { " Ctrl-C to stop." }
@@ -210,4 +296,58 @@ pub async fn demo(args: DemoArgs, cancel: CancellationToken) -> anyhow::Result<(
     }
     sim.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    fn sim_config(argv: &[&str]) -> Result<SimConfig, clap::Error> {
+        let argv = std::iter::once("simulate").chain(argv.iter().copied());
+        Cli::try_parse_from(argv).map(|cli| cli.args.sim_config())
+    }
+
+    #[test]
+    fn simulate_flags_set_the_harsh_modes() {
+        let off = sim_config(&[]).unwrap();
+        assert!(off.describe_modes().is_empty());
+        assert_eq!((off.rate_limit_per_minute, off.rate_limit_burst), (None, 1));
+        let on = sim_config(&[
+            "--rate-limit-per-minute",
+            "120",
+            "--rate-limit-burst",
+            "5",
+            "--short-page-rate",
+            "0.25",
+            "--cursor-on-last-page",
+            "--late-tail",
+            "5m",
+            "--clock-offset",
+            "-45s",
+        ])
+        .unwrap();
+        assert_eq!(on.rate_limit_per_minute, Some(120));
+        assert_eq!(on.rate_limit_burst, 5);
+        assert_eq!(on.short_page_rate, 0.25);
+        assert!(on.cursor_on_last_page);
+        assert_eq!((on.late_tail_ms, on.late_tail_rate), (300_000, 0.01));
+        assert_eq!(on.clock_offset_ms, -45_000);
+        assert_eq!(on.describe_modes().len(), 5);
+        let rated = sim_config(&["--late-tail", "1m", "--late-tail-rate", "0.5"]).unwrap();
+        assert_eq!(rated.late_tail_rate, 0.5);
+        let zero = sim_config(&["--rate-limit-per-minute", "0", "--clock-offset", "+2m"]).unwrap();
+        assert_eq!(zero.rate_limit_per_minute, None);
+        assert_eq!(zero.clock_offset_ms, 120_000);
+        assert!(sim_config(&["--late-tail-rate", "0.5"]).is_err());
+        assert!(sim_config(&["--short-page-rate", "1.5"]).is_err());
+        assert!(sim_config(&["--clock-offset", "soon"]).is_err());
+    }
 }

@@ -93,7 +93,7 @@ enum Command {
         json: bool,
     },
     /// Serve the embedded Duo API simulator.
-    Simulate(demo::SimulateArgs),
+    Simulate(Box<demo::SimulateArgs>),
     /// Start the simulator and a collector printing events to stdout: no Duo account needed.
     Demo(demo::DemoArgs),
 }
@@ -334,7 +334,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Simulate(args) => {
             let cancel = shutdown_token()?;
-            demo::simulate(args, cancel).await?;
+            demo::simulate(*args, cancel).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {

@@ -124,6 +124,17 @@ impl Ev {
     }
 }
 
+/// Where a page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Start {
+    /// The first matching event in the sort direction.
+    First,
+    /// Strictly after this `(ms, id)` in the sort direction (v2 cursors).
+    After((i64, u128)),
+    /// At the n-th matching event, from 0 (Trust Monitor's positional offset).
+    Position(usize),
+}
+
 /// A page request over one kind (times in ms, inclusive).
 #[derive(Debug, Clone)]
 pub struct PageReq {
@@ -131,8 +142,10 @@ pub struct PageReq {
     pub maxtime: i64,
     pub limit: usize,
     pub desc: bool,
-    /// Strictly after this `(ms, id)` in the sort direction.
-    pub cursor: Option<(i64, u128)>,
+    pub start: Start,
+    /// Cut a page of n ≥ 2 records to `1 + shorten % (n − 1)` records (a short page that
+    /// still has more to come).
+    pub shorten: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -172,9 +185,20 @@ impl KindData {
         let mut out = Vec::with_capacity(req.limit.min(hi - lo));
         let mut next = None;
         if !req.desc {
-            let mut i = match req.cursor {
-                Some(c) => ev.partition_point(|e| e.key() <= c).max(lo),
-                None => lo,
+            let mut i = match req.start {
+                Start::After(c) => ev.partition_point(|e| e.key() <= c).max(lo),
+                Start::First => lo,
+                Start::Position(n) => {
+                    let mut i = lo;
+                    let mut skipped = 0;
+                    while i < hi && skipped < n {
+                        if ok(&ev[i]) {
+                            skipped += 1;
+                        }
+                        i += 1;
+                    }
+                    i
+                }
             };
             while i < hi {
                 if ok(&ev[i]) {
@@ -187,13 +211,21 @@ impl KindData {
                 i += 1;
             }
         } else {
-            let mut i = match req.cursor {
-                Some(c) => ev.partition_point(|e| e.key() < c).min(hi),
-                None => hi,
+            let mut skip = match req.start {
+                Start::Position(n) => n,
+                _ => 0,
+            };
+            let mut i = match req.start {
+                Start::After(c) => ev.partition_point(|e| e.key() < c).min(hi),
+                Start::First | Start::Position(_) => hi,
             };
             while i > lo {
                 i -= 1;
                 if ok(&ev[i]) {
+                    if skip > 0 {
+                        skip -= 1;
+                        continue;
+                    }
                     if out.len() == req.limit {
                         next = Some(i);
                         break;
@@ -201,6 +233,11 @@ impl KindData {
                     out.push(i);
                 }
             }
+        }
+        if let Some(h) = req.shorten.filter(|_| out.len() >= 2) {
+            let keep = 1 + (h % (out.len() as u64 - 1)) as usize;
+            next = Some(out[keep]);
+            out.truncate(keep);
         }
         let unit = self.kind.unit_ms();
         let boundary_split = match (out.last(), next) {
@@ -247,6 +284,7 @@ impl Dataset {
         account_id: Option<&str>,
         api_hostname: &str,
     ) -> Dataset {
+        let publication = Publication::from_config(cfg);
         let kinds = Kind::ALL
             .iter()
             .map(|&k| KindData {
@@ -257,10 +295,10 @@ impl Dataset {
                     counts.get(k),
                     cfg.start_ms,
                     cfg.end_ms,
-                    cfg.max_visibility_delay_ms,
+                    &publication,
                     cfg.admin_second_over_1000 && k == Kind::Administrator,
                 ),
-                max_delay_ms: cfg.max_visibility_delay_ms.max(0),
+                max_delay_ms: publication.max_delay_ms(),
                 rendered: Vec::new(),
             })
             .collect();
@@ -377,6 +415,57 @@ pub fn uuid_v4(hi: u64, lo: u64) -> u128 {
     (v & !(0xF_u128 << 76) & !(0b11_u128 << 62)) | (0x4_u128 << 76) | (0b10_u128 << 62)
 }
 
+/// When events become visible after their timestamp.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Publication {
+    /// Every event: `deterministic(0..=this)`.
+    pub max_delay_ms: i64,
+    /// This fraction of events gets `max_delay_ms + deterministic(0..=late_tail_ms)` instead.
+    pub late_tail_rate: f64,
+    pub late_tail_ms: i64,
+}
+
+impl Publication {
+    pub fn from_config(cfg: &SimConfig) -> Publication {
+        // Delays are stored in a u32 of ms (49 days): clamp both parts into it.
+        let max_delay_ms = cfg.max_visibility_delay_ms.clamp(0, i64::from(u32::MAX));
+        Publication {
+            max_delay_ms,
+            late_tail_rate: cfg.late_tail_rate.clamp(0.0, 1.0),
+            late_tail_ms: cfg
+                .late_tail_ms
+                .clamp(0, i64::from(u32::MAX) - max_delay_ms),
+        }
+    }
+
+    /// The latest any event becomes visible after its timestamp.
+    pub fn max_delay_ms(&self) -> i64 {
+        if self.late_tail_rate > 0.0 {
+            self.max_delay_ms + self.late_tail_ms
+        } else {
+            self.max_delay_ms
+        }
+    }
+
+    /// The extra delay of a late event, or `None` for an on-time one. A hash of the event id,
+    /// so that the rest of the dataset is the same with or without a late tail.
+    fn late_extra_ms(&self, seed: u64, id: u128) -> Option<u64> {
+        if self.late_tail_rate <= 0.0 {
+            return None;
+        }
+        let h = mix(seed ^ 0x1A7E_7A11, (id >> 64) as u64 ^ id as u64);
+        if unit_interval(h) >= self.late_tail_rate {
+            return None;
+        }
+        Some(mix(h, 0x7A11) % (self.late_tail_ms as u64 + 1))
+    }
+}
+
+/// A hash as a uniform number in `[0, 1)`.
+pub fn unit_interval(h: u64) -> f64 {
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// Generate `count` events over `[start_ms, end_ms)`, sorted by `(ms, id)`.
 ///
 /// Equal-unit groups (ms for v2, s for v1) of 2–40 events are placed at random and straddling
@@ -387,7 +476,7 @@ pub fn generate_events(
     count: usize,
     start_ms: i64,
     end_ms: i64,
-    max_delay_ms: i64,
+    publication: &Publication,
     second_over_1000: bool,
 ) -> Vec<Ev> {
     let mut rng = Rng::new(mix(seed, 0x5EED_0000 + kind.index() as u64));
@@ -426,13 +515,21 @@ pub fn generate_events(
         make_group(&mut ts, s, g, unit_us, &mut rng);
         b += 100;
     }
-    let max_delay = max_delay_ms.clamp(0, i64::from(u32::MAX)) as u64;
+    let max_delay = publication.max_delay_ms as u64;
     let mut evs: Vec<Ev> = ts
         .into_iter()
-        .map(|ts_us| Ev {
-            ts_us,
-            id: uuid_v4(rng.next_u64(), rng.next_u64()),
-            delay_ms: rng.below(max_delay + 1) as u32,
+        .map(|ts_us| {
+            let id = uuid_v4(rng.next_u64(), rng.next_u64());
+            let on_time = rng.below(max_delay + 1);
+            let delay = match publication.late_extra_ms(seed, id) {
+                Some(extra) => max_delay + extra,
+                None => on_time,
+            };
+            Ev {
+                ts_us,
+                id,
+                delay_ms: u32::try_from(delay).unwrap_or(u32::MAX),
+            }
         })
         .collect();
     evs.sort_unstable_by_key(Ev::key);

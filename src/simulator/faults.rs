@@ -1,21 +1,26 @@
-//! Injected faults and rate limiting.
+//! Injected faults.
 
 use super::errors::ApiError;
-use super::{lock, Bucket, Fault, State};
+use super::{lock, Fault, State};
 
-/// Log endpoints: the ones unfiltered fault rules and the rate limiter apply to.
+/// Log endpoints: the ones unfiltered fault rules apply to.
 pub fn is_log_path(path: &str) -> bool {
     path.starts_with("/admin/v1/logs/")
         || path.starts_with("/admin/v2/logs/")
         || path == "/admin/v1/trust_monitor/events"
 }
 
-/// Consume the first queued rule matching `path`.
-pub fn take_fault(state: &State, path: &str) -> Option<Fault> {
+/// Consume the first queued rule matching `path` (a [`Fault::RejectCursor`] rule matches only
+/// a log request that carries a cursor).
+pub fn take_fault(state: &State, path: &str, has_cursor: bool) -> Option<Fault> {
     let mut queue = lock(&state.faults);
-    let pos = queue.iter().position(|r| match &r.path_contains {
-        Some(p) => path.contains(p.as_str()),
-        None => is_log_path(path),
+    let pos = queue.iter().position(|r| {
+        let path_matches = match &r.path_contains {
+            Some(p) => path.contains(p.as_str()),
+            None => is_log_path(path),
+        };
+        let cursor_matches = r.fault != Fault::RejectCursor || (has_cursor && is_log_path(path));
+        path_matches && cursor_matches
     })?;
     queue.remove(pos).map(|r| r.fault)
 }
@@ -38,6 +43,7 @@ pub fn fault_response(fault: &Fault) -> Option<Canned> {
     match fault {
         Fault::Status(s) => Some(json(ApiError::for_status(*s))),
         Fault::RateLimited => Some(json(ApiError::rate_limited())),
+        Fault::RejectCursor => Some(json(ApiError::invalid("Invalid next_offset"))),
         Fault::MalformedJson => Some(Canned {
             status: 200,
             content_type: "application/json",
@@ -65,28 +71,4 @@ pub fn truncate(mut body: String) -> String {
     }
     body.truncate(cut);
     body
-}
-
-/// Token bucket per (ikey, account): capacity and refill of `per_minute` per minute.
-pub fn take_token(state: &State, ikey: &str, account: &str, now_ms: i64) -> bool {
-    let Some(per_minute) = state.cfg.rate_limit_per_minute else {
-        return true;
-    };
-    let capacity = f64::from(per_minute.max(1));
-    let mut buckets = lock(&state.buckets);
-    let b = buckets
-        .entry((ikey.to_string(), account.to_string()))
-        .or_insert(Bucket {
-            tokens: capacity,
-            last_ms: now_ms,
-        });
-    let elapsed = (now_ms - b.last_ms).max(0) as f64;
-    b.tokens = (b.tokens + elapsed * f64::from(per_minute) / 60_000.0).min(capacity);
-    b.last_ms = now_ms.max(b.last_ms);
-    if per_minute > 0 && b.tokens >= 1.0 {
-        b.tokens -= 1.0;
-        true
-    } else {
-        false
-    }
 }

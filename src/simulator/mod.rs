@@ -5,25 +5,46 @@
 //! Duo's paging rules, the two-minute style visibility delay, Duo-shaped errors, rate limiting,
 //! MSP child accounts and injectable faults.
 //!
+//! Where Duo's behaviour is uncertain the simulator can take the harsher reading
+//! ([`SimConfig::strict`] turns most of these on; each is a [`SimConfig`] field):
+//! - rate limits per (ikey, account, endpoint path), a token bucket, 429/42901 without
+//!   `Retry-After`;
+//! - short pages: fewer than `limit` records while more exist, still with a cursor (so a window
+//!   ends only on a page without a cursor, §2.8);
+//! - a cursor on the last page, followed by an empty page without one;
+//! - a late-publication tail longer than the usual visibility delay;
+//! - Duo's own clock (real clock + offset) for the `Date` header of every response,
+//!   `/auth/v2/ping`, the request `Date` check, visibility, the 180-day floor and the limiter;
+//! - a positional Trust Monitor `offset` (the n-th record of the `[mintime, maxtime, type]`
+//!   result), so changing the query mid-window gives a wrong page, as on Duo;
+//! - [`Fault::RejectCursor`]: 400/40002 for a request that carries a cursor.
+//!
 //! Everything is deterministic from `(seed, counts, start_ms, end_ms)`: per event only a compact
 //! `(timestamp µs, 128-bit id, visibility delay)` triple is kept, sorted; the JSON records are
-//! rendered on demand from a hash of the event id (or all at start with `prerender`).
+//! rendered on demand from a hash of the event id (or all at start with `prerender`). Which
+//! pages are short is a hash of the seed and the request's parameters, so a retry gets the same
+//! page.
 //!
 //! Fault matching: a [`FaultRule`] with `path_contains: None` matches only *log* requests
 //! (`/admin/v*/logs/*` and `/admin/v1/trust_monitor/events`); with `Some(s)` it matches any
 //! request whose path contains `s` (including `/auth/v2/ping`). Rules are consumed one per
-//! matching request, the first matching rule in queue order.
+//! matching request, the first matching rule in queue order; a [`Fault::RejectCursor`] rule
+//! matches only requests that carry a cursor.
 
 mod auth;
+mod clock;
+mod config;
 mod data;
 mod errors;
 mod faults;
+mod logs;
+mod ratelimit;
 mod records;
 mod server;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -31,218 +52,22 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use clock::DuoClock;
 use data::{Dataset, Kind};
+use ratelimit::RateLimiter;
+
+pub use config::{
+    AccountsConfig, ChildAccount, ExpectedEvent, Fault, FaultRule, KindCounts, RecordedRequest,
+    SimConfig,
+};
 
 /// Maximum number of requests kept by [`SimHandle::requests`].
 pub const MAX_RECORDED_REQUESTS: usize = 100_000;
-
-/// Number of events per log kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KindCounts {
-    pub authentication: usize,
-    pub administrator: usize,
-    pub telephony: usize,
-    pub activity: usize,
-    pub trust_monitor: usize,
-    pub offline_enrollment: usize,
-}
-
-impl KindCounts {
-    /// The same count for every kind.
-    pub fn uniform(n: usize) -> Self {
-        KindCounts {
-            authentication: n,
-            administrator: n,
-            telephony: n,
-            activity: n,
-            trust_monitor: n,
-            offline_enrollment: n,
-        }
-    }
-
-    fn get(&self, kind: Kind) -> usize {
-        match kind {
-            Kind::Authentication => self.authentication,
-            Kind::Administrator => self.administrator,
-            Kind::Telephony => self.telephony,
-            Kind::Activity => self.activity,
-            Kind::TrustMonitor => self.trust_monitor,
-            Kind::OfflineEnrollment => self.offline_enrollment,
-        }
-    }
-}
-
-/// Simulator configuration. See the field comments; [`Default`] gives a demo tenant.
-#[derive(Debug, Clone)]
-pub struct SimConfig {
-    /// Host the signatures are verified against (lowercased), e.g. `api-sim00001.duosecurity.com`.
-    pub api_hostname: String,
-    /// Admin API integration key.
-    pub ikey: String,
-    /// Admin API secret key.
-    pub skey: String,
-    pub seed: u64,
-    /// Event timestamps are spread over `[start_ms, end_ms)`; `end_ms` may lie in the future.
-    pub start_ms: i64,
-    pub end_ms: i64,
-    pub counts: KindCounts,
-    /// Each event becomes visible at `ts + deterministic(0..=this)`.
-    pub max_visibility_delay_ms: i64,
-    /// `None` = off; otherwise a token bucket per (ikey, account) over all log requests.
-    pub rate_limit_per_minute: Option<u32>,
-    /// A `Date` further than this from the server clock gives 401/40105.
-    pub max_clock_skew_s: i64,
-    /// Artificial latency added to every log response.
-    pub response_delay_ms: u64,
-    /// Log kind names (`authentication`, `trust_monitor`, ...) answered with 403/40301.
-    pub forbidden_kinds: Vec<String>,
-    /// MSP: Accounts API keys and child accounts.
-    pub accounts: Option<AccountsConfig>,
-    /// Administrator log: make one second hold more than 1000 records (needs > 1000 events).
-    pub admin_second_over_1000: bool,
-    /// Added to the simulator's clock for `/auth/v2/ping` and the `Date` check, as if the
-    /// collector's host clock were off by minus this much.
-    pub clock_offset_ms: i64,
-    /// Auth API keys `(ikey, skey)` accepted by `/auth/v2/check`.
-    pub auth_api_keys: Option<(String, String)>,
-    /// Render every record's JSON once at start (on all cores) and serve pages by copying the
-    /// text, instead of rendering each record per request: for benchmarks, so that the
-    /// simulator is not the bottleneck. Costs memory (about 1.1 KB per authentication event).
-    pub prerender: bool,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        let now = chrono::Utc::now().timestamp_millis();
-        SimConfig {
-            api_hostname: "api-sim00001.duosecurity.com".to_string(),
-            ikey: "DIS1MULAT0R0ADM1NKEY".to_string(),
-            skey: "simulatorsecretkeysimulatorsecretkey0000".to_string(),
-            seed: 1,
-            start_ms: now - 2 * 86_400_000,
-            end_ms: now,
-            counts: KindCounts {
-                authentication: 3000,
-                administrator: 1500,
-                telephony: 600,
-                activity: 1200,
-                trust_monitor: 150,
-                offline_enrollment: 1100,
-            },
-            max_visibility_delay_ms: 120_000,
-            rate_limit_per_minute: None,
-            max_clock_skew_s: 300,
-            response_delay_ms: 0,
-            forbidden_kinds: Vec::new(),
-            accounts: None,
-            admin_second_over_1000: false,
-            clock_offset_ms: 0,
-            auth_api_keys: None,
-            prerender: false,
-        }
-    }
-}
-
-/// Accounts API (MSP parent) keys plus the child accounts.
-#[derive(Debug, Clone)]
-pub struct AccountsConfig {
-    pub ikey: String,
-    pub skey: String,
-    pub children: Vec<ChildAccount>,
-}
-
-/// A child account with its own dataset (same time range and visibility delay as the parent).
-#[derive(Debug, Clone)]
-pub struct ChildAccount {
-    /// `"DA"` + 18 characters.
-    pub account_id: String,
-    pub name: String,
-    pub api_hostname: String,
-    pub counts: KindCounts,
-    pub seed: u64,
-}
-
-/// An injectable fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
-    /// That HTTP status with a Duo-shaped error body (`code` = status·100+1).
-    Status(u16),
-    /// 429 / 42901.
-    RateLimited,
-    /// The real response, cut in half (valid HTTP, invalid JSON).
-    TruncatedBody,
-    /// 200 with a body that is not valid JSON.
-    MalformedJson,
-    /// 502 with an nginx-style HTML page.
-    HtmlErrorPage,
-    /// Wait, then answer normally.
-    Delay(Duration),
-}
-
-/// A fault plus an optional path filter (see the module docs for matching rules).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FaultRule {
-    pub path_contains: Option<String>,
-    pub fault: Fault,
-}
-
-impl From<Fault> for FaultRule {
-    fn from(fault: Fault) -> Self {
-        FaultRule {
-            path_contains: None,
-            fault,
-        }
-    }
-}
-
-/// One request as the simulator saw it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecordedRequest {
-    pub method: String,
-    pub path: String,
-    /// Decoded query (GET) or form body (POST) parameters, in wire order.
-    pub params: Vec<(String, String)>,
-    /// Server clock, ms since the epoch.
-    pub received_at_ms: i64,
-    pub status: u16,
-    /// The ikey from the Authorization header, if one could be parsed.
-    pub ikey: Option<String>,
-    /// The `account_id` parameter, if any.
-    pub account_id: Option<String>,
-    /// Log kind name for log endpoints.
-    pub kind: Option<String>,
-    /// Number of records returned (successful log responses only).
-    pub records: Option<usize>,
-    /// The page ended inside a group of records sharing one timestamp unit (ms for v2 and Trust
-    /// Monitor, s for v1) that continues after this page.
-    pub boundary_split: bool,
-    /// The injected fault applied to this request, if any.
-    pub fault: Option<Fault>,
-    /// Server-side handling time in µs (including injected and configured delays).
-    pub handling_us: u64,
-    /// The host name the request's signature was valid for.
-    pub signed_host: Option<String>,
-}
-
-/// An event a perfect collector must have delivered.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExpectedEvent {
-    /// Event time (surfaced time for Trust Monitor; whole seconds ·1000 for v1 kinds).
-    pub ts_ms: i64,
-    /// txid / telephony_id / activity_id / sekey; a simulator-internal UUID for v1 kinds.
-    pub id: String,
-    pub record: serde_json::Value,
-}
 
 pub(crate) struct ChildEntry {
     pub child: ChildAccount,
     /// `None` once removed (the host is kept so signatures still verify).
     pub data: Option<Arc<Dataset>>,
-}
-
-pub(crate) struct Bucket {
-    pub tokens: f64,
-    pub last_ms: i64,
 }
 
 pub(crate) struct State {
@@ -251,7 +76,8 @@ pub(crate) struct State {
     pub children: Mutex<Vec<ChildEntry>>,
     pub requests: Mutex<VecDeque<RecordedRequest>>,
     pub faults: Mutex<VecDeque<FaultRule>>,
-    pub buckets: Mutex<HashMap<(String, String), Bucket>>,
+    pub limiter: RateLimiter,
+    pub clock: DuoClock,
 }
 
 /// Lock, recovering from poisoning (a panicking test thread must not wedge the server).
@@ -259,8 +85,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+#[cfg(test)]
 pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    clock::real_now_ms()
 }
 
 impl State {
@@ -286,12 +113,13 @@ impl State {
             })
             .unwrap_or_default();
         State {
-            cfg,
             parent,
             children: Mutex::new(children),
             requests: Mutex::new(VecDeque::new()),
             faults: Mutex::new(VecDeque::new()),
-            buckets: Mutex::new(HashMap::new()),
+            limiter: RateLimiter::new(cfg.rate_limit_per_minute, cfg.rate_limit_burst),
+            clock: DuoClock::new(cfg.clock_offset_ms),
+            cfg,
         }
     }
 
@@ -348,8 +176,30 @@ impl SimHandle {
         lock(&self.state.faults).len()
     }
 
-    /// The events of `kind` (a log kind name) that are visible at `visible_at_ms` and have
-    /// `ts <= up_to_ts_ms`, in ascending `(ts, id)` order. Unknown account or kind: empty.
+    /// Set Duo's clock to the real clock + `offset_ms`, from the next request on.
+    pub fn set_clock_offset_ms(&self, offset_ms: i64) {
+        self.state.clock.set_offset_ms(offset_ms);
+    }
+
+    /// Duo's clock now, ms since the epoch (what `Date`, visibility and the limiter use).
+    pub fn duo_now_ms(&self) -> i64 {
+        self.state.clock.now_ms()
+    }
+
+    /// 429s answered by the rate limiter so far (injected [`Fault::RateLimited`] and
+    /// [`Fault::Status`] 429s are not counted: see [`SimHandle::requests`] for those).
+    pub fn rate_limited_count(&self) -> u64 {
+        self.state.limiter.refused(None)
+    }
+
+    /// [`SimHandle::rate_limited_count`] for one endpoint path, e.g. `/admin/v2/logs/activity`.
+    pub fn rate_limited_count_for(&self, path: &str) -> u64 {
+        self.state.limiter.refused(Some(path))
+    }
+
+    /// The events of `kind` (a log kind name) that are visible at `visible_at_ms` (Duo's clock;
+    /// late-tail events count from their late publication) and have `ts <= up_to_ts_ms`, in
+    /// ascending `(ts, id)` order. Unknown account or kind: empty.
     pub fn expected_events(
         &self,
         account_id: Option<&str>,

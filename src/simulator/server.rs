@@ -11,14 +11,12 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::auth::{self, SigCheck};
-use super::data::{Dataset, Ev, Kind, PageReq};
+use super::clock::imf_fixdate;
+use super::data::{Dataset, Kind};
 use super::errors::ApiError;
 use super::faults::{self, Canned};
-use super::records::{self, uuid_str};
-use super::{lock, now_ms, Fault, RecordedRequest, State};
-
-const DAY_MS: i64 = 86_400_000;
-const RETENTION_MS: i64 = 180 * DAY_MS;
+use super::logs::{self, first};
+use super::{lock, Fault, RecordedRequest, State};
 
 pub fn router(state: Arc<State>) -> Router {
     Router::new().fallback(handle).with_state(state)
@@ -55,21 +53,6 @@ fn parse_form(data: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(data).into_owned().collect()
 }
 
-fn first<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
-fn all<'a>(params: &'a [(String, String)], key: &str) -> Vec<&'a str> {
-    params
-        .iter()
-        .filter(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .collect()
-}
-
 /// A JSON object from owned values (`json!` would deep-clone interpolated `Value`s).
 fn obj<const N: usize>(pairs: [(&str, Value); N]) -> Value {
     Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
@@ -86,7 +69,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let received_at_ms = now_ms();
+    let received_at_ms = state.clock.now_ms();
     let started = std::time::Instant::now();
     let path = uri.path().to_string();
     let query = parse_form(uri.query().unwrap_or("").as_bytes());
@@ -116,7 +99,9 @@ async fn handle(
         handling_us: 0,
         signed_host: None,
     };
-    let fault = faults::take_fault(&state, &path);
+    // v1 logs page by `mintime` alone: nothing they send is a cursor.
+    let windowed = matches!(route(&method, &path), Some(Route::Log(k)) if !k.is_v1());
+    let fault = faults::take_fault(&state, &path, windowed && logs::has_cursor(&params));
     rec.fault = fault.clone();
     if let Some(Fault::Delay(d)) = &fault {
         tokio::time::sleep(*d).await;
@@ -153,9 +138,12 @@ async fn handle(
         rec.boundary_split = false;
     }
     state.record(rec);
+    // Set explicitly, or hyper adds its own `Date` from the real clock: clients read Duo's
+    // clock from this header.
     Response::builder()
         .status(StatusCode::from_u16(canned.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header(header::CONTENT_TYPE, canned.content_type)
+        .header(header::DATE, imf_fixdate(state.clock.now_ms()))
         .body(Body::from(canned.body))
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
@@ -184,9 +172,7 @@ async fn process(
     let cfg = &state.cfg;
     let route = route(req.method, req.path).ok_or_else(ApiError::not_found)?;
     if route == Route::Ping {
-        return Ok(ok(
-            json!({"time": (now_ms() + state.cfg.clock_offset_ms).div_euclid(1000)}),
-        ));
+        return Ok(ok(json!({"time": state.clock.now_ms().div_euclid(1000)})));
     }
     let creds = auth::parse_authorization(req.headers)?;
     rec.ikey = Some(creds.ikey.clone());
@@ -225,15 +211,21 @@ async fn process(
         Some(host) => rec.signed_host = Some(host.to_string()),
         None => return Err(ApiError::bad_signature()),
     }
-    if !auth::date_ok(&date, now_ms() + cfg.clock_offset_ms, cfg.max_clock_skew_s) {
+    if !auth::date_ok(&date, state.clock.now_ms(), cfg.max_clock_skew_s) {
         return Err(ApiError::bad_timestamp());
+    }
+    let account = account_id.unwrap_or("");
+    if !state
+        .limiter
+        .try_acquire(&creds.ikey, account, req.path, state.clock.now_ms())
+    {
+        tracing::debug!(path = req.path, account, "simulator: rate limited");
+        return Err(ApiError::rate_limited());
     }
     let wrong_type = || ApiError::forbidden("Wrong integration type for this API.");
     match route {
         Route::AuthCheck if auth_keys.is_some() => {
-            return Ok(ok(
-                json!({"time": (now_ms() + cfg.clock_offset_ms).div_euclid(1000)}),
-            ))
+            return Ok(ok(json!({"time": state.clock.now_ms().div_euclid(1000)})))
         }
         Route::AuthCheck => return Err(wrong_type()),
         _ if auth_keys.is_some() => return Err(wrong_type()),
@@ -257,16 +249,13 @@ async fn process(
         Route::Log(kind) => kind,
         _ => return Ok(summary(&dataset)),
     };
-    if !faults::take_token(state, &creds.ikey, account_id.unwrap_or(""), now_ms()) {
-        return Err(ApiError::rate_limited());
-    }
     if cfg.forbidden_kinds.iter().any(|k| k == kind.name()) {
         return Err(ApiError::forbidden("Insufficient API permissions"));
     }
     if cfg.response_delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(cfg.response_delay_ms)).await;
     }
-    serve_log(&dataset, kind, req.params, now_ms(), rec)
+    logs::serve_log(cfg, &dataset, kind, req.params, state.clock.now_ms(), rec)
 }
 
 fn summary(ds: &Dataset) -> String {
@@ -288,220 +277,4 @@ fn account_list(state: &State) -> String {
         })
         .collect();
     ok(Value::Array(list))
-}
-
-fn all_digits(v: &str) -> bool {
-    !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// `mintime`/`maxtime` in ms (v2 and Trust Monitor).
-fn parse_window(params: &[(String, String)], now: i64) -> Result<(i64, i64), ApiError> {
-    let (Some(min), Some(max)) = (first(params, "mintime"), first(params, "maxtime")) else {
-        let missing = if first(params, "mintime").is_none() {
-            "mintime"
-        } else {
-            "maxtime"
-        };
-        return Err(ApiError::missing_params(missing));
-    };
-    let ms = |key: &str, v: &str| {
-        if v.len() == 13 && all_digits(v) {
-            v.parse::<i64>().ok()
-        } else {
-            None
-        }
-        .ok_or_else(|| ApiError::invalid(format!("'{key}' must be a timestamp in milliseconds")))
-    };
-    let (min, max) = (ms("mintime", min)?, ms("maxtime", max)?);
-    if min < now - RETENTION_MS {
-        return Err(ApiError::invalid(
-            "mintime must be within the past 180 days",
-        ));
-    }
-    if min >= max {
-        return Err(ApiError::invalid("mintime must be less than maxtime"));
-    }
-    Ok((min, max))
-}
-
-fn parse_limit(params: &[(String, String)], default: usize, max: usize) -> Result<usize, ApiError> {
-    match first(params, "limit") {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| ApiError::invalid(format!("'limit' must be between 1 and {max}"))),
-    }
-}
-
-/// `next_offset` as `"ms,id"` or the key repeated (`ms`, `id`); `offset` is accepted too.
-fn parse_v2_cursor(params: &[(String, String)]) -> Result<Option<(i64, u128)>, ApiError> {
-    let mut vals = all(params, "next_offset");
-    if vals.is_empty() {
-        vals = all(params, "offset");
-    }
-    let joined = vals.join(",");
-    if joined.trim().is_empty() {
-        return Ok(None);
-    }
-    let bad = || ApiError::invalid("Invalid next_offset");
-    let (ms, id) = joined.split_once(',').ok_or_else(bad)?;
-    let ms = ms.trim();
-    if !all_digits(ms) {
-        return Err(bad());
-    }
-    let ms = ms.parse::<i64>().map_err(|_| bad())?;
-    let id = uuid::Uuid::parse_str(id.trim()).map_err(|_| bad())?;
-    Ok(Some((ms, id.as_u128())))
-}
-
-fn tm_cursor(ev: &Ev) -> String {
-    format!("{}-{:032x}", ev.ms(), ev.id)
-}
-
-fn parse_tm_cursor(params: &[(String, String)]) -> Result<Option<(i64, u128)>, ApiError> {
-    let Some(v) = first(params, "offset").filter(|v| !v.trim().is_empty()) else {
-        return Ok(None);
-    };
-    let bad = || ApiError::invalid("Invalid offset");
-    let (ms, id) = v.trim().split_once('-').ok_or_else(bad)?;
-    if !all_digits(ms) || id.len() != 32 {
-        return Err(bad());
-    }
-    let ms = ms.parse::<i64>().map_err(|_| bad())?;
-    let id = u128::from_str_radix(id, 16).map_err(|_| bad())?;
-    Ok(Some((ms, id)))
-}
-
-type EvFilter<'a> = Box<dyn Fn(&Ev) -> bool + 'a>;
-
-fn serve_log(
-    ds: &Dataset,
-    kind: Kind,
-    params: &[(String, String)],
-    now: i64,
-    rec: &mut RecordedRequest,
-) -> Result<String, ApiError> {
-    let kd = ds.kind(kind);
-    let (req, filter): (PageReq, EvFilter<'_>) = match kind {
-        Kind::Administrator | Kind::OfflineEnrollment => {
-            let mintime = match first(params, "mintime").map(str::trim) {
-                None | Some("") => 0,
-                Some(v) if v.len() <= 10 && all_digits(v) => v.parse::<i64>().unwrap_or(0),
-                Some(_) => {
-                    return Err(ApiError::invalid(
-                        "'mintime' must be a timestamp in seconds",
-                    ))
-                }
-            };
-            let req = PageReq {
-                mintime: mintime * 1000,
-                maxtime: now,
-                limit: 1000,
-                desc: false,
-                cursor: None,
-            };
-            (req, Box::new(|_| true))
-        }
-        Kind::TrustMonitor => {
-            let (mintime, maxtime) = parse_window(params, now)?;
-            let limit = parse_limit(params, 50, 200)?;
-            let cursor = parse_tm_cursor(params)?;
-            let want_bypass = match first(params, "type") {
-                None | Some("") => None,
-                Some("auth") => Some(false),
-                Some("bypass_status_enabled") | Some("bypass_status") => Some(true),
-                Some(_) => return Err(ApiError::invalid("Invalid type")),
-            };
-            let req = PageReq {
-                mintime,
-                maxtime,
-                limit,
-                desc: false,
-                cursor,
-            };
-            let filter =
-                move |e: &Ev| want_bypass.is_none_or(|b| records::tm_is_bypass(ds, e) == b);
-            (req, Box::new(filter))
-        }
-        Kind::Authentication | Kind::Telephony | Kind::Activity => {
-            let (mintime, maxtime) = parse_window(params, now)?;
-            let limit = parse_limit(params, 100, 1000)?;
-            let desc = match first(params, "sort") {
-                None | Some("ts:desc") => true,
-                Some("ts:asc") => false,
-                Some(_) => return Err(ApiError::invalid("'sort' must be ts:asc or ts:desc")),
-            };
-            let cursor = parse_v2_cursor(params)?;
-            let req = PageReq {
-                mintime,
-                maxtime,
-                limit,
-                desc,
-                cursor,
-            };
-            (req, Box::new(|_| true))
-        }
-    };
-    let page = kd.page(&req, now, &*filter);
-    rec.records = Some(page.idx.len());
-    rec.boundary_split = page.boundary_split;
-    let items: Vec<_> = page.idx.iter().map(|&i| ds.record_text(kind, i)).collect();
-    let last = if page.more {
-        page.idx.last().map(|&i| kd.events[i])
-    } else {
-        None
-    };
-    // Built as text (records pre-rendered or rendered one by one), byte for byte what
-    // serializing the `Value` tree gave: keys in sorted order, no whitespace.
-    let (list_key, metadata) = match kind {
-        Kind::Administrator | Kind::OfflineEnrollment => (None, None),
-        Kind::TrustMonitor => {
-            let metadata = match last {
-                Some(e) => json!({"next_offset": tm_cursor(&e)}),
-                None => json!({}),
-            };
-            (Some("events"), Some(metadata))
-        }
-        Kind::Authentication => {
-            let total = kd.count_visible(req.mintime, req.maxtime, now);
-            let next = last.map(|e| json!([e.ms().to_string(), uuid_str(e.id)]));
-            (
-                Some("authlogs"),
-                Some(json!({"next_offset": next, "total_objects": total})),
-            )
-        }
-        Kind::Telephony | Kind::Activity => {
-            let total = kd.count_visible(req.mintime, req.maxtime, now);
-            let next = last.map(|e| json!(format!("{},{}", e.ms(), uuid_str(e.id))));
-            let metadata = json!({"next_offset": next,
-                                  "total_objects": {"relation": "eq", "value": total}});
-            (Some("items"), Some(metadata))
-        }
-    };
-    let len: usize = items.iter().map(|t| t.len() + 1).sum();
-    let mut body = String::with_capacity(len + 256);
-    body.push_str("{\"response\":");
-    if let Some(key) = list_key {
-        body.push_str("{\"");
-        body.push_str(key);
-        body.push_str("\":");
-    }
-    body.push('[');
-    for (n, text) in items.iter().enumerate() {
-        if n > 0 {
-            body.push(',');
-        }
-        body.push_str(text);
-    }
-    body.push(']');
-    if let Some(metadata) = metadata {
-        body.push_str(",\"metadata\":");
-        body.push_str(&metadata.to_string());
-        body.push('}');
-    }
-    body.push_str(",\"stat\":\"OK\"}");
-    Ok(body)
 }

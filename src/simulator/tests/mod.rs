@@ -1,6 +1,8 @@
 //! Simulator tests: real HTTP against a bound simulator, requests signed with `crate::duo::sign`.
 
 mod api;
+mod clock_and_limits;
+mod modes;
 mod paging;
 
 use serde_json::Value;
@@ -89,6 +91,16 @@ impl Call {
         client: &reqwest::Client,
         sim: &Simulator,
     ) -> (u16, String) {
+        let (status, _, body) = self.send_raw(client, sim).await;
+        (status, body)
+    }
+
+    /// Status, response headers and body.
+    pub(super) async fn send_raw(
+        &self,
+        client: &reqwest::Client,
+        sim: &Simulator,
+    ) -> (u16, reqwest::header::HeaderMap, String) {
         let encoded = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(self.params.iter())
             .finish();
@@ -151,7 +163,15 @@ impl Call {
         }
         let resp = rb.send().await.unwrap();
         let status = resp.status().as_u16();
-        (status, resp.text().await.unwrap())
+        let headers = resp.headers().clone();
+        (status, headers, resp.text().await.unwrap())
+    }
+
+    /// Sign with this date (ms since the epoch), e.g. Duo's clock when it is far off.
+    pub(super) fn dated(mut self, ms: i64) -> Call {
+        let t = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+        self.date = rfc2822_date(t);
+        self
     }
 
     pub(super) async fn json(&self, sim: &Simulator) -> (u16, Value) {

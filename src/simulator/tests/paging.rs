@@ -189,7 +189,7 @@ async fn telephony_activity_and_trust_monitor_paging() {
         assert_eq!(seen, want, "{kind}");
     }
 
-    // Trust Monitor: opaque offset, next_offset absent when done.
+    // Trust Monitor: positional offset, next_offset absent when done.
     let mut seen = Vec::new();
     let mut offset: Option<String> = None;
     loop {
@@ -348,7 +348,8 @@ async fn perf_one_million_auth_events() {
         maxtime: now - 5 * MIN,
         limit: 1000,
         desc: false,
-        cursor: None,
+        start: super::data::Start::First,
+        shorten: None,
     };
     let page = kd.page(&req, now, &|_| true);
     let total = kd.count_visible(req.mintime, req.maxtime, now);
