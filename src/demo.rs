@@ -205,15 +205,25 @@ pub async fn simulate(args: SimulateArgs, cancel: CancellationToken) -> anyhow::
     Ok(())
 }
 
+/// The collector's pace for a simulator that allows `rate_limit` requests per minute per
+/// endpoint (`None`: unlimited, so unpaced).
+fn pace_for(rate_limit: Option<u32>) -> String {
+    match rate_limit.filter(|&n| n > 0) {
+        Some(n) => format!("requests_per_minute = {n}"),
+        None => "requests_per_minute = 0".to_string(),
+    }
+}
+
 fn integration_snippet(args: &SimulateArgs, base_url: &str) -> String {
+    let pace = pace_for(args.rate_limit_per_minute);
     if args.msp_children > 0 {
         return format!(
-            "[[integration]]\nname = \"sim\"\napi_hostname = \"{}\"\nikey = \"{SIM_ACCOUNTS_IKEY}\"\nskey = \"{SIM_ACCOUNTS_SKEY}\"\naccounts_api = true\nconnect_to = \"{base_url}\"\nsinks = [\"out\"]\n\n[[sink]]\nname = \"out\"\ntype = \"stdout\"\n",
+            "[[integration]]\nname = \"sim\"\napi_hostname = \"{}\"\nikey = \"{SIM_ACCOUNTS_IKEY}\"\nskey = \"{SIM_ACCOUNTS_SKEY}\"\naccounts_api = true\nconnect_to = \"{base_url}\"\n{pace}\nsinks = [\"out\"]\n\n[[sink]]\nname = \"out\"\ntype = \"stdout\"\n",
             args.api_hostname
         );
     }
     format!(
-        "[[integration]]\nname = \"sim\"\napi_hostname = \"{}\"\nikey = \"{}\"\nskey = \"{}\"\nconnect_to = \"{base_url}\"\nsinks = [\"out\"]\n\n[[sink]]\nname = \"out\"\ntype = \"stdout\"\n",
+        "[[integration]]\nname = \"sim\"\napi_hostname = \"{}\"\nikey = \"{}\"\nskey = \"{}\"\nconnect_to = \"{base_url}\"\n{pace}\nsinks = [\"out\"]\n\n[[sink]]\nname = \"out\"\ntype = \"stdout\"\n",
         args.api_hostname, args.ikey, args.skey
     )
 }
@@ -268,12 +278,13 @@ pub async fn demo(args: DemoArgs, cancel: CancellationToken) -> anyhow::Result<(
     let sim = Simulator::start(sim_args.listen, sim_config).await?;
     let state_dir = tempfile::tempdir().context("cannot create a temporary state directory")?;
     let text = format!(
-        "[collector]\nstate_dir = {state:?}\n\n[[integration]]\nname = \"demo\"\napi_hostname = \"{host}\"\nikey = \"{ikey}\"\nskey = \"{skey}\"\nconnect_to = \"{url}\"\nschedule = \"*/10 * * * * *\"\ndelay = \"5s\"\nsinks = [\"stdout\"]\n\n[[sink]]\nname = \"stdout\"\ntype = \"stdout\"\nformat = \"ocsf\"\n",
+        "[collector]\nstate_dir = {state:?}\n\n[[integration]]\nname = \"demo\"\napi_hostname = \"{host}\"\nikey = \"{ikey}\"\nskey = \"{skey}\"\nconnect_to = \"{url}\"\nschedule = \"*/10 * * * * *\"\ndelay = \"5s\"\n{pace}\nsinks = [\"stdout\"]\n\n[[sink]]\nname = \"stdout\"\ntype = \"stdout\"\nformat = \"ocsf\"\n",
         state = state_dir.path().display().to_string(),
         host = sim_args.api_hostname,
         ikey = sim_args.ikey,
         skey = sim_args.skey,
         url = sim.base_url(),
+        pace = pace_for(Some(args.rate_limit_per_minute)),
     );
     let config = parse_config_str(&text, "demo config", &crate::config::Env::real())?;
     eprintln!(

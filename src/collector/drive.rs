@@ -191,6 +191,7 @@ impl<'a> Fetcher<'a> {
                     parse(kind, body)
                 })
                 .await;
+            self.pacer.answered();
             let err = match outcome {
                 Ok(page) => {
                     self.on_success();

@@ -93,6 +93,16 @@ impl Pacer {
         Ok(slot - now)
     }
 
+    /// The answer to the request arrived: the next slot counts from now. Spacing from the
+    /// answer rather than from the send means Duo sees requests at least one interval apart
+    /// whatever the latency of each (Duo's bucket counts arrivals, and the previous request
+    /// arrived before its answer left).
+    pub fn answered(&self) {
+        let mut s = self.slots();
+        let now = Instant::now();
+        s.last_sent = Some(s.last_sent.map_or(now, |t| t.max(now)));
+    }
+
     /// The request succeeded; returns the new rate when it changed.
     pub fn on_success(&self) -> Option<f64> {
         let mut s = self.slots();
@@ -178,6 +188,18 @@ mod tests {
             sent.push((Instant::now() - start).as_millis());
         }
         assert_eq!(sent, [0, 10_200, 20_400, 30_600]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_slot_counts_from_the_answer_of_a_slow_request() {
+        let pacer = Pacer::new(key("/a"), RateController::new(6.0, None));
+        let cancel = CancellationToken::new();
+        let start = Instant::now();
+        pacer.wait_turn(&cancel).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await; // the request takes 3 s
+        pacer.answered();
+        pacer.wait_turn(&cancel).await.unwrap();
+        assert_eq!((Instant::now() - start).as_millis(), 13_200);
     }
 
     #[tokio::test(start_paused = true)]
