@@ -35,7 +35,7 @@ pub(crate) struct Rec<'a> {
     pub fields: Vec<Field<'a>>,
     /// Fields a mapping added to the pass-through part, `(key, JSON text)`, written after
     /// the record's own.
-    pub extra: Vec<(&'static str, String)>,
+    pub extra: Vec<(String, String)>,
 }
 
 struct Key<'a>(Cow<'a, str>);
@@ -204,8 +204,19 @@ impl<'a> Rec<'a> {
         }
     }
 
-    /// Adds a field to the pass-through part (`value` must be valid JSON).
-    pub fn add(&mut self, key: &'static str, json: String) {
+    /// Adds a field to the pass-through part (`json` must be valid JSON). A key the pass-through
+    /// part already has gets a leading `_` (until it is free), so no key is written twice.
+    pub fn add(&mut self, key: &str, json: String) {
+        let mut key = key.to_owned();
+        let taken = |rec: &Self, key: &str| {
+            rec.fields
+                .iter()
+                .any(|f| f.key == key && !matches!(f.used, Use::Used))
+                || rec.extra.iter().any(|(k, _)| k == key)
+        };
+        while taken(self, &key) {
+            key.insert(0, '_');
+        }
         self.extra.push((key, json));
     }
 
@@ -268,5 +279,17 @@ mod tests {
         assert!(matches!(r.fields[1].used, Use::Unused));
         assert!(matches!(r.fields[5].used, Use::Unused));
         assert!(Rec::parse("[1]").is_none());
+    }
+
+    #[test]
+    fn added_fields_never_repeat_a_key() {
+        let mut r = Rec::parse(r#"{"address":"a","ip":"b"}"#).unwrap();
+        r.mark("ip");
+        r.add("address", "1".into());
+        r.add("address", "2".into());
+        r.add("ip", "3".into());
+        let keys: Vec<&str> = r.extra.iter().map(|(k, _)| k.as_str()).collect();
+        // `ip` was consumed: it is not written, so its key is free.
+        assert_eq!(keys, ["_address", "__address", "ip"]);
     }
 }
