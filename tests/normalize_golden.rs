@@ -55,6 +55,9 @@ fn features(kind: LogKind) -> &'static [&'static str] {
             "admin_factor_restrictions_update",
             "FAILURE",
             "]:",
+            "\"webauthn_credential\"",
+            "\"password_auth\"",
+            "\"mfa_challenge\"",
         ],
         LogKind::TrustMonitor => &["bypass_status", "\"type\":\"auth\"", "]:", "\"CN\""],
         LogKind::OfflineEnrollment => &[
@@ -122,6 +125,74 @@ fn special(v: &Value, key: &str) -> Value {
     }
 }
 
+/// Every spelling of an address Duo may send in `access_device.ip` / `auth_device.ip`: with a
+/// port (each form Elastic's pipeline splits), plain, and no address at all.
+pub const IP_SPELLINGS: &[&str] = &[
+    "1.2.3.4:1234",
+    "[2a02:cf40::23]:1234",
+    "2a02:cf40::23#1234",
+    "2a02:cf40::23p1234",
+    "2a02:cf40::23.1234",
+    "2a02:cf40::23 port 1234",
+    "2a02:cf40:0:0:0:0:0:23:1234",
+    "2a02:cf40::23",
+    "unknown",
+    "ws-0001.corp.example.com",
+    "",
+];
+
+/// Sets a dotted path of an object (creating objects on the way).
+fn set(v: &mut Value, path: &str, x: Value) {
+    let mut cur = v;
+    let mut keys = path.split('.').peekable();
+    while let Some(k) = keys.next() {
+        if keys.peek().is_none() {
+            cur[k] = x;
+            return;
+        }
+        cur = &mut cur[k];
+    }
+}
+
+/// Cases the generated records may lack: each IP spelling in both devices of an
+/// authentication (the same address twice, so `related.ip` must hold it once), in an
+/// Activity `access_device.ip.address`, and an Activity whose actor is its own user target.
+fn crafted(kind: KindRecords) -> KindRecords {
+    let (kind, mut picked) = kind;
+    let (id, ts, first) = picked[0].clone();
+    match kind {
+        LogKind::Authentication => {
+            for (n, ip) in IP_SPELLINGS.iter().enumerate() {
+                let mut r = first.clone();
+                set(&mut r, "factor", json!("duo_push"));
+                set(&mut r, "access_device.ip", json!(ip));
+                set(&mut r, "auth_device.ip", json!(ip));
+                set(
+                    &mut r,
+                    "auth_device.name",
+                    json!("My iPhone X (+17345550000)"),
+                );
+                picked.push((format!("{id}-ip-{n}"), ts, r));
+            }
+        }
+        LogKind::Activity => {
+            for (n, ip) in ["[2a02:cf40::23]:1234", "unknown"].iter().enumerate() {
+                let mut r = first.clone();
+                set(&mut r, "access_device.ip", json!({"address": ip}));
+                picked.push((format!("{id}-ip-{n}"), ts, r));
+            }
+            let mut r = first.clone();
+            let actor = r["actor"]["name"].clone();
+            set(&mut r, "action.name", json!("user_update"));
+            set(&mut r, "target.type", json!("user"));
+            set(&mut r, "target.name", actor);
+            picked.push((format!("{id}-self"), ts, r));
+        }
+        _ => {}
+    }
+    (kind, picked)
+}
+
 fn golden_records() -> Vec<KindRecords> {
     records(7, 400)
         .into_iter()
@@ -144,7 +215,7 @@ fn golden_records() -> Vec<KindRecords> {
                 picked.push((format!("{id2}-special"), *ts2, special(r2, "")));
             }
             picked.push((format!("{id}-empty"), ts, json!({})));
-            (kind, picked)
+            crafted((kind, picked))
         })
         .collect()
 }

@@ -8,7 +8,8 @@
 
 use std::borrow::Cow;
 
-use super::record::{embedded_object, split_ip, Rec};
+use super::ip::split_ip;
+use super::record::{embedded_object, Rec};
 use super::Ctx;
 use crate::event::Event;
 use crate::logs::LogKind;
@@ -84,9 +85,9 @@ impl<'a> Ext<'a> {
             Some(s) => Some(s),
             None => ad.child("ip").and_then(|i| i.peek_str("address")),
         };
-        if let Some((ip, port)) = ip.as_deref().and_then(split_ip) {
-            self.put_s("src", ip);
-            if let Some(p) = port {
+        if let Some(hp) = ip.as_deref().and_then(split_ip) {
+            self.put_s("src", hp.ip);
+            if let Some(p) = hp.port {
                 self.put_s("spt", p.to_string());
             }
         }
@@ -183,8 +184,11 @@ pub(crate) fn render(ctx: &Ctx<'_>, event: &Event, exclude: &[String], out: &mut
             if ctx.log == LogKind::Administrator {
                 e.put("duser", rec.peek_str("object"));
                 if let Some(d) = &desc {
-                    if let Some((ip, _)) = d.peek_str("ip_address").as_deref().and_then(split_ip) {
-                        e.put_s("src", ip);
+                    if let Some(hp) = d.peek_str("ip_address").as_deref().and_then(split_ip) {
+                        e.put_s("src", hp.ip);
+                        if let Some(p) = hp.port {
+                            e.put_s("spt", p.to_string());
+                        }
                     }
                     e.cs(1, "adminError", d.peek_str("error"));
                     e.cs(2, "adminFactor", d.peek_str("factor"));

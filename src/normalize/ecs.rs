@@ -6,9 +6,10 @@
 
 use std::borrow::Cow;
 
+use super::ip::split_ip;
 use super::json::W;
-use super::ocsf::{classify, Class};
-use super::record::{embedded_object, split_ip, Rec};
+use super::ocsf::{classify, is_user_target, Class};
+use super::record::{embedded_object, Rec};
 use super::Ctx;
 use crate::event::Event;
 use crate::logs::LogKind;
@@ -64,23 +65,65 @@ struct Source<'a> {
     country: Option<Cow<'a, str>>,
 }
 
-/// `source.*` and `user_agent.*` from a Duo `access_device`.
+/// A JSON string.
+fn json_str(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// Takes a device's `ip` value out of the pass-through part unless it is a plain address:
+/// an Elasticsearch index types `cisco_duo.*.ip` as `ip` and would reject anything else.
+/// Whatever was not a plain address is kept as it came under `address`. Returns the text.
+fn take_unless_plain(dev: &mut Rec<'_>, key: &str) -> Option<String> {
+    let raw = dev.peek(key)?;
+    let Some(text) = dev.peek_str(key) else {
+        // A number, boolean or array where an address belongs.
+        if !raw.get().starts_with('{') {
+            dev.mark(key);
+            dev.add("address", raw.get().to_owned());
+        }
+        return None;
+    };
+    let plain = split_ip(&text).is_some_and(|hp| hp.is_plain(&text));
+    if !plain {
+        dev.mark(key);
+        dev.add("address", json_str(&text));
+    }
+    Some(text.into_owned())
+}
+
+/// `source.*` and `user_agent.*` from a Duo `access_device`: the address and port of `ip`
+/// (or Activity's `ip.address`) go to `source.ip`/`source.port`; the text as it came to
+/// `source.address` (unless there is a hostname) and, when it is not a plain address, to
+/// `cisco_duo.<kind>.access_device.address`.
 fn access_device<'a>(o: &mut Out<'a>, ad: Option<&mut Rec<'a>>) {
     let Some(ad) = ad else { return };
-    let ip_text = match ad.peek_str("ip") {
-        Some(s) => Some(s),
-        None => ad.child("ip").and_then(|i| i.peek_str("address")),
-    };
-    if let Some(text) = ip_text {
-        if let Some((ip, port)) = split_ip(&text) {
-            if port.is_none() && ip == text {
-                ad.mark("ip");
+    let text = match ad.peek_str("ip") {
+        Some(_) => take_unless_plain(ad, "ip"),
+        None => {
+            let nested = ad.child("ip").and_then(|i| {
+                let text = i.peek_str("address")?.into_owned();
+                i.mark("address");
+                Some(text)
+            });
+            match nested {
+                Some(text) => {
+                    if !split_ip(&text).is_some_and(|hp| hp.is_plain(&text)) {
+                        ad.add("address", json_str(&text));
+                    }
+                    Some(text)
+                }
+                None => take_unless_plain(ad, "ip"),
             }
-            o.source.ip = Some(ip.to_string());
-            o.source.port = port;
-            o.related_ips.push(ip.to_string());
         }
-        o.source.address = Some(text.into_owned());
+    };
+    if let Some(text) = text {
+        if let Some(hp) = split_ip(&text) {
+            o.source.ip = Some(hp.ip.to_string());
+            o.source.port = hp.port;
+            o.related_ips.push(hp.ip.to_string());
+        }
+        ad.mark("ip");
+        o.source.address = Some(text);
     }
     o.source.domain = ad.text("hostname");
     if let Some(loc) = ad.child("location") {
@@ -92,6 +135,24 @@ fn access_device<'a>(o: &mut Out<'a>, ad: Option<&mut Rec<'a>>) {
     o.ua_version = ad.text("browser_version");
     o.os_name = ad.text("os");
     o.os_version = ad.text("os_version");
+}
+
+/// A Duo `auth_device`: its address goes to `related.ip`; in `cisco_duo.<kind>.auth_device`,
+/// `ip` keeps only an address and `port` its port (as Elastic's pipeline splits them), and
+/// any other text stays under `address`.
+fn auth_device(o: &mut Out<'_>, dev: Option<&mut Rec<'_>>) {
+    let Some(dev) = dev else { return };
+    let Some(text) = take_unless_plain(dev, "ip") else {
+        return;
+    };
+    let Some(hp) = split_ip(&text) else { return };
+    o.related_ips.push(hp.ip.to_string());
+    if !hp.is_plain(&text) {
+        dev.add("ip", json_str(hp.ip));
+        if let Some(p) = hp.port {
+            dev.add("port", p.to_string());
+        }
+    }
 }
 
 fn auth_record<'a>(o: &mut Out<'a>, rec: &mut Rec<'a>) {
@@ -112,13 +173,7 @@ fn auth_record<'a>(o: &mut Out<'a>, rec: &mut Rec<'a>) {
     }
     o.user_email = rec.text("email");
     access_device(o, rec.child("access_device"));
-    if let Some(ip) = rec
-        .child("auth_device")
-        .and_then(|d| d.peek_str("ip"))
-        .and_then(|t| split_ip(&t).map(|(ip, _)| ip.to_string()))
-    {
-        o.related_ips.push(ip);
-    }
+    auth_device(o, rec.child("auth_device"));
     // `result` itself stays under cisco_duo.auth, as Elastic keeps it.
     if let Some(r) = result {
         o.message
@@ -162,6 +217,31 @@ fn admin_like<'a>(o: &mut Out<'a>, action: &str) {
     }
 }
 
+/// `event.outcome` of an administrator action: Duo logs what was done, so success, except
+/// for the failed logins and failed directory syncs (as Elastic's pipeline decides).
+fn admin_outcome(action: &str) -> &'static str {
+    let a = action.to_ascii_lowercase();
+    let failed = matches!(classify(&a), Class::Login { failed: true })
+        || a.contains("sync_fail")
+        || a.ends_with("_failed");
+    if failed {
+        "failure"
+    } else {
+        "success"
+    }
+}
+
+/// The values in order, each once.
+fn once<'x>(values: impl IntoIterator<Item = &'x str>) -> Vec<&'x str> {
+    let mut out: Vec<&str> = Vec::new();
+    for v in values {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
 pub(crate) fn render(ctx: &Ctx<'_>, event: &Event, w: &mut W<'_>) {
     let mut rec = Rec::parse(&event.raw).unwrap_or_default();
     let mut o = Out {
@@ -186,7 +266,13 @@ pub(crate) fn render(ctx: &Ctx<'_>, event: &Event, w: &mut W<'_>) {
                 o.types = iam_types(&action);
             } else {
                 admin_like(&mut o, &action);
-                o.target_name = rec.text("object");
+                if o.action.is_some() {
+                    o.outcome = Some(admin_outcome(&action));
+                }
+                // The object is a user only for account actions (else a phone, an integration…).
+                if classify(&action) == Class::Account {
+                    o.target_name = rec.text("object");
+                }
             }
             o.user_name = rec.text("username");
             desc_holder = rec.str("description");
@@ -203,8 +289,16 @@ pub(crate) fn render(ctx: &Ctx<'_>, event: &Event, w: &mut W<'_>) {
                 o.user_id = a.text("key");
             }
             if let Some(t) = rec.child("target") {
-                o.target_name = t.text("name");
-                o.target_id = t.text("key");
+                if is_user_target(t.peek_str("type").as_deref()) {
+                    o.target_name = t.text("name");
+                    o.target_id = t.text("key");
+                }
+            }
+            // JSON documents sent as strings (Elastic maps them as `flattened` objects).
+            for key in ["actor", "target", "old_target"] {
+                if let Some(x) = rec.child(key) {
+                    x.parse_embedded("details");
+                }
             }
             if let Some(r) = rec.child("outcome").and_then(|x| x.peek_str("result")) {
                 o.outcome = Some(if r.eq_ignore_ascii_case("success") {
@@ -252,12 +346,12 @@ pub(crate) fn render(ctx: &Ctx<'_>, event: &Event, w: &mut W<'_>) {
     let desc_obj = desc_holder.as_deref().and_then(embedded_object);
     let desc = desc_obj.and_then(Rec::parse);
     if let Some(d) = &desc {
-        if let Some(ip) = d
-            .peek_str("ip_address")
-            .and_then(|t| split_ip(&t).map(|(ip, _)| ip.to_string()))
-        {
-            o.source.ip = Some(ip.clone());
-            o.related_ips.push(ip);
+        if let Some(text) = d.peek_str("ip_address") {
+            if let Some(hp) = split_ip(&text) {
+                o.source.ip = Some(hp.ip.to_string());
+                o.source.port = hp.port;
+                o.related_ips.push(hp.ip.to_string());
+            }
         }
         o.host_name = d.peek_str("hostname").map(|s| s.into_owned());
         o.ua_original = d.peek_str("user_agent").map(|s| s.into_owned());
@@ -348,20 +442,25 @@ fn write(
         w.obj("url", |w| w.opt_str("original", o.url.as_deref()));
         w.obj("related", |w| {
             w.arr("ip", |w| {
-                for ip in &o.related_ips {
+                for ip in once(o.related_ips.iter().map(String::as_str)) {
                     w.item_str(ip);
                 }
             });
             w.arr("user", |w| {
-                for u in [&o.user_name, &o.target_name].into_iter().flatten() {
+                for u in once(
+                    [o.user_name.as_deref(), o.target_name.as_deref()]
+                        .into_iter()
+                        .flatten(),
+                ) {
                     w.item_str(u);
                 }
             });
             w.arr("hosts", |w| {
-                for h in [o.source.domain.as_deref(), o.host_name.as_deref()]
-                    .into_iter()
-                    .flatten()
-                {
+                for h in once(
+                    [o.source.domain.as_deref(), o.host_name.as_deref()]
+                        .into_iter()
+                        .flatten(),
+                ) {
                     w.item_str(h);
                 }
             });

@@ -230,14 +230,19 @@ impl<'o> W<'o> {
         }
     }
 
-    /// Every field of `rec` a mapping did not consume, as it came (nulls included).
+    /// Every field of `rec` a mapping did not consume, as it came (nulls included), then the
+    /// fields the mapping added.
     pub fn leftovers(&mut self, rec: &Rec<'_>) {
         for field in &rec.fields {
             match &field.used {
                 Use::Unused => self.raw(&field.key, field.raw),
                 Use::Used => {}
                 Use::Split(sub) => self.obj(&field.key, |w| w.leftovers(sub)),
+                Use::Replaced(json) => self.raw_text(&field.key, json),
             }
+        }
+        for (key, json) in &rec.extra {
+            self.raw_text(key, json);
         }
     }
 }

@@ -6,6 +6,7 @@
 mod cef;
 mod ecs;
 mod filter;
+mod ip;
 mod json;
 mod ocsf;
 mod raw;

@@ -18,6 +18,9 @@ pub(crate) enum Use<'a> {
     Used,
     /// An object whose own fields were partly consumed.
     Split(Box<Rec<'a>>),
+    /// Passed through as this JSON text instead of the value as it came (a JSON document
+    /// that Duo sends as a string, parsed).
+    Replaced(String),
 }
 
 pub(crate) struct Field<'a> {
@@ -30,6 +33,9 @@ pub(crate) struct Field<'a> {
 #[derive(Default)]
 pub(crate) struct Rec<'a> {
     pub fields: Vec<Field<'a>>,
+    /// Fields a mapping added to the pass-through part, `(key, JSON text)`, written after
+    /// the record's own.
+    pub extra: Vec<(String, String)>,
 }
 
 struct Key<'a>(Cow<'a, str>);
@@ -98,9 +104,10 @@ pub(crate) fn raw_str(raw: &RawValue) -> Option<Cow<'_, str>> {
 impl<'a> Rec<'a> {
     /// The fields of a JSON object; `None` when the text is not one.
     pub fn parse(text: &'a str) -> Option<Rec<'a>> {
-        serde_json::from_str::<Fields<'a>>(text)
-            .ok()
-            .map(|f| Rec { fields: f.0 })
+        serde_json::from_str::<Fields<'a>>(text).ok().map(|f| Rec {
+            fields: f.0,
+            extra: Vec::new(),
+        })
     }
 
     fn idx(&self, key: &str) -> Option<usize> {
@@ -190,6 +197,42 @@ impl<'a> Rec<'a> {
         }
     }
 
+    /// Passes a field through as `json` instead of its own value.
+    pub fn replace(&mut self, key: &str, json: String) {
+        if let Some(i) = self.idx(key) {
+            self.fields[i].used = Use::Replaced(json);
+        }
+    }
+
+    /// Adds a field to the pass-through part (`json` must be valid JSON). A key the pass-through
+    /// part already has gets a leading `_` (until it is free), so no key is written twice.
+    pub fn add(&mut self, key: &str, json: String) {
+        let mut key = key.to_owned();
+        let taken = |rec: &Self, key: &str| {
+            rec.fields
+                .iter()
+                .any(|f| f.key == key && !matches!(f.used, Use::Used))
+                || rec.extra.iter().any(|(k, _)| k == key)
+        };
+        while taken(self, &key) {
+            key.insert(0, '_');
+        }
+        self.extra.push((key, json));
+    }
+
+    /// A string field holding a JSON object (Duo's `details`): passed through as the object.
+    /// Returns whether it was one.
+    pub fn parse_embedded(&mut self, key: &str) -> bool {
+        let Some(doc) = self
+            .peek_str(key)
+            .and_then(|s| embedded_object(&s).map(str::to_owned))
+        else {
+            return false;
+        };
+        self.replace(key, doc);
+        true
+    }
+
     /// An array of strings, consumed only if every element is a string.
     pub fn strings(&mut self, key: &str) -> Option<Vec<Cow<'a, str>>> {
         let i = self.idx(key)?;
@@ -218,49 +261,9 @@ pub(crate) fn embedded_object(s: &str) -> Option<&str> {
     serde_json::from_str::<&RawValue>(t).ok().map(|r| r.get())
 }
 
-/// An IP address as Duo sends it, which may carry a port: `1.2.3.4`, `1.2.3.4:443`,
-/// `2001:db8::1`, `[2001:db8::1]:443`. Returns the address and the port; `None` when the text
-/// is no IP address.
-pub(crate) fn split_ip(s: &str) -> Option<(&str, Option<u16>)> {
-    use std::net::IpAddr;
-    let s = s.trim();
-    if s.parse::<IpAddr>().is_ok() {
-        return Some((s, None));
-    }
-    if let Some(rest) = s.strip_prefix('[') {
-        let (ip, after) = rest.split_once(']')?;
-        ip.parse::<std::net::Ipv6Addr>().ok()?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p.parse::<u16>().ok()?),
-            None if after.is_empty() => None,
-            None => return None,
-        };
-        return Some((ip, port));
-    }
-    let (ip, port) = s.rsplit_once(':')?;
-    ip.parse::<std::net::Ipv4Addr>().ok()?;
-    Some((ip, Some(port.parse::<u16>().ok()?)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_ips() {
-        assert_eq!(split_ip("1.2.3.4"), Some(("1.2.3.4", None)));
-        assert_eq!(split_ip("1.2.3.4:80"), Some(("1.2.3.4", Some(80))));
-        assert_eq!(split_ip("2001:db8::1"), Some(("2001:db8::1", None)));
-        assert_eq!(
-            split_ip("[2001:db8::1]:443"),
-            Some(("2001:db8::1", Some(443)))
-        );
-        assert_eq!(split_ip("[2001:db8::1]"), Some(("2001:db8::1", None)));
-        assert_eq!(split_ip("host:1"), None);
-        assert_eq!(split_ip("1.2.3.4:99999"), None);
-        assert_eq!(split_ip(""), None);
-        assert_eq!(split_ip("[::1"), None);
-    }
 
     #[test]
     fn typed_getters_leave_wrong_types_unconsumed() {
@@ -276,5 +279,17 @@ mod tests {
         assert!(matches!(r.fields[1].used, Use::Unused));
         assert!(matches!(r.fields[5].used, Use::Unused));
         assert!(Rec::parse("[1]").is_none());
+    }
+
+    #[test]
+    fn added_fields_never_repeat_a_key() {
+        let mut r = Rec::parse(r#"{"address":"a","ip":"b"}"#).unwrap();
+        r.mark("ip");
+        r.add("address", "1".into());
+        r.add("address", "2".into());
+        r.add("ip", "3".into());
+        let keys: Vec<&str> = r.extra.iter().map(|(k, _)| k.as_str()).collect();
+        // `ip` was consumed: it is not written, so its key is free.
+        assert_eq!(keys, ["_address", "__address", "ip"]);
     }
 }

@@ -164,27 +164,40 @@ fn location(rng: &mut Rng) -> Value {
 }
 
 fn ip(rng: &mut Rng) -> String {
-    match rng.below(10) {
-        0 => format!(
+    match rng.below(20) {
+        0 | 1 => format!(
             "2001:db8:{:x}::{:x}",
             rng.below(0xffff),
             rng.range(1, 0xffff)
         ),
-        1 => format!(
+        2 | 3 => format!(
             "198.51.100.{}:{}",
             rng.range(1, 254),
             rng.range(1024, 65535)
         ),
-        2 => format!(
+        4 | 5 => format!(
             "[2001:db8::{:x}]:{}",
             rng.range(1, 0xffff),
             rng.range(1024, 65535)
         ),
-        3 => format!(
+        6 | 7 => format!(
             "10.{}.{}.{}",
             rng.below(256),
             rng.below(256),
             rng.range(1, 254)
+        ),
+        // The looser IPv6-with-port spellings Elastic's pipeline accepts (RFC 5952 §6).
+        8 => format!(
+            "2001:db8::{:x}{}{}",
+            rng.range(1, 0xffff),
+            rng.pick(&["#", "p", ".", " port "]),
+            rng.range(1024, 65535)
+        ),
+        9 => format!(
+            "2001:db8:0:0:0:0:{:x}:{:x}:{}",
+            rng.below(0xffff),
+            rng.range(1, 0xffff),
+            rng.range(1024, 65535)
         ),
         _ => format!("203.0.113.{}", rng.range(1, 254)),
     }
@@ -419,18 +432,44 @@ fn activity(ds: &Dataset, rng: &mut Rng, ev: &Ev) -> Value {
         ("group_create", "group"),
         ("user_delete", "user"),
         ("admin_factor_restrictions_update", "admin"),
+        // End users acting on their own credentials: the target is no user.
+        ("webauthncredential_create", "webauthn_credential"),
+        ("password_change", "password_auth"),
+        ("mfa_challenge", "mfa_challenge"),
     ];
     let (action, ttype) = *rng.pick(ACTIONS);
     let actor = user(ds, rng);
     let target = user(ds, rng);
+    let credential = match ttype {
+        "webauthn_credential" => Some("Security key"),
+        "password_auth" => Some("Password"),
+        "mfa_challenge" => Some("MFA"),
+        _ => None,
+    };
     let (app_key, app_name) = app(ds, rng);
     let actor_details = json!({"created": iso_us(ev.ts_us - 86_400_000_000 * 90),
         "last_login": iso_us(ev.ts_us - 3_600_000_000), "status": "Active",
         "groups": actor.groups, "email": actor.email})
     .to_string();
-    let target_details = json!({"email": target.email, "status": "active",
-        "realname": target.name, "is_enrolled": rng.pct(80)})
+    let target_details = match credential {
+        Some(kind) => json!({"authenticator_type": kind,
+            "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0.0.0"}),
+        None => json!({"email": target.email, "status": "active",
+            "realname": target.name, "is_enrolled": rng.pct(80)}),
+    }
     .to_string();
+    let (target_key, target_name) = match credential {
+        Some(_) => (
+            duo_key("WA", rng.next_u64()),
+            json!(duo_key("WA", rng.next_u64())),
+        ),
+        None => (target.key, json!(target.name)),
+    };
+    let actor_type = if credential.is_some() {
+        "user"
+    } else {
+        "admin"
+    };
     json!({
         "access_device": {
             "browser": "Chrome", "browser_version": "120.0.6099.130",
@@ -443,12 +482,12 @@ fn activity(ds: &Dataset, rng: &mut Rng, ev: &Ev) -> Value {
         },
         "activity_id": uuid_str(ev.id),
         "actor": {"details": actor_details, "key": duo_key("DE", rng.next_u64()),
-                  "name": actor.name, "type": "admin"},
+                  "name": actor.name, "type": actor_type},
         "akey": ds.akey,
         "application": {"key": app_key, "name": app_name, "type": "Admin Panel"},
         "old_target": null,
         "outcome": {"result": if rng.pct(93) { "SUCCESS" } else { "FAILURE" }},
-        "target": {"details": target_details, "key": target.key, "name": target.name,
+        "target": {"details": target_details, "key": target_key, "name": target_name,
                    "type": ttype},
         "ts": iso_us(ev.ts_us),
     })

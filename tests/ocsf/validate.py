@@ -1,5 +1,10 @@
 #!/usr/bin/env python3
-"""Checks the golden snapshots (tests/snapshots/normalize_golden__*.snap):
+"""Checks the golden snapshots (tests/snapshots/normalize_golden__*.snap) and, with
+`--events FILE...`, files of OCSF events, one JSON object a line (`examples/ocsf_drain.rs`
+renders a whole simulator dataset so), so that record shapes the goldens lack are checked too.
+
+Before anything else the walk must reject a known violation (an `auth_factors[].device.port`,
+which OCSF 1.7.0 `device` does not define); a walk that accepts it fails the run.
 
 OCSF: every event validates with the official OCSF 1.7.0 models of pydantic-ocsf (built from
 the schema export the package ships), and a walk over the event rejects any attribute the
@@ -97,39 +102,65 @@ def walk(value, model, path, errors):
         walk(item, model_of(fields[key].annotation), where, errors)
 
 
-def check_ocsf(path):
-    n = 0
+def check_event(ev, where):
+    """The errors of one OCSF event (empty when it is valid)."""
+    errors = []
+    uid = ev.get("class_uid")
+    name = CLASSES.get(uid)
+    if name is None:
+        return [f"{where}: unexpected class_uid {uid}"]
+    model = MODELS.setdefault(name, globals()['model'](name))
+    try:
+        model.model_validate(ev)
+    except pydantic.ValidationError as e:
+        errors.append(str(e))
+    walk(ev, model, "", errors)
+    if ev.get("type_uid") != uid * 100 + ev.get("activity_id", -1):
+        errors.append(f"type_uid {ev.get('type_uid')} != class_uid*100+activity_id")
+    if ev.get("category_uid") != uid // 1000:
+        errors.append(f"category_uid {ev.get('category_uid')} for class {uid}")
+    meta = ev.get("metadata", {})
+    if meta.get("version") != "1.7.0":
+        errors.append(f"metadata.version {meta.get('version')!r}")
+    if meta.get("product", {}).get("name") != "Duo":
+        errors.append("metadata.product.name")
+    if "_duo_collector" not in ev.get("unmapped", {}):
+        errors.append("unmapped._duo_collector missing")
+    if ev.get("activity_id") == 99 and not ev.get("activity_name"):
+        errors.append("activity_id 99 without activity_name")
+    if errors:
+        return [f"{where} ({name}): " + "; ".join(errors)]
+    return []
+
+
+def check_events(label, events):
     failures = []
-    for i, ev in enumerate(load(path)):
-        errors = []
-        uid = ev.get("class_uid")
-        name = CLASSES.get(uid)
-        if name is None:
-            failures.append(f"{path}[{i}]: unexpected class_uid {uid}")
-            continue
-        model = MODELS.setdefault(name, globals()['model'](name))
-        try:
-            model.model_validate(ev)
-        except pydantic.ValidationError as e:
-            errors.append(str(e))
-        walk(ev, model, "", errors)
-        if ev.get("type_uid") != uid * 100 + ev.get("activity_id", -1):
-            errors.append(f"type_uid {ev.get('type_uid')} != class_uid*100+activity_id")
-        if ev.get("category_uid") != uid // 1000:
-            errors.append(f"category_uid {ev.get('category_uid')} for class {uid}")
-        meta = ev.get("metadata", {})
-        if meta.get("version") != "1.7.0":
-            errors.append(f"metadata.version {meta.get('version')!r}")
-        if meta.get("product", {}).get("name") != "Duo":
-            errors.append("metadata.product.name")
-        if "_duo_collector" not in ev.get("unmapped", {}):
-            errors.append("unmapped._duo_collector missing")
-        if ev.get("activity_id") == 99 and not ev.get("activity_name"):
-            errors.append("activity_id 99 without activity_name")
-        if errors:
-            failures.append(f"{os.path.basename(path)}[{i}] ({name}): " + "; ".join(errors))
-        n += 1
-    return n, failures
+    for i, ev in enumerate(events):
+        failures += check_event(ev, f"{label}[{i}]")
+    return len(events), failures
+
+
+def check_ocsf(path):
+    return check_events(os.path.basename(path), load(path))
+
+
+def load_ndjson(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def walk_rejects_violations(sample):
+    """The walk finds an attribute OCSF does not define: `auth_factors[].device.port`."""
+    bad = json.loads(json.dumps(sample))
+    bad["auth_factors"] = [{"factor_type_id": 5, "device": {"type_id": 0, "ip": "192.0.2.1", "port": 1234}}]
+    good = json.loads(json.dumps(bad))
+    del good["auth_factors"][0]["device"]["port"]
+    if check_event(good, "self-check"):
+        return f"self-check: the event without device.port fails: {check_event(good, 'self-check')}"
+    found = check_event(bad, "self-check")
+    if not any("auth_factors[0].device.port: not defined by Device" in f for f in found):
+        return f"self-check: auth_factors[0].device.port was not rejected ({found})"
+    return None
 
 
 def check_cef(path):
@@ -166,9 +197,21 @@ def check_cef(path):
 
 
 def main():
-    total = {"ocsf": 0, "cef": 0}
+    args = sys.argv[1:]
+    event_files = []
+    if args[:1] == ["--events"]:
+        event_files = args[1:]
+    elif args:
+        sys.exit(f"usage: {sys.argv[0]} [--events FILE...]")
+    total = {"ocsf": 0, "cef": 0, "events": 0}
     failures = []
-    for path in sorted(glob.glob(os.path.join(SNAPS, "normalize_golden__*_ocsf.snap"))):
+    goldens = sorted(glob.glob(os.path.join(SNAPS, "normalize_golden__*_ocsf.snap")))
+    auth = [ev for p in goldens if "authentication" in p for ev in load(p) if ev.get("class_uid") == 3002]
+    broken = walk_rejects_violations(auth[0]) if auth else "self-check: no authentication golden"
+    if broken:
+        print("FAIL", broken)
+        sys.exit(1)
+    for path in goldens:
         n, f = check_ocsf(path)
         total["ocsf"] += n
         failures += f
@@ -176,9 +219,19 @@ def main():
         n, f = check_cef(path)
         total["cef"] += n
         failures += f
-    for f in failures:
+    for path in event_files:
+        events = load_ndjson(path)
+        n, f = check_events(os.path.basename(path), events)
+        if n == 0:
+            f.append(f"{path}: no events")
+        total["events"] += n
+        failures += f
+    for f in failures[:200]:
         print("FAIL", f)
-    print(f"ocsf: {total['ocsf']} events checked against OCSF 1.7.0; cef: {total['cef']} lines parsed; {len(failures)} failures")
+    if len(failures) > 200:
+        print(f"... and {len(failures) - 200} more")
+    drained = f"; {total['events']} drained events checked" if event_files else ""
+    print(f"ocsf: {total['ocsf']} events checked against OCSF 1.7.0; cef: {total['cef']} lines parsed{drained}; {len(failures)} failures")
     if failures or total["ocsf"] == 0 or total["cef"] == 0:
         sys.exit(1)
 

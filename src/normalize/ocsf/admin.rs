@@ -2,8 +2,9 @@
 
 use super::{admin_type, endpoint, head, status, unmapped, user_fields, Head};
 use crate::event::Event;
+use crate::normalize::ip::split_ip;
 use crate::normalize::json::W;
-use crate::normalize::record::{embedded_object, split_ip, Rec};
+use crate::normalize::record::{embedded_object, Rec};
 use crate::normalize::Ctx;
 
 /// The OCSF class of a Duo admin action.
@@ -34,8 +35,10 @@ pub(crate) fn classify(action: &str) -> Class {
         "user" | "admin" | "bypass" => Class::Account,
         "group" => Class::Group,
         "integration" | "phone" | "policy" | "hardtoken" | "directory" | "activation"
-        | "endpoint" | "webauthnkey" | "u2ftoken" | "desktoptoken" | "token" | "o2fa"
-        | "trusted" | "settings" | "setting" | "customer" | "account" => Class::Entity,
+        | "endpoint" | "webauthnkey" | "webauthncredential" | "u2ftoken" | "desktoptoken"
+        | "token" | "o2fa" | "trusted" | "settings" | "setting" | "customer" | "account" => {
+            Class::Entity
+        }
         _ => Class::Other,
     }
 }
@@ -116,6 +119,29 @@ fn entity_type(action: &str) -> (u32, &'static str) {
     }
 }
 
+/// `(type_id, type)` of the managed entity from an Activity `target.type`.
+fn target_entity_type(target_type: &str) -> (u32, &str) {
+    match target_type {
+        "phone"
+        | "hardtoken"
+        | "u2f_token"
+        | "desktoptoken"
+        | "device_registration"
+        | "computer_registration" => (1, "Device"),
+        "user" | "admin" => (2, "User"),
+        "group" => (3, "Group"),
+        "policy" => (5, "Policy"),
+        "" => (99, "Other"),
+        other => (99, other),
+    }
+}
+
+/// Whether an Activity `target.type` names a person's account (an end user or an
+/// administrator); credentials, devices and integrations are no users.
+pub(crate) fn is_user_target(target_type: Option<&str>) -> bool {
+    matches!(target_type, Some("user" | "admin"))
+}
+
 /// Who did it, what it was done to, where from.
 struct Action<'s> {
     name: &'s str,
@@ -124,13 +150,20 @@ struct Action<'s> {
     actor_type: u8,
     target_name: Option<&'s str>,
     target_uid: Option<&'s str>,
+    /// Activity's `target.type`; `None` for logs without one (the action says what it is).
+    target_type: Option<&'s str>,
     src_ip: Option<&'s str>,
+    src_port: Option<u16>,
     failed: bool,
 }
 
 /// Writes the class-specific body for an admin action; returns the head.
 fn class_head<'s>(a: &Action<'s>) -> (Class, Head<'s>) {
     let mut class = classify(a.name);
+    // An account action whose target is no account (a credential, a device) manages an entity.
+    if class == Class::Account && a.target_type.is_some() && !is_user_target(a.target_type) {
+        class = Class::Entity;
+    }
     if class != Class::Other && !matches!(class, Class::Login { .. }) && a.target_name.is_none() {
         class = Class::Other;
     }
@@ -195,6 +228,15 @@ fn actor(w: &mut W<'_>, a: &Action<'_>, app: Option<(Option<&str>, Option<&str>)
     });
 }
 
+fn src_endpoint(w: &mut W<'_>, ip: &str, port: Option<u16>) {
+    w.obj("src_endpoint", |w| {
+        w.str("ip", ip);
+        if let Some(p) = port {
+            w.num("port", i64::from(p));
+        }
+    });
+}
+
 fn body(w: &mut W<'_>, class: Class, a: &Action<'_>, src: impl FnOnce(&mut W<'_>)) {
     match class {
         Class::Login { .. } => {
@@ -210,14 +252,18 @@ fn body(w: &mut W<'_>, class: Class, a: &Action<'_>, src: impl FnOnce(&mut W<'_>
             w.obj("service", |w| w.str("name", "Duo Admin Panel"));
         }
         Class::Account => {
-            user_fields(w, "user", a.target_name, a.target_uid, None, None, 1);
+            let type_id = if a.target_type == Some("admin") { 2 } else { 1 };
+            user_fields(w, "user", a.target_name, a.target_uid, None, None, type_id);
         }
         Class::Group => w.obj("group", |w| {
             w.opt_str("name", a.target_name);
             w.opt_str("uid", a.target_uid);
         }),
         Class::Entity => {
-            let (type_id, label) = entity_type(a.name);
+            let (type_id, label) = match a.target_type {
+                Some(t) => target_entity_type(t),
+                None => entity_type(a.name),
+            };
             w.obj("entity", |w| {
                 w.opt_str("name", a.target_name);
                 w.opt_str("uid", a.target_uid);
@@ -233,7 +279,7 @@ fn body(w: &mut W<'_>, class: Class, a: &Action<'_>, src: impl FnOnce(&mut W<'_>
                     w.str("operation", a.name);
                     w.obj("service", |w| w.str("name", "Duo Admin API"));
                 });
-                w.obj("src_endpoint", |w| w.str("ip", ip));
+                src_endpoint(w, ip, a.src_port);
             }
         }
     }
@@ -250,7 +296,7 @@ pub(super) fn administrator(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w: 
     let parsed = description.as_deref().and_then(embedded_object);
     let desc = parsed.and_then(Rec::parse);
     let ip_text = desc.as_ref().and_then(|d| d.peek_str("ip_address"));
-    let src_ip = ip_text.as_deref().and_then(split_ip).map(|(ip, _)| ip);
+    let src = ip_text.as_deref().and_then(split_ip);
     let error = desc.as_ref().and_then(|d| d.peek_str("error"));
     let a = Action {
         name: action_name,
@@ -259,7 +305,9 @@ pub(super) fn administrator(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w: 
         actor_type: username.as_deref().map_or(2, admin_type),
         target_name: object.as_deref(),
         target_uid: None,
-        src_ip,
+        target_type: None,
+        src_ip: src.map(|hp| hp.ip),
+        src_port: src.and_then(|hp| hp.port),
         failed: false,
     };
     let (class, mut h) = class_head(&a);
@@ -290,8 +338,8 @@ pub(super) fn administrator(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'_>, w: 
             class,
             Class::Login { .. } | Class::Account | Class::Group | Class::Entity
         ) {
-            if let Some(ip) = src_ip {
-                w.obj("src_endpoint", |w| w.str("ip", ip));
+            if let Some(ip) = a.src_ip {
+                src_endpoint(w, ip, a.src_port);
             }
         }
     });
@@ -318,10 +366,20 @@ pub(super) fn activity<'a>(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'a>, w: &
         ),
         None => (None, None, None),
     };
-    let (target_name, target_uid) = match rec.child("target") {
-        Some(t) => (nonempty(t.peek_str("name")), nonempty(t.peek_str("key"))),
-        None => (None, None),
+    let (target_name, target_uid, target_type) = match rec.child("target") {
+        Some(t) => (
+            nonempty(t.peek_str("name")),
+            nonempty(t.peek_str("key")),
+            nonempty(t.peek_str("type")),
+        ),
+        None => (None, None, None),
     };
+    // JSON documents sent as strings; passed through (in `unmapped`) as objects.
+    for key in ["actor", "target", "old_target"] {
+        if let Some(x) = rec.child(key) {
+            x.parse_embedded("details");
+        }
+    }
     let (app_name, app_uid) = match rec.child("application") {
         Some(x) => (nonempty(x.peek_str("name")), nonempty(x.peek_str("key"))),
         None => (None, None),
@@ -343,7 +401,7 @@ pub(super) fn activity<'a>(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'a>, w: &
                 .and_then(|i| i.peek_str("address"))
                 .map(|s| s.into_owned()),
         });
-    let src_ip = src_ip.as_deref().and_then(split_ip).map(|(ip, _)| ip);
+    let src = src_ip.as_deref().and_then(split_ip);
     let a = Action {
         name: action_name,
         actor_name: actor_name.as_deref(),
@@ -357,7 +415,10 @@ pub(super) fn activity<'a>(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'a>, w: &
         },
         target_name: target_name.as_deref(),
         target_uid: target_uid.as_deref(),
-        src_ip,
+        // Without a type the target is no account (Activity always sends one).
+        target_type: Some(target_type.as_deref().unwrap_or("")),
+        src_ip: src.map(|hp| hp.ip),
+        src_port: src.and_then(|hp| hp.port),
         failed,
     };
     let (class, mut h) = class_head(&a);
@@ -386,6 +447,16 @@ pub(super) fn activity<'a>(ctx: &Ctx<'_>, event: &Event, rec: &mut Rec<'a>, w: &
     }
     if matches!(class, Class::Account | Class::Group | Class::Entity) {
         mark("target", target_name.is_some(), target_uid.is_some());
+        if class == Class::Entity {
+            if let Some(t) = rec.child("target") {
+                // Written as it came in `entity.type` when no type id names it.
+                if t.peek_str("type")
+                    .is_some_and(|t| target_entity_type(&t) == (99, &t))
+                {
+                    t.mark("type");
+                }
+            }
+        }
     }
     head(w, ctx, event, &h, original.as_deref(), None);
     status(w, result.as_deref(), None);

@@ -102,7 +102,7 @@ fn auth_body(w: &mut W<'_>, rec: &mut Rec<'_>, result: Option<&str>) {
                         w.num("type_id", 0);
                         w.opt_str("name", name.as_deref());
                         w.opt_str("uid", uid.as_deref());
-                        super::ip_fields(w, dev, "ip");
+                        super::ip_fields(w, dev, "ip", super::Port::Unmapped);
                         location(w, "location", dev.child("location"));
                     });
                 }

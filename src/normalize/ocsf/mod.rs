@@ -8,10 +8,11 @@
 mod admin;
 mod auth;
 
-pub(crate) use admin::{classify, Class};
+pub(crate) use admin::{classify, is_user_target, Class};
 
+use super::ip::split_ip;
 use super::json::W;
-use super::record::{split_ip, Rec};
+use super::record::Rec;
 use super::Ctx;
 use crate::event::Event;
 use crate::logs::LogKind;
@@ -153,23 +154,34 @@ pub(super) fn location(w: &mut W<'_>, key: &str, loc: Option<&mut Rec<'_>>) {
     });
 }
 
-/// The IP of an endpoint: a plain address is consumed; one with a port (`ip:port`,
-/// `[v6]:port`) is split and also kept as it came in `unmapped`.
-pub(super) fn ip_fields(w: &mut W<'_>, rec: &mut Rec<'_>, key: &str) {
+/// Where the port of an address goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Port {
+    /// Next to `ip` (`network_endpoint.port`).
+    Attribute,
+    /// The object has no port attribute (`device`): into `unmapped`, next to the Duo field.
+    Unmapped,
+}
+
+/// The IP of an endpoint (Duo's `ip`, or Activity's `ip: {address}`) as `ip`, and its port
+/// (see [`Port`]). A plain address is consumed; any other text (with a port, or no address
+/// at all) also stays as it came in `unmapped`, and never reaches `ip`.
+pub(super) fn ip_fields(w: &mut W<'_>, rec: &mut Rec<'_>, key: &str, port_to: Port) {
     let Some(text) = rec.peek_str(key) else {
         if let Some(addr) = rec.child(key) {
-            ip_fields(w, addr, "address");
+            ip_fields(w, addr, "address", port_to);
         }
         return;
     };
-    if let Some((ip, port)) = split_ip(&text) {
-        if port.is_none() && ip == text {
-            rec.mark(key);
-        }
-        w.str("ip", ip);
-        if let Some(p) = port {
-            w.num("port", i64::from(p));
-        }
+    let Some(hp) = split_ip(&text) else { return };
+    if hp.is_plain(&text) {
+        rec.mark(key);
+    }
+    w.str("ip", hp.ip);
+    match (hp.port, port_to) {
+        (Some(p), Port::Attribute) => w.num("port", i64::from(p)),
+        (Some(p), Port::Unmapped) => rec.add("port", p.to_string()),
+        (None, _) => {}
     }
 }
 
@@ -177,7 +189,7 @@ pub(super) fn ip_fields(w: &mut W<'_>, rec: &mut Rec<'_>, key: &str) {
 pub(super) fn endpoint(w: &mut W<'_>, key: &str, ad: Option<&mut Rec<'_>>) {
     let Some(ad) = ad else { return };
     w.obj(key, |w| {
-        ip_fields(w, ad, "ip");
+        ip_fields(w, ad, "ip", Port::Attribute);
         if let Some(h) = ad.text("hostname") {
             w.str("hostname", &h);
         }
