@@ -123,9 +123,9 @@ async fn short_pages_that_carry_a_cursor_lose_nothing() {
     let mut cfg = sim_config(0, now - 2 * DAY_MS, now - 60_000);
     cfg.short_page_rate = 0.5;
     cfg.counts = KindCounts {
-        authentication: 4_000,
-        telephony: 3_000,
-        activity: 3_000,
+        authentication: 6_000,
+        telephony: 5_000,
+        activity: 5_000,
         ..KindCounts::default()
     };
     let sim = start_sim(cfg).await;
@@ -160,10 +160,7 @@ async fn a_host_clock_45s_ahead_never_asks_inside_duos_delay_window() {
     cfg.max_visibility_delay_ms = 5_000;
     let sim = start_sim(cfg).await;
     let handle = sim.handle();
-    let setup = Setup::new(
-        &sim.base_url(),
-        "initial_lookback = \"2h\"",
-    );
+    let setup = Setup::new(&sim.base_url(), "initial_lookback = \"2h\"");
     let config = setup.config.to_str().unwrap();
     for _ in 0..2 {
         let out = collect_now(config, Duration::from_secs(60)).await;
