@@ -53,7 +53,16 @@ fn assert_exactly_once(setup: &Setup, handle: &duo_collector::simulator::SimHand
         .into_iter()
         .map(|e| e.id)
         .collect();
-    assert_eq!(counts.keys().cloned().collect::<HashSet<_>>(), expected);
+    let got: HashSet<String> = counts.keys().cloned().collect();
+    let missing = expected.difference(&got).count();
+    let unexpected = got.difference(&expected).count();
+    assert_eq!(
+        (missing, unexpected),
+        (0, 0),
+        "{} expected, {} delivered",
+        expected.len(),
+        got.len()
+    );
     assert!(counts.values().all(|c| *c == 1));
 }
 
@@ -82,7 +91,8 @@ async fn transient_faults_are_retried_without_loss_or_repeat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5xx_storm_fails_the_run_and_the_next_run_resumes() {
     let now = now_ms();
-    let sim = start_sim(sim_config(5_000, now - 86_400_000, now - 60_000)).await;
+    // Counts lines per page: full pages, so the lenient simulator.
+    let sim = start_sim(lenient_sim_config(5_000, now - 86_400_000, now - 60_000)).await;
     let handle = sim.handle();
     let setup = Setup::new(&sim.base_url(), "page_size = 500");
     // Let three pages through, then fail every attempt of the fourth.

@@ -47,7 +47,8 @@ fn sink<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_sink_down_holds_the_checkpoint_and_both_get_everything_once_it_returns() {
     let now = now_ms();
-    let sim = start_sim(sim_config(900, now - 3_600_000, now - 60_000)).await;
+    // Counts events per page: full pages, so the lenient simulator.
+    let sim = start_sim(lenient_sim_config(900, now - 3_600_000, now - 60_000)).await;
     let handle = sim.handle();
     let port = free_port();
     let tmp = tempfile::tempdir().unwrap();
@@ -113,7 +114,8 @@ async fn one_sink_down_holds_the_checkpoint_and_both_get_everything_once_it_retu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bounded_run_that_gives_up_resends_only_the_failed_page_to_the_healthy_sink() {
     let now = now_ms();
-    let sim = start_sim(sim_config(900, now - 3_600_000, now - 60_000)).await;
+    // Counts events per page: full pages, so the lenient simulator.
+    let sim = start_sim(lenient_sim_config(900, now - 3_600_000, now - 60_000)).await;
     let handle = sim.handle();
     let port = free_port();
     let tmp = tempfile::tempdir().unwrap();

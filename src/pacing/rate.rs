@@ -5,6 +5,9 @@ use std::time::Duration;
 
 /// The slowest pace the controller falls to: one request every two minutes.
 pub const MIN_RATE_PER_MINUTE: f64 = 0.5;
+/// Nor below this share of the ceiling (four halvings): a burst of 429s from a storm that
+/// has nothing to do with our pace must not leave a fast account crawling for hours.
+const FLOOR_SHARE: f64 = 1.0 / 16.0;
 /// Multiplicative decrease on a 429.
 const DECREASE: f64 = 0.5;
 /// Additive increase per successful request, as a share of the ceiling: from half the ceiling
@@ -28,6 +31,7 @@ pub fn rate_limit_backoff(n: u32, initial: Duration, max: Duration) -> Duration 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateController {
     ceiling: f64,
+    floor: f64,
     rate: f64,
     /// When the rate was last halved (any monotonic time base).
     last_decrease: Option<Duration>,
@@ -40,17 +44,20 @@ impl RateController {
         if ceiling_per_minute <= 0.0 {
             return RateController {
                 ceiling: f64::INFINITY,
+                floor: f64::INFINITY,
                 rate: f64::INFINITY,
                 last_decrease: None,
             };
         }
         let ceiling = ceiling_per_minute.max(MIN_RATE_PER_MINUTE);
+        let floor = (ceiling * FLOOR_SHARE).max(MIN_RATE_PER_MINUTE);
         let rate = learned
             .filter(|r| r.is_finite() && *r > 0.0)
             .unwrap_or(ceiling)
-            .clamp(MIN_RATE_PER_MINUTE, ceiling);
+            .clamp(floor, ceiling);
         RateController {
             ceiling,
+            floor,
             rate,
             last_decrease: None,
         }
@@ -92,7 +99,7 @@ impl RateController {
             .last_decrease
             .is_some_and(|t| now.saturating_sub(t) < self.interval());
         if !recently {
-            self.rate = (self.rate * DECREASE).max(MIN_RATE_PER_MINUTE);
+            self.rate = (self.rate * DECREASE).max(self.floor);
             self.last_decrease = Some(now);
         }
     }
@@ -175,7 +182,20 @@ mod tests {
         for minute in 0..20 {
             c.on_rate_limited(Duration::from_secs(200 + 300 * minute));
         }
-        assert_eq!(c.rate_per_minute(), MIN_RATE_PER_MINUTE);
+        assert_eq!(
+            c.rate_per_minute(),
+            MIN_RATE_PER_MINUTE,
+            "6/16 is below the absolute floor"
+        );
+        let mut fast = RateController::new(600.0, None);
+        for minute in 0..20 {
+            fast.on_rate_limited(Duration::from_secs(300 * minute));
+        }
+        assert_eq!(
+            fast.rate_per_minute(),
+            37.5,
+            "at most four halvings below the ceiling"
+        );
     }
 
     #[test]
@@ -198,6 +218,10 @@ mod tests {
         assert_eq!(
             RateController::new(6.0, Some(0.0001)).rate_per_minute(),
             MIN_RATE_PER_MINUTE
+        );
+        assert_eq!(
+            RateController::new(600.0, Some(1.0)).rate_per_minute(),
+            37.5
         );
     }
 
