@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use duo_collector::config::{Config, DEFAULT_CONFIG_PATH};
+use duo_collector::config::{Config, Env, DEFAULT_CONFIG_PATH};
 use duo_collector::daemon::{self, Runtime, RuntimeOptions};
 use duo_collector::state::{RunOutcome, State};
 use duo_collector::{demo, status};
@@ -41,6 +41,11 @@ struct Cli {
     /// Default: `[collector] log_format` from the config, else text.
     #[arg(long, global = true, env = "DUO_COLLECTOR_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
+    /// Where `skey_credential` / `token_credential` names are read when not running under
+    /// systemd. Default: $CREDENTIALS_DIRECTORY (set by the unit), else
+    /// /etc/duo-collector/credentials when this user can read it (root).
+    #[arg(long, global = true, env = "DUO_COLLECTOR_CREDENTIALS_DIRECTORY")]
+    credentials_directory: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -139,8 +144,8 @@ fn configured_log_format(command: &Command) -> Option<String> {
         .map(str::to_string)
 }
 
-fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
-    match Config::load(path) {
+fn load_config(path: &std::path::Path, env: &Env) -> Result<Config, ExitCode> {
+    match Config::load_with(path, env) {
         Ok(config) => {
             for w in &config.warnings {
                 tracing::warn!("config: {w}");
@@ -155,8 +160,12 @@ fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
 }
 
 /// Loads the config and checks that `--integration NAME`, if given, is in it.
-fn load_config_with(path: &std::path::Path, integration: Option<&str>) -> Result<Config, ExitCode> {
-    let config = load_config(path)?;
+fn load_config_with(
+    path: &std::path::Path,
+    env: &Env,
+    integration: Option<&str>,
+) -> Result<Config, ExitCode> {
+    let config = load_config(path, env)?;
     if let Some(name) = integration {
         if config.integration(name).is_none() {
             eprintln!("error: --integration {name:?} is not in {}", path.display());
@@ -222,9 +231,14 @@ fn print_reports(reports: &[duo_collector::collector::IntegrationReport]) -> boo
 }
 
 async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let env = Env::real().with_credentials_directory(cli.credentials_directory.clone());
     match cli.command {
-        Command::Validate(arg) => match load_config(&arg.config) {
+        Command::Validate(arg) => match load_config(&arg.config, &env) {
             Ok(config) => {
+                if let Some(problem) = config.state_dir_problem() {
+                    eprintln!("error: [collector]: field `state_dir`: {problem}");
+                    return Ok(ExitCode::from(EXIT_CONFIG));
+                }
                 println!(
                     "{}: valid ({} integration(s), {} sink(s), {} warning(s))",
                     arg.config.display(),
@@ -237,7 +251,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Err(code) => Ok(code),
         },
         Command::Run(arg) => {
-            let Ok(config) = load_config(&arg.config) else {
+            let Ok(config) = load_config(&arg.config, &env) else {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
             let cancel = shutdown_token()?;
@@ -260,7 +274,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             integration,
         } => {
-            let cfg = match load_config_with(&config.config, integration.as_deref()) {
+            let cfg = match load_config_with(&config.config, &env, integration.as_deref()) {
                 Ok(cfg) => cfg,
                 Err(code) => return Ok(code),
             };
@@ -282,7 +296,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             integration,
             json,
         } => {
-            let cfg = match load_config_with(&config.config, integration.as_deref()) {
+            let cfg = match load_config_with(&config.config, &env, integration.as_deref()) {
                 Ok(cfg) => cfg,
                 Err(code) => return Ok(code),
             };
@@ -301,7 +315,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Status { config, json } => {
-            let Ok(cfg) = load_config(&config.config) else {
+            // status reads the state database only: it never needs a secret.
+            let Ok(cfg) = load_config(&config.config, &Env::real().without_secrets()) else {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
             let path = cfg.state_db_path();

@@ -384,6 +384,9 @@ pub(super) fn optional_secret(
         );
         return None;
     }
+    if !env.resolve_secrets {
+        return Some(Some(Secret::new(String::new())));
+    }
     let (field, value) = if let Some(name) = env_name {
         let field = format!("{base}_env");
         match env.var(name) {
@@ -402,12 +405,10 @@ pub(super) fn optional_secret(
             (Some(path), _) => (format!("{base}_file"), PathBuf::from(path)),
             (None, Some(name)) => {
                 let field = format!("{base}_credential");
-                match env.var("CREDENTIALS_DIRECTORY") {
-                    Some(dir) if !name.is_empty() && !name.contains('/') => {
-                        (field, PathBuf::from(dir).join(name))
-                    }
-                    _ => {
-                        report.error(scope, &field, format!("{name:?} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential={name}:/path); or use `{base}_file`"));
+                match super::credentials::credential_path(env, name) {
+                    Ok(path) => (field, path),
+                    Err(e) => {
+                        report.error(scope, &field, e);
                         return None;
                     }
                 }
