@@ -427,7 +427,7 @@ async fn check_sink(sink: &SinkSettings) -> Check {
             tcp_reachable(name, &address, "NATS server").await
         }
         SinkKind::Stdout => Check::pass(name, "standard output"),
-        SinkKind::File { path } => {
+        SinkKind::File { path, .. } => {
             let dir_ok = path
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())

@@ -21,12 +21,13 @@ use duo_collector::{demo, status};
 Trust Monitor, offline enrollment; MSP child accounts too) and delivers them to sinks. A stream's \
 checkpoint (SQLite, in state_dir) moves only after every sink acknowledged the events before it.",
     after_long_help = "Getting started:
-  1. Write /etc/duo-collector/config.toml (see config.toml.example) and the secret key file (chmod 600).
+  1. Install the .deb; edit /etc/duo-collector/config.toml (api_hostname, ikey, sinks) and put the
+     secret key in /etc/duo-collector/credentials/corp.skey (chmod 600; skey_credential = \"corp.skey\").
   2. duo-collector validate            -- every config problem at once, exit 2 if any
   3. duo-collector test-connectivity   -- DNS, TLS, clock, keys, permissions, sinks: PASS/WARN/FAIL
   4. duo-collector collect-now         -- one full drain, with progress
   5. systemctl enable --now duo-collector   (unit: systemd/duo-collector.service; Type=notify,
-     watchdog, LoadCredential= for secrets, `systemctl reload` re-reads the config)
+     watchdog, the credentials directory via LoadCredential=, `systemctl reload` re-reads the config)
   6. duo-collector status              -- checkpoint, lag and last run per stream
 Try it without a Duo account: duo-collector demo
 

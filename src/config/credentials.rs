@@ -85,7 +85,7 @@ fn not_under_systemd(unit_dir: &Path, e: &std::io::Error) -> String {
         _ => "cannot be read",
     };
     format!(
-        "$CREDENTIALS_DIRECTORY is not set (not running under systemd) and {} {why}; pass --credentials-directory DIR, or use `skey_file`",
+        "$CREDENTIALS_DIRECTORY is not set (it is set under systemd by the unit's LoadCredential=) and {} {why}; pass --credentials-directory DIR, or use `skey_file`",
         unit_dir.display()
     )
 }

@@ -109,7 +109,11 @@ pub struct SinkSettings {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkKind {
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+        /// Permission bits set on the file (`file_mode`); `None`: 0640 less the umask.
+        mode: Option<u32>,
+    },
     Stdout,
     Syslog(SyslogSettings),
     Http(HttpSettings),

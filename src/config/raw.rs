@@ -39,6 +39,7 @@ pub const SINK_KEYS: &[&str] = &[
     "name",
     "type",
     "path",
+    "file_mode",
     "format",
     "exclude_fields",
     // syslog
@@ -121,6 +122,7 @@ pub struct RawSink {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub path: Option<String>,
+    pub file_mode: Option<String>,
     pub format: Option<String>,
     pub exclude_fields: Option<Vec<String>>,
     pub transport: Option<String>,

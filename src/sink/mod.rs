@@ -210,8 +210,8 @@ impl Sink {
     pub fn open(settings: &SinkSettings) -> Result<Sink, SinkError> {
         let name = &settings.name;
         let driver = match &settings.kind {
-            SinkKind::File { path } => Driver::File(
-                FileSink::open(path)
+            SinkKind::File { path, mode } => Driver::File(
+                FileSink::open(path, *mode)
                     .map_err(|e| io_error(name, format!("cannot open {}: {e}", path.display())))?,
             ),
             SinkKind::Stdout => Driver::Stdout(StdoutSink::new()),
