@@ -201,13 +201,40 @@ pub async fn demo(args: DemoArgs, cancel: CancellationToken) -> anyhow::Result<(
     if args.once {
         let reports = daemon::collect_once(&runtime, None, &cancel).await;
         let events: u64 = reports.iter().map(|r| r.events()).sum();
-        eprintln!("demo: delivered {events} events");
-        if let Some(failed) = reports.iter().find(|r| r.failed()) {
-            anyhow::bail!("demo collection failed: {failed:?}");
+        if crate::sink::stdout_is_closed() {
+            // The reader (`| head`) has what it wanted: that is a normal end.
+            eprintln!("demo: standard output was closed; stopping after {events} events");
+        } else {
+            eprintln!("demo: delivered {events} events");
+            if let Some(failure) = first_failure(&reports) {
+                anyhow::bail!("demo collection failed: {failure}");
+            }
         }
     } else {
         daemon::run(runtime, config, None, cancel).await?;
+        if crate::sink::stdout_is_closed() {
+            eprintln!("demo: standard output was closed; stopping");
+        }
     }
     sim.shutdown().await;
     Ok(())
+}
+
+/// The first failure of a collection, in one line: "integration: error" or "stream: error".
+fn first_failure(reports: &[crate::collector::IntegrationReport]) -> Option<String> {
+    reports.iter().find_map(|r| {
+        if let Some(e) = &r.error {
+            return Some(format!("{}: {e}", r.integration));
+        }
+        r.streams
+            .iter()
+            .find(|s| s.outcome == crate::state::RunOutcome::Failed)
+            .map(|s| {
+                format!(
+                    "{}: {}",
+                    s.stream,
+                    s.error.as_deref().unwrap_or("unknown error")
+                )
+            })
+    })
 }

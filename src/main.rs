@@ -105,6 +105,15 @@ enum Command {
 }
 
 const EXIT_FAILURE: u8 = 1;
+
+/// For `run` and `collect-now`: a closed stdout is one clear line and exit 1 (a stdout sink
+/// could not deliver), not a page of retries.
+fn stdout_closed_exit() -> Option<ExitCode> {
+    duo_collector::sink::stdout_is_closed().then(|| {
+        eprintln!("error: standard output was closed (EPIPE): the stdout sink's reader went away; stopped (checkpoints stay at the last delivered page)");
+        ExitCode::from(EXIT_FAILURE)
+    })
+}
 const EXIT_CONFIG: u8 = 2;
 
 fn init_tracing(filter: &str, json: bool) {
@@ -176,7 +185,8 @@ fn load_config_with(
     Ok(config)
 }
 
-/// A token cancelled by the first SIGTERM or SIGINT.
+/// A token cancelled by the first SIGTERM or SIGINT, or once stdout is closed (EPIPE): events
+/// written to stdout have no reader any more, so the command stops instead of retrying.
 fn shutdown_token() -> anyhow::Result<CancellationToken> {
     use tokio::signal::unix::{signal, SignalKind};
     let token = CancellationToken::new();
@@ -187,6 +197,7 @@ fn shutdown_token() -> anyhow::Result<CancellationToken> {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received"),
             _ = int.recv() => tracing::info!("SIGINT received"),
+            _ = duo_collector::sink::stdout_closed() => tracing::debug!("standard output closed"),
         }
         t.cancel();
     });
@@ -269,7 +280,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 path: arg.config.clone(),
             };
             daemon::run(runtime, config, Some(reload), cancel).await?;
-            Ok(ExitCode::SUCCESS)
+            Ok(stdout_closed_exit().unwrap_or(ExitCode::SUCCESS))
         }
         Command::CollectNow {
             config,
@@ -286,6 +297,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             ));
             let runtime = Runtime::build(&cfg, &options)?;
             let reports = daemon::collect_once(&runtime, integration.as_deref(), &cancel).await;
+            if let Some(code) = stdout_closed_exit() {
+                return Ok(code);
+            }
             Ok(if print_reports(&reports) {
                 ExitCode::SUCCESS
             } else {

@@ -424,14 +424,11 @@ systemctl reload duo-collector"#,
 
     // A stalled collector (Duo answers nothing for longer than the watchdog interval) is
     // killed by the watchdog and restarted by systemd.
-    sim.inject_fault_rules(
-        (0..4)
-            .map(|_| FaultRule {
-                path_contains: None,
-                fault: Fault::Delay(Duration::from_secs(30)),
-            })
-            .collect(),
-    );
+    // One authentication request hangs: its integration is busy without progress.
+    sim.handle().inject_fault_rules(vec![FaultRule {
+        path_contains: Some("/admin/v2/logs/authentication".into()),
+        fault: Fault::Delay(Duration::from_secs(30)),
+    }]);
     c.wait_for(
         "the watchdog to restart the service",
         Duration::from_secs(60),
@@ -447,16 +444,11 @@ systemctl reload duo-collector"#,
         Duration::from_secs(60),
         "systemctl is-active duo-collector",
     );
-    // The restarted process collects again (a fresh event reaches the file).
-    let lines_before: u64 = c
-        .sh("wc -l < /var/log/duo-collector/events.jsonl")
-        .trim()
-        .parse()
-        .unwrap();
+    // The restarted process collects again.
     c.wait_for(
-        "the restarted service to pick up where it stopped",
+        "the restarted service to complete a collection",
         Duration::from_secs(60),
-        r#"journalctl -u duo-collector --no-pager -o cat --since=-30s | grep -q 'collection cycle done'"#,
+        r#"journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID=$(systemctl show -p InvocationID --value duo-collector) | grep -q 'collection cycle done'"#,
     );
 
     // Stop: a clean exit (SIGTERM finishes the page in flight), with every delivered event
@@ -484,7 +476,6 @@ systemctl reload duo-collector"#,
         .trim()
         .parse()
         .unwrap();
-    assert!(lines_before > 0);
     assert_eq!(
         distinct, committed,
         "events in the file vs committed checkpoints"
