@@ -35,8 +35,14 @@ Exit codes: 0 success, 1 failure (collection, connectivity, runtime), 2 invalid 
 Signals (run): SIGTERM/SIGINT finish the page in flight and exit 0; SIGHUP reloads the config."
 )]
 struct Cli {
-    /// Log filter, e.g. "info" or "duo_collector=debug" (RUST_LOG also works).
-    #[arg(long, global = true, env = "DUO_COLLECTOR_LOG", default_value = "info")]
+    /// Log filter, e.g. "info", "debug" or "duo_collector=debug" (RUST_LOG also works). The
+    /// default shows the collector's own lines at info and libraries' only from warn up.
+    #[arg(
+        long,
+        global = true,
+        env = "DUO_COLLECTOR_LOG",
+        default_value = "duo_collector=info,warn"
+    )]
     log_level: String,
     /// Log line format: "text" (journald-friendly; no timestamps under systemd) or "json".
     /// Default: `[collector] log_format` from the config, else text.
@@ -344,7 +350,12 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let state = State::open_read_only(&path)?;
             let now = duo_collector::collector::now_ms();
-            let rows = status::rows(&state.status()?, now);
+            // Duo's clock is not asked here (status calls nobody): the local clock stands in.
+            let delay_ms = |name: &str| {
+                cfg.integration(name)
+                    .map_or(0, |i| i.delay.as_millis() as i64)
+            };
+            let rows = status::rows(&state.status()?, now, &delay_ms);
             let sinks = status::sink_rows(&cfg.sinks, &state.sink_status()?);
             if json {
                 let all = serde_json::json!({ "streams": rows, "sinks": sinks });

@@ -67,6 +67,15 @@ fn demo_ends_with_exit_0_when_its_reader_leaves() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(after < 10.0, "took {after} s");
     assert_tidy(&stderr);
+    // Tidy output: no library INFO noise, no `Some(…)`, and a totals line at the end.
+    assert!(!stderr.contains("tokio_cron_scheduler"), "{stderr}");
+    assert!(!stderr.contains("Some("), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("stopped: ") && l.contains(" events in ")),
+        "no totals line: {stderr}"
+    );
 }
 
 #[test]
