@@ -129,6 +129,24 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> ConnectivityReport {
     let mut sections = Vec::new();
+    // The config's warnings count in the summary like any other: "0 warning(s)" after a
+    // printed warning would be a lie.
+    if !config.warnings.is_empty() {
+        sections.push(Section {
+            target: "config".to_string(),
+            checks: config
+                .warnings
+                .iter()
+                .map(|w| {
+                    Check::warn(
+                        "Config",
+                        w.clone(),
+                        "see the warning; `duo-collector validate` lists them all",
+                    )
+                })
+                .collect(),
+        });
+    }
     for integration in config
         .integrations
         .iter()
@@ -233,10 +251,27 @@ async fn check_integration(integration: &Integration, cancel: &CancellationToken
                 .as_ref()
                 .map(|u| format!(" via {u}"))
                 .unwrap_or_default();
-            checks.push(Check::pass(
-                "Connection and TLS",
-                format!("reached {host}{via} (GET /auth/v2/ping)"),
-            ));
+            match integration
+                .connect_to
+                .as_ref()
+                .filter(|u| u.scheme() == "http")
+            {
+                Some(url) => {
+                    checks.push(Check::pass(
+                        "Connection",
+                        format!("reached {host}{via} (GET /auth/v2/ping)"),
+                    ));
+                    checks.push(Check::warn(
+                        "TLS",
+                        format!("not checked: connect_to {url} is plain HTTP"),
+                        "fine for the simulator or a local TLS-terminating proxy; Duo itself is reached over https only",
+                    ));
+                }
+                None => checks.push(Check::pass(
+                    "Connection and TLS",
+                    format!("reached {host}{via} (GET /auth/v2/ping)"),
+                )),
+            }
             let local = (sent + now_ms()) / 2 / 1000;
             let skew = local - duo_time;
             if skew.abs() > 60 {

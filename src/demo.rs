@@ -125,14 +125,30 @@ pub async fn simulate(args: SimulateArgs, cancel: CancellationToken) -> anyhow::
     let sim = Simulator::start(args.listen, cfg)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // The config goes to stdout (`simulate > sim.toml`), the talk to stderr.
     eprintln!(
-        "Duo API simulator listening on {}\nPoint an integration at it with:\n\n{}",
-        sim.base_url(),
-        integration_snippet(&args, &sim.base_url())
+        "Duo API simulator listening on {}; a matching config is on stdout (duo-collector simulate > sim.toml, then duo-collector collect-now --config sim.toml)",
+        sim.base_url()
     );
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        // A closed stdout only loses the snippet; the simulator keeps serving.
+        let _ = out
+            .write_all(config_snippet(&args, &sim.base_url()).as_bytes())
+            .and_then(|()| out.flush());
+    }
     cancel.cancelled().await;
     sim.shutdown().await;
     Ok(())
+}
+
+/// A complete config for the simulator: state in ./duo-collector-sim-state, events to stdout.
+fn config_snippet(args: &SimulateArgs, base_url: &str) -> String {
+    format!(
+        "[collector]\nstate_dir = \"duo-collector-sim-state\"\n\n{}",
+        integration_snippet(args, base_url)
+    )
 }
 
 fn integration_snippet(args: &SimulateArgs, base_url: &str) -> String {

@@ -271,9 +271,27 @@ fn deserialize_or_report<T: serde::de::DeserializeOwned>(
     match value.clone().try_into::<T>() {
         Ok(v) => Some(v),
         Err(e) => {
-            report
-                .problems
-                .push(format!("{scope}: {}", redact_values(e.message())));
+            // serde names no field in "invalid type: integer `12`, expected a string"; every
+            // field is optional, so each key alone shows which of them is wrong.
+            let culprits: Vec<String> = value
+                .as_table()
+                .into_iter()
+                .flatten()
+                .filter_map(|(key, v)| {
+                    let alone: toml::Table = [(key.clone(), v.clone())].into_iter().collect();
+                    toml::Value::Table(alone)
+                        .try_into::<T>()
+                        .err()
+                        .map(|e| format!("{scope}: field `{key}`: {}", redact_values(e.message())))
+                })
+                .collect();
+            if culprits.is_empty() {
+                report
+                    .problems
+                    .push(format!("{scope}: {}", redact_values(e.message())));
+            } else {
+                report.problems.extend(culprits);
+            }
             None
         }
     }
