@@ -340,3 +340,23 @@ fn skey_credential_reads_from_the_credentials_directory() {
         "{e}"
     );
 }
+
+#[test]
+fn the_example_config_shows_every_accepted_key() {
+    let example = include_str!("../../config.toml.example");
+    let mut missing = Vec::new();
+    for key in super::raw::COLLECTOR_KEYS
+        .iter()
+        .chain(super::raw::INTEGRATION_KEYS)
+        .chain(super::raw::SINK_KEYS)
+    {
+        let shown = example
+            .lines()
+            .map(|l| l.trim_start_matches(['#', ' ']))
+            .any(|l| l.starts_with(&format!("{key} =")) || l.contains(&format!(" {key} =")));
+        if !shown {
+            missing.push(*key);
+        }
+    }
+    assert!(missing.is_empty(), "config.toml.example lacks {missing:?}");
+}
