@@ -190,19 +190,32 @@ impl Container {
                 container.nspawn.id()
             ))
             .unwrap_or_default();
-            if let Some(pid) = children.split_whitespace().next() {
-                container.leader = pid.parse().unwrap();
-            } else {
-                std::thread::sleep(Duration::from_millis(50));
+            // nspawn forks through a short-lived helper; the leader is the child running systemd.
+            let leader = children.split_whitespace().find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "systemd")
+            });
+            match leader {
+                Some(pid) => container.leader = pid.parse().unwrap(),
+                None => std::thread::sleep(Duration::from_millis(50)),
             }
         }
         // "degraded" is fine: some units of a minimal container fail (no udev, no getty).
-        let state = container.sh_status("timeout 60 systemctl is-system-running --wait");
-        let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
-        assert!(
-            state == "running" || state == "degraded",
-            "the container did not boot: {state}"
-        );
+        // Until systemd's bus is up the answer is "offline" or an error: ask again.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = container.sh_status("systemctl is-system-running --wait");
+            let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if state == "running" || state == "degraded" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the container did not boot: {state} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         container
     }
 
