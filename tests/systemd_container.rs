@@ -20,7 +20,7 @@ use common::{now_ms, sim_config, start_sim, IKEY, SKEY};
 use duo_collector::simulator::{Fault, FaultRule, KindCounts};
 
 const SUITE: &str = "bookworm";
-const PACKAGES: &str = "systemd,systemd-sysv,dbus,libnss-systemd,logrotate";
+const PACKAGES: &str = "systemd,systemd-sysv,dbus,libnss-systemd,logrotate,ca-certificates";
 const CACHE_DIR: &str = "/var/cache/duo-collector-test";
 const MACHINE_ROOT_NSPAWN: &str = "/run/systemd/nspawn";
 
@@ -304,7 +304,7 @@ impl Drop for Container {
 fn readme_install_steps() -> String {
     let readme = include_str!("../README.md");
     let start = readme
-        .find("<!-- install-steps -->")
+        .find("<!-- install-steps")
         .expect("README has the install-steps marker");
     let block = &readme[start..];
     let open = block
@@ -383,7 +383,7 @@ async fn the_package_installs_starts_collects_reloads_and_recovers_under_systemd
 cfg=/etc/duo-collector/config.toml
 sed -i -e 's/^api_hostname = .*/api_hostname = "{host}"/' -e 's/^ikey = .*/ikey = "{IKEY}"/' \
     -e 's|^# connect_to = .*|connect_to = "{base_url}"|' \
-    -e 's/^schedule = .*/schedule = "*/3 * * * * *"/' -e 's/^delay = .*/delay = "5s"/' \
+    -e 's|^schedule = .*|schedule = "*/3 * * * * *"|' -e 's/^delay = .*/delay = "5s"/' \
     -e 's/^logs = .*/logs = ["authentication", "administrator"]/' \
     -e 's/^# request_timeout = .*/request_timeout = "120s"/' "$cfg"
 # A short watchdog, so the stalled-collector check below takes seconds, not minutes.
