@@ -76,7 +76,14 @@ enum Command {
     /// /readyz.
     Run(ConfigArg),
     /// Check the config; exit 0 if valid, else list every problem and exit 2.
-    Validate(ConfigArg),
+    Validate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Check how secrets are given but do not read them (the unit's ExecReload=: systemd
+        /// loads credentials only at start, and a reload cannot change them).
+        #[arg(long)]
+        skip_secrets: bool,
+    },
     /// Drain every integration (or one) up to now − delay once, then exit.
     CollectNow {
         #[command(flatten)]
@@ -145,7 +152,7 @@ fn init_tracing(filter: &str, json: bool) {
 /// full validation comes later and reports problems).
 fn configured_log_format(command: &Command) -> Option<String> {
     let path = match command {
-        Command::Run(a) | Command::Validate(a) => &a.config,
+        Command::Run(a) | Command::Validate { config: a, .. } => &a.config,
         Command::CollectNow { config, .. }
         | Command::Status { config, .. }
         | Command::TestConnectivity { config, .. } => &config.config,
@@ -251,7 +258,17 @@ fn print_reports(reports: &[duo_collector::collector::IntegrationReport]) -> boo
 async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let env = Env::real().with_credentials_directory(cli.credentials_directory.clone());
     match cli.command {
-        Command::Validate(arg) => match load_config(&arg.config, &env) {
+        Command::Validate {
+            config: arg,
+            skip_secrets,
+        } => match load_config(
+            &arg.config,
+            &if skip_secrets {
+                Env::real().without_secrets()
+            } else {
+                env
+            },
+        ) {
             Ok(config) => {
                 if let Some(problem) = config.state_dir_problem() {
                     eprintln!("error: [collector]: field `state_dir`: {problem}");
