@@ -491,7 +491,8 @@ systemctl reload duo-collector"#,
         .map(|s| s["events_total"].as_i64().unwrap())
         .sum();
     let distinct: i64 = c
-        .sh(r#"grep -o '"event_id":"[^"]*"' /var/log/duo-collector/events.jsonl | sort -u | wc -l"#)
+        // Both integrations read the same tenant: an event is distinct per integration.
+        .sh(r#"grep -o '"event_id":"[^"]*","integration":"[^"]*"' /var/log/duo-collector/events.jsonl | sort -u | wc -l"#)
         .trim()
         .parse()
         .unwrap();
