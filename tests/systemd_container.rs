@@ -492,7 +492,7 @@ systemctl reload duo-collector"#,
         .sum();
     let distinct: i64 = c
         // Both integrations read the same tenant: an event is distinct per integration.
-        .sh(r#"grep -o '"event_id":"[^"]*","integration":"[^"]*"' /var/log/duo-collector/events.jsonl | sort -u | wc -l"#)
+        .sh(r#"grep -o '"_duo_collector":{[^}]*}' /var/log/duo-collector/events.jsonl | sed 's/"collected_at":"[^"]*",\?//' | sort -u | wc -l"#)
         .trim()
         .parse()
         .unwrap();
