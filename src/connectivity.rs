@@ -130,6 +130,24 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> ConnectivityReport {
     let mut sections = Vec::new();
+    // The config's warnings count in the summary like any other: "0 warning(s)" after a
+    // printed warning would be a lie.
+    if !config.warnings.is_empty() {
+        sections.push(Section {
+            target: "config".to_string(),
+            checks: config
+                .warnings
+                .iter()
+                .map(|w| {
+                    Check::warn(
+                        "Config",
+                        w.clone(),
+                        "see the warning; `duo-collector validate` lists them all",
+                    )
+                })
+                .collect(),
+        });
+    }
     for integration in config
         .integrations
         .iter()
@@ -303,10 +321,27 @@ async fn check_integration(integration: &Integration, cancel: &CancellationToken
             if let ProxyRoute::Proxy(proxy) = &route {
                 via.push_str(&format!(" through proxy {}", proxy.shown));
             }
-            checks.push(Check::pass(
-                "Connection and TLS",
-                format!("reached {host}{via} (GET /auth/v2/ping)"),
-            ));
+            match integration
+                .connect_to
+                .as_ref()
+                .filter(|u| u.scheme() == "http")
+            {
+                Some(url) => {
+                    checks.push(Check::pass(
+                        "Connection",
+                        format!("reached {host}{via} (GET /auth/v2/ping)"),
+                    ));
+                    checks.push(Check::warn(
+                        "TLS",
+                        format!("not checked: connect_to {url} is plain HTTP"),
+                        "fine for the simulator or a local TLS-terminating proxy; Duo itself is reached over https only",
+                    ));
+                }
+                None => checks.push(Check::pass(
+                    "Connection and TLS",
+                    format!("reached {host}{via} (GET /auth/v2/ping)"),
+                )),
+            }
             checks.push(clock_check(duo_clock.offset_ms(), duo_time, sent));
         }
         Err(e) => {
@@ -487,7 +522,7 @@ async fn check_sink(sink: &SinkSettings) -> Check {
             tcp_reachable(name, &address, "NATS server").await
         }
         SinkKind::Stdout => Check::pass(name, "standard output"),
-        SinkKind::File { path } => {
+        SinkKind::File { path, .. } => {
             let dir_ok = path
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())

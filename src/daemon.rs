@@ -178,13 +178,49 @@ struct Worker {
     handle: tokio::task::JoinHandle<()>,
 }
 
+/// The largest honest lag (`status::lag_ms`) among an integration's streams, in seconds; the
+/// same figure `status` shows. Each stream's `checkpoint_lag_seconds` metric is set to its own.
+fn max_lag_seconds(
+    state: &State,
+    observer: &crate::observe::Observer,
+    integration: &str,
+    delay: std::time::Duration,
+) -> Option<i64> {
+    let offset = state
+        .clock_offset(integration)
+        .ok()
+        .flatten()
+        .map(|c| c.offset_ms);
+    let now = crate::status::duo_now_ms(crate::collector::now_ms(), offset);
+    let delay_ms = delay.as_millis() as i64;
+    let streams = state.status().ok()?;
+    let mut max = None;
+    for s in streams.iter().filter(|s| s.integration == integration) {
+        let Some(lag) = crate::status::stream_lag_seconds(s, now, delay_ms) else {
+            continue;
+        };
+        observer.set_checkpoint_lag(
+            crate::observe::StreamLabels {
+                integration: s.integration.clone(),
+                account: s.account_id.clone().unwrap_or_default(),
+                log: s.log.clone(),
+            },
+            lag,
+        );
+        max = max.max(Some(lag));
+    }
+    max
+}
+
 async fn start_worker(
     scheduler: &JobScheduler,
+    state: State,
     rt: Arc<IntegrationRuntime>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Worker> {
     let (tick_tx, mut tick_rx) = mpsc::channel::<()>(1);
     let name = rt.settings.name.clone();
+    rt.observer().set_delay(&name, rt.settings.delay);
     let job_tx = tick_tx.clone();
     let job_name = name.clone();
     let job = Job::new_async(rt.settings.schedule.as_str(), move |_, _| {
@@ -221,8 +257,11 @@ async fn start_worker(
                 .filter(|r| r.outcome == RunOutcome::Failed)
                 .count();
             let events = report.events();
-            let lag = rt.max_lag_seconds();
-            tracing::info!(integration = %rt.settings.name, events, streams = report.streams.len(), failed_streams = failed, max_lag_seconds = lag, next = ?crate::schedule::next_tick(&rt.settings.schedule, chrono::Utc::now()), "collection cycle done");
+            let lag = max_lag_seconds(&state, rt.observer(), &rt.settings.name, rt.settings.delay);
+            let next = crate::schedule::next_tick(&rt.settings.schedule, chrono::Utc::now())
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_else(|| "-".into());
+            tracing::info!(integration = %rt.settings.name, events, streams = report.streams.len(), failed_streams = failed, max_lag = %crate::human::duration_secs(lag.unwrap_or(0)), max_lag_seconds = lag.unwrap_or(0), next = %next, "collection cycle done");
             service::status(&format!(
                 "idle: {} collected {events} events, {failed} failing stream(s)",
                 rt.settings.name
@@ -259,6 +298,7 @@ pub async fn run(
     reload: Option<ReloadSource>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let started = Instant::now();
     let observer = runtime.options.observer.clone();
     let metrics = match config.collector.metrics_listen {
         Some(addr) => Some(
@@ -273,7 +313,7 @@ pub async fn run(
         .context("cannot start the scheduler")?;
     let mut workers: HashMap<String, Worker> = HashMap::new();
     for rt in runtime.integrations.clone() {
-        let worker = start_worker(&scheduler, rt.clone(), &cancel).await?;
+        let worker = start_worker(&scheduler, runtime.state.clone(), rt.clone(), &cancel).await?;
         workers.insert(rt.settings.name.clone(), worker);
     }
     scheduler
@@ -343,7 +383,15 @@ pub async fn run(
     for b in background {
         let _ = b.await;
     }
-    tracing::info!("stopped");
+    let (events, pages) = observer.totals();
+    tracing::info!(
+        events,
+        pages,
+        uptime = %crate::human::duration_secs(started.elapsed().as_secs() as i64),
+        "stopped: {} in {} since start",
+        crate::human::count(events, "event", "events"),
+        crate::human::count(pages, "page", "pages")
+    );
     Ok(())
 }
 
@@ -385,7 +433,7 @@ async fn apply(
     let mut started = Vec::new();
     for integration in new.integrations.iter().filter(|i| !keep.contains(&i.name)) {
         let rt = runtime.integration_runtime(integration)?;
-        let worker = start_worker(scheduler, rt, cancel).await?;
+        let worker = start_worker(scheduler, runtime.state.clone(), rt, cancel).await?;
         workers.insert(integration.name.clone(), worker);
         started.push(integration.name.clone());
     }

@@ -195,11 +195,19 @@ pub async fn simulate(args: SimulateArgs, cancel: CancellationToken) -> anyhow::
     let sim = Simulator::start(args.listen, cfg)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // The config goes to stdout (`simulate > sim.toml`), the talk to stderr.
     eprintln!(
-        "Duo API simulator listening on {}\n{modes}\nPoint an integration at it with:\n\n{}",
-        sim.base_url(),
-        integration_snippet(&args, &sim.base_url())
+        "Duo API simulator listening on {}; a matching config is on stdout (duo-collector simulate > sim.toml, then duo-collector collect-now --config sim.toml)\n{modes}",
+        sim.base_url()
     );
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        // A closed stdout only loses the snippet; the simulator keeps serving.
+        let _ = out
+            .write_all(config_snippet(&args, &sim.base_url()).as_bytes())
+            .and_then(|()| out.flush());
+    }
     cancel.cancelled().await;
     sim.shutdown().await;
     Ok(())
@@ -212,6 +220,14 @@ fn pace_for(rate_limit: Option<u32>) -> String {
         Some(n) => format!("requests_per_minute = {n}"),
         None => "requests_per_minute = 0".to_string(),
     }
+}
+
+/// A complete config for the simulator: state in ./duo-collector-sim-state, events to stdout.
+fn config_snippet(args: &SimulateArgs, base_url: &str) -> String {
+    format!(
+        "[collector]\nstate_dir = \"duo-collector-sim-state\"\n\n{}",
+        integration_snippet(args, base_url)
+    )
 }
 
 fn integration_snippet(args: &SimulateArgs, base_url: &str) -> String {
@@ -298,15 +314,42 @@ pub async fn demo(args: DemoArgs, cancel: CancellationToken) -> anyhow::Result<(
     if args.once {
         let reports = daemon::collect_once(&runtime, None, &cancel).await;
         let events: u64 = reports.iter().map(|r| r.events()).sum();
-        eprintln!("demo: delivered {events} events");
-        if let Some(failed) = reports.iter().find(|r| r.failed()) {
-            anyhow::bail!("demo collection failed: {failed:?}");
+        if crate::sink::stdout_is_closed() {
+            // The reader (`| head`) has what it wanted: that is a normal end.
+            eprintln!("demo: standard output was closed; stopping after {events} events");
+        } else {
+            eprintln!("demo: delivered {events} events");
+            if let Some(failure) = first_failure(&reports) {
+                anyhow::bail!("demo collection failed: {failure}");
+            }
         }
     } else {
         daemon::run(runtime, config, None, cancel).await?;
+        if crate::sink::stdout_is_closed() {
+            eprintln!("demo: standard output was closed; stopping");
+        }
     }
     sim.shutdown().await;
     Ok(())
+}
+
+/// The first failure of a collection, in one line: "integration: error" or "stream: error".
+fn first_failure(reports: &[crate::collector::IntegrationReport]) -> Option<String> {
+    reports.iter().find_map(|r| {
+        if let Some(e) = &r.error {
+            return Some(format!("{}: {e}", r.integration));
+        }
+        r.streams
+            .iter()
+            .find(|s| s.outcome == crate::state::RunOutcome::Failed)
+            .map(|s| {
+                format!(
+                    "{}: {}",
+                    s.stream,
+                    s.error.as_deref().unwrap_or("unknown error")
+                )
+            })
+    })
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ pub mod demo;
 pub mod duo;
 /// Events, batches and stream ids.
 pub mod event;
+/// Durations and rates for people.
+pub mod human;
 /// Duo log kinds and page parsing.
 pub mod logs;
 /// Output formats (pure).

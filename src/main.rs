@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use duo_collector::config::{Config, DEFAULT_CONFIG_PATH};
+use duo_collector::config::{Config, Env, DEFAULT_CONFIG_PATH};
 use duo_collector::daemon::{self, Runtime, RuntimeOptions};
 use duo_collector::state::{RunOutcome, State};
 use duo_collector::{demo, status};
@@ -21,12 +21,13 @@ use duo_collector::{demo, status};
 Trust Monitor, offline enrollment; MSP child accounts too) and delivers them to sinks. A stream's \
 checkpoint (SQLite, in state_dir) moves only after every sink acknowledged the events before it.",
     after_long_help = "Getting started:
-  1. Write /etc/duo-collector/config.toml (see config.toml.example) and the secret key file (chmod 600).
+  1. Install the .deb; edit /etc/duo-collector/config.toml (api_hostname, ikey, sinks) and put the
+     secret key in /etc/duo-collector/credentials/corp.skey (chmod 600; skey_credential = \"corp.skey\").
   2. duo-collector validate            -- every config problem at once, exit 2 if any
   3. duo-collector test-connectivity   -- DNS, TLS, clock, keys, permissions, sinks: PASS/WARN/FAIL
   4. duo-collector collect-now         -- one full drain, with progress
   5. systemctl enable --now duo-collector   (unit: systemd/duo-collector.service; Type=notify,
-     watchdog, LoadCredential= for secrets, `systemctl reload` re-reads the config)
+     watchdog, the credentials directory via LoadCredential=, `systemctl reload` re-reads the config)
   6. duo-collector status              -- checkpoint, lag and last run per stream
 Try it without a Duo account: duo-collector demo
 
@@ -34,13 +35,24 @@ Exit codes: 0 success, 1 failure (collection, connectivity, runtime), 2 invalid 
 Signals (run): SIGTERM/SIGINT finish the page in flight and exit 0; SIGHUP reloads the config."
 )]
 struct Cli {
-    /// Log filter, e.g. "info" or "duo_collector=debug" (RUST_LOG also works).
-    #[arg(long, global = true, env = "DUO_COLLECTOR_LOG", default_value = "info")]
+    /// Log filter, e.g. "info", "debug" or "duo_collector=debug" (RUST_LOG also works). The
+    /// default shows the collector's own lines at info and libraries' only from warn up.
+    #[arg(
+        long,
+        global = true,
+        env = "DUO_COLLECTOR_LOG",
+        default_value = "duo_collector=info,warn"
+    )]
     log_level: String,
     /// Log line format: "text" (journald-friendly; no timestamps under systemd) or "json".
     /// Default: `[collector] log_format` from the config, else text.
     #[arg(long, global = true, env = "DUO_COLLECTOR_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
+    /// Where `skey_credential` / `token_credential` names are read when not running under
+    /// systemd. Default: $CREDENTIALS_DIRECTORY (set by the unit), else
+    /// /etc/duo-collector/credentials when this user can read it (root).
+    #[arg(long, global = true, env = "DUO_COLLECTOR_CREDENTIALS_DIRECTORY")]
+    credentials_directory: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,7 +76,14 @@ enum Command {
     /// /readyz.
     Run(ConfigArg),
     /// Check the config; exit 0 if valid, else list every problem and exit 2.
-    Validate(ConfigArg),
+    Validate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Check how secrets are given but do not read them (the unit's ExecReload=: systemd
+        /// loads credentials only at start, and a reload cannot change them).
+        #[arg(long)]
+        skip_secrets: bool,
+    },
     /// Drain every integration (or one) up to now − delay once, then exit.
     CollectNow {
         #[command(flatten)]
@@ -99,6 +118,15 @@ enum Command {
 }
 
 const EXIT_FAILURE: u8 = 1;
+
+/// For `run` and `collect-now`: a closed stdout is one clear line and exit 1 (a stdout sink
+/// could not deliver), not a page of retries.
+fn stdout_closed_exit() -> Option<ExitCode> {
+    duo_collector::sink::stdout_is_closed().then(|| {
+        eprintln!("error: standard output was closed (EPIPE): the stdout sink's reader went away; stopped (checkpoints stay at the last delivered page)");
+        ExitCode::from(EXIT_FAILURE)
+    })
+}
 const EXIT_CONFIG: u8 = 2;
 
 fn init_tracing(filter: &str, json: bool) {
@@ -124,7 +152,7 @@ fn init_tracing(filter: &str, json: bool) {
 /// full validation comes later and reports problems).
 fn configured_log_format(command: &Command) -> Option<String> {
     let path = match command {
-        Command::Run(a) | Command::Validate(a) => &a.config,
+        Command::Run(a) | Command::Validate { config: a, .. } => &a.config,
         Command::CollectNow { config, .. }
         | Command::Status { config, .. }
         | Command::TestConnectivity { config, .. } => &config.config,
@@ -139,8 +167,8 @@ fn configured_log_format(command: &Command) -> Option<String> {
         .map(str::to_string)
 }
 
-fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
-    match Config::load(path) {
+fn load_config(path: &std::path::Path, env: &Env) -> Result<Config, ExitCode> {
+    match Config::load_with(path, env) {
         Ok(config) => {
             for w in &config.warnings {
                 tracing::warn!("config: {w}");
@@ -155,8 +183,12 @@ fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
 }
 
 /// Loads the config and checks that `--integration NAME`, if given, is in it.
-fn load_config_with(path: &std::path::Path, integration: Option<&str>) -> Result<Config, ExitCode> {
-    let config = load_config(path)?;
+fn load_config_with(
+    path: &std::path::Path,
+    env: &Env,
+    integration: Option<&str>,
+) -> Result<Config, ExitCode> {
+    let config = load_config(path, env)?;
     if let Some(name) = integration {
         if config.integration(name).is_none() {
             eprintln!("error: --integration {name:?} is not in {}", path.display());
@@ -166,7 +198,8 @@ fn load_config_with(path: &std::path::Path, integration: Option<&str>) -> Result
     Ok(config)
 }
 
-/// A token cancelled by the first SIGTERM or SIGINT.
+/// A token cancelled by the first SIGTERM or SIGINT, or once stdout is closed (EPIPE): events
+/// written to stdout have no reader any more, so the command stops instead of retrying.
 fn shutdown_token() -> anyhow::Result<CancellationToken> {
     use tokio::signal::unix::{signal, SignalKind};
     let token = CancellationToken::new();
@@ -177,6 +210,7 @@ fn shutdown_token() -> anyhow::Result<CancellationToken> {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received"),
             _ = int.recv() => tracing::info!("SIGINT received"),
+            _ = duo_collector::sink::stdout_closed() => tracing::debug!("standard output closed"),
         }
         t.cancel();
     });
@@ -222,9 +256,24 @@ fn print_reports(reports: &[duo_collector::collector::IntegrationReport]) -> boo
 }
 
 async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let env = Env::real().with_credentials_directory(cli.credentials_directory.clone());
     match cli.command {
-        Command::Validate(arg) => match load_config(&arg.config) {
+        Command::Validate {
+            config: arg,
+            skip_secrets,
+        } => match load_config(
+            &arg.config,
+            &if skip_secrets {
+                Env::real().without_secrets()
+            } else {
+                env
+            },
+        ) {
             Ok(config) => {
+                if let Some(problem) = config.state_dir_problem() {
+                    eprintln!("error: [collector]: field `state_dir`: {problem}");
+                    return Ok(ExitCode::from(EXIT_CONFIG));
+                }
                 println!(
                     "{}: valid ({} integration(s), {} sink(s), {} warning(s))",
                     arg.config.display(),
@@ -237,7 +286,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Err(code) => Ok(code),
         },
         Command::Run(arg) => {
-            let Ok(config) = load_config(&arg.config) else {
+            let Ok(config) = load_config(&arg.config, &env) else {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
             let cancel = shutdown_token()?;
@@ -254,13 +303,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 path: arg.config.clone(),
             };
             daemon::run(runtime, config, Some(reload), cancel).await?;
-            Ok(ExitCode::SUCCESS)
+            Ok(stdout_closed_exit().unwrap_or(ExitCode::SUCCESS))
         }
         Command::CollectNow {
             config,
             integration,
         } => {
-            let cfg = match load_config_with(&config.config, integration.as_deref()) {
+            let cfg = match load_config_with(&config.config, &env, integration.as_deref()) {
                 Ok(cfg) => cfg,
                 Err(code) => return Ok(code),
             };
@@ -271,6 +320,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             ));
             let runtime = Runtime::build(&cfg, &options)?;
             let reports = daemon::collect_once(&runtime, integration.as_deref(), &cancel).await;
+            if let Some(code) = stdout_closed_exit() {
+                return Ok(code);
+            }
             Ok(if print_reports(&reports) {
                 ExitCode::SUCCESS
             } else {
@@ -282,7 +334,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             integration,
             json,
         } => {
-            let cfg = match load_config_with(&config.config, integration.as_deref()) {
+            let cfg = match load_config_with(&config.config, &env, integration.as_deref()) {
                 Ok(cfg) => cfg,
                 Err(code) => return Ok(code),
             };
@@ -301,7 +353,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Status { config, json } => {
-            let Ok(cfg) = load_config(&config.config) else {
+            // status reads the state database only: it never needs a secret.
+            let Ok(cfg) = load_config(&config.config, &Env::real().without_secrets()) else {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
             let path = cfg.state_db_path();
@@ -314,13 +367,22 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let state = State::open_read_only(&path)?;
             let now = duo_collector::collector::now_ms();
-            let rows = status::rows(&state.status()?, now);
-            let sinks = status::sink_rows(&cfg.sinks, &state.sink_status()?);
+            // Duo's clock is not asked here (status calls nobody): the local clock stands in.
+            let delay_ms = |name: &str| {
+                cfg.integration(name)
+                    .map_or(0, |i| i.delay.as_millis() as i64)
+            };
             // A database from before pacing existed has no such tables yet: nothing to show.
-            let pacing = status::pacing_rows(
-                &state.clock_offsets().unwrap_or_default(),
-                &state.pacing_status().unwrap_or_default(),
-            );
+            let clocks = state.clock_offsets().unwrap_or_default();
+            let duo_offset = |name: &str| {
+                clocks
+                    .iter()
+                    .find(|c| c.integration == name)
+                    .map(|c| c.offset_ms)
+            };
+            let rows = status::rows(&state.status()?, now, &delay_ms, &duo_offset);
+            let sinks = status::sink_rows(&cfg.sinks, &state.sink_status()?);
+            let pacing = status::pacing_rows(&clocks, &state.pacing_status().unwrap_or_default());
             if json {
                 let all =
                     serde_json::json!({ "streams": rows, "sinks": sinks, "integrations": pacing });

@@ -129,6 +129,11 @@ pub struct Observer {
     heartbeat_ms: AtomicI64,
     /// Integrations in a collection cycle, with the time of their last progress.
     busy: Mutex<HashMap<String, i64>>,
+    /// Each integration's `delay`, for the honest lag (`status::lag_ms`).
+    delays_ms: Mutex<HashMap<String, i64>>,
+    /// Events and pages committed by this process, for the totals line at stop.
+    events_total: std::sync::atomic::AtomicU64,
+    pages_total: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Observer {
@@ -200,7 +205,7 @@ impl Observer {
         registry.register("sink_errors", "Failed sink deliveries", sink_errors.clone());
         registry.register_with_unit(
             "checkpoint_lag",
-            "How far the checkpoint is behind now",
+            "How far the checkpoint is behind what could be collected (now - delay); 0 when caught up",
             prometheus_client::registry::Unit::Seconds,
             checkpoint_lag.clone(),
         );
@@ -251,7 +256,44 @@ impl Observer {
             ready: AtomicBool::new(false),
             heartbeat_ms: AtomicI64::new(crate::collector::now_ms()),
             busy: Mutex::new(HashMap::new()),
+            delays_ms: Mutex::new(HashMap::new()),
+            events_total: std::sync::atomic::AtomicU64::new(0),
+            pages_total: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// (events, pages) committed by this process so far.
+    pub fn totals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.events_total.load(Ordering::Relaxed),
+            self.pages_total.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The integration's `delay`: lag counts from `now − delay`, the newest collectable time.
+    pub fn set_delay(&self, integration: &str, delay: std::time::Duration) {
+        self.delays_ms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(integration.to_string(), delay.as_millis() as i64);
+    }
+
+    fn delay_ms(&self, integration: &str) -> i64 {
+        self.delays_ms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(integration)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Sets a stream's `checkpoint_lag_seconds` (after a cycle, from the state: see
+    /// `status::stream_lag_seconds`).
+    pub fn set_checkpoint_lag(&self, labels: StreamLabels, seconds: i64) {
+        self.checkpoint_lag
+            .get_or_create(&labels)
+            .set(seconds.max(0));
     }
 
     /// The metrics in Prometheus' text exposition format (version 0.0.4).
@@ -281,10 +323,18 @@ impl Observer {
         sinks: &[String],
         position_ms: i64,
     ) {
-        let lag_seconds = (crate::collector::now_ms() - position_ms) / 1000;
+        let lag_seconds = crate::status::lag_ms(
+            crate::collector::now_ms(),
+            self.delay_ms(&stream.integration),
+            position_ms,
+        ) / 1000;
         if let Some(l) = self.listener() {
             l.page(stream, events, position_ms);
         }
+        self.events_total
+            .fetch_add(events as u64, std::sync::atomic::Ordering::Relaxed);
+        self.pages_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let labels = StreamLabels::from(stream);
         self.pages.get_or_create(&labels).inc();
         self.events_collected

@@ -36,13 +36,13 @@ impl ProgressDisplay {
         let covered = chrono::DateTime::from_timestamp_millis(position_ms)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
             .unwrap_or_default();
-        let lag =
-            Duration::from_secs(((crate::collector::now_ms() - position_ms) / 1000).max(0) as u64);
-        let rate = p.events as f64 / p.started.elapsed().as_secs_f64().max(0.001);
+        let behind = crate::human::duration_secs((crate::collector::now_ms() - position_ms) / 1000);
+        let rate = crate::human::rate(p.events, p.started.elapsed())
+            .map(|r| format!(", {r}"))
+            .unwrap_or_default();
         format!(
-            "{stream}: up to {covered} ({} behind), {} events, {rate:.0}/s",
-            humantime::format_duration(lag),
-            p.events
+            "{stream}: up to {covered} ({behind} behind), {}{rate}",
+            crate::human::count(p.events, "event", "events")
         )
     }
 }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::config::SinkSettings;
-use crate::state::{Checkpoint, SinkStatus, StreamStatus};
+use crate::state::{Checkpoint, RunOutcome, RunRecord, SinkStatus, StreamStatus};
 
 #[derive(Debug, Serialize)]
 pub struct StatusRow {
@@ -12,12 +12,15 @@ pub struct StatusRow {
     pub log: String,
     /// Newest delivered event, RFC 3339.
     pub newest_event: Option<String>,
+    /// Seconds since the newest delivered event (a quiet tenant's is large; that is no lag).
+    pub newest_event_age_seconds: Option<i64>,
     /// Where the next run resumes, RFC 3339.
     pub checkpoint: Option<String>,
     /// Open window end and cursor, when a run stopped inside a window.
     pub window_end: Option<String>,
     pub cursor: Option<String>,
-    /// Seconds between the checkpoint position and now.
+    /// How far the checkpoint is behind what could be collected now (`now − delay −
+    /// position`, see [`lag_ms`]); 0 when caught up.
     pub lag_seconds: Option<i64>,
     pub events_total: i64,
     pub last_run_started: Option<String>,
@@ -43,7 +46,49 @@ pub fn position_ms(cp: &Checkpoint) -> i64 {
         .unwrap_or(cp.mintime_ms)
 }
 
-pub fn rows(streams: &[StreamStatus], now_ms: i64) -> Vec<StatusRow> {
+/// How far a stream's checkpoint is behind what could be collected: Duo publishes an event up
+/// to `delay` late, so at `duo_now_ms` everything before `duo_now_ms − delay_ms` is collectable.
+/// 0 when the checkpoint is there (caught up). `duo_now_ms` is Duo's clock where it is known.
+pub fn lag_ms(duo_now_ms: i64, delay_ms: i64, position_ms: i64) -> i64 {
+    (duo_now_ms - delay_ms - position_ms).max(0)
+}
+
+/// The time up to which a stream has collected everything Duo could give: its checkpoint
+/// position, or the start of its last successful run less the delay, whichever is later. A run
+/// that ended `ok` drained its stream up to `started − delay`, even when no event came; a v1
+/// checkpoint would otherwise stay at its newest event's second and a quiet, caught-up tenant
+/// would look as if it were falling behind.
+pub fn collected_until_ms(cp: &Checkpoint, last_run: Option<&RunRecord>, delay_ms: i64) -> i64 {
+    let position = position_ms(cp);
+    match last_run {
+        Some(run) if run.outcome == RunOutcome::Ok.as_str() => {
+            position.max(run.started_ms - delay_ms)
+        }
+        _ => position,
+    }
+}
+
+/// The honest lag of one stream, in whole seconds.
+pub fn stream_lag_seconds(s: &StreamStatus, duo_now_ms: i64, delay_ms: i64) -> Option<i64> {
+    let cp = s.checkpoint.as_ref()?;
+    let until = collected_until_ms(cp, s.last_run.as_ref(), delay_ms);
+    Some(lag_ms(duo_now_ms, delay_ms, until) / 1000)
+}
+
+/// Duo's time for an integration whose clock was measured `offset_ms` off this host's: the
+/// earlier of the two, as the collector reads it.
+pub fn duo_now_ms(local_now_ms: i64, offset_ms: Option<i64>) -> i64 {
+    local_now_ms + offset_ms.unwrap_or(0).min(0)
+}
+
+/// Status rows; `delay_ms(integration)` is that integration's `delay` (0 if no longer
+/// configured), `duo_offset_ms(integration)` its measured clock offset, if any.
+pub fn rows(
+    streams: &[StreamStatus],
+    now_ms: i64,
+    delay_ms: &dyn Fn(&str) -> i64,
+    duo_offset_ms: &dyn Fn(&str) -> Option<i64>,
+) -> Vec<StatusRow> {
     streams
         .iter()
         .map(|s| {
@@ -53,10 +98,17 @@ pub fn rows(streams: &[StreamStatus], now_ms: i64) -> Vec<StatusRow> {
                 account_id: s.account_id.clone(),
                 log: s.log.clone(),
                 newest_event: cp.and_then(|c| c.newest_event_ms).map(iso),
+                newest_event_age_seconds: cp
+                    .and_then(|c| c.newest_event_ms)
+                    .map(|t| ((now_ms - t) / 1000).max(0)),
                 checkpoint: cp.map(|c| iso(c.mintime_ms)),
                 window_end: cp.and_then(|c| c.window_max_ms).map(iso),
                 cursor: cp.and_then(|c| c.cursor.clone()),
-                lag_seconds: cp.map(|c| ((now_ms - position_ms(c)) / 1000).max(0)),
+                lag_seconds: stream_lag_seconds(
+                    s,
+                    duo_now_ms(now_ms, duo_offset_ms(&s.integration)),
+                    delay_ms(&s.integration),
+                ),
                 events_total: s.events_total,
                 last_run_started: s.last_run.as_ref().map(|r| iso(r.started_ms)),
                 last_run_outcome: s.last_run.as_ref().map(|r| r.outcome.clone()),
@@ -69,11 +121,10 @@ pub fn rows(streams: &[StreamStatus], now_ms: i64) -> Vec<StatusRow> {
 }
 
 fn human_lag(seconds: i64) -> String {
-    match seconds {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
+    if seconds == 0 {
+        "0s (caught up)".to_string()
+    } else {
+        format!("{} behind", crate::human::duration_secs(seconds))
     }
 }
 
@@ -91,8 +142,11 @@ pub fn render_text(rows: &[StatusRow]) -> String {
         out.push_str(&format!("{stream}\n"));
         let dash = || "-".to_string();
         out.push_str(&format!(
-            "  newest event : {}\n",
-            r.newest_event.clone().unwrap_or_else(dash)
+            "  newest event : {}{}\n",
+            r.newest_event.clone().unwrap_or_else(dash),
+            r.newest_event_age_seconds
+                .map(|a| format!(" ({} ago)", crate::human::duration_secs(a)))
+                .unwrap_or_default()
         ));
         out.push_str(&format!(
             "  checkpoint   : {}{}\n",
@@ -112,9 +166,9 @@ pub fn render_text(rows: &[StatusRow]) -> String {
             "  last run     : {}\n",
             match (&r.last_run_started, &r.last_run_outcome) {
                 (Some(t), Some(o)) => format!(
-                    "{t} {o}, {} pages, {} events",
-                    r.last_run_pages.unwrap_or(0),
-                    r.last_run_events.unwrap_or(0)
+                    "{t} {o}, {}, {}",
+                    crate::human::count(r.last_run_pages.unwrap_or(0) as u64, "page", "pages"),
+                    crate::human::count(r.last_run_events.unwrap_or(0) as u64, "event", "events")
                 ),
                 _ => dash(),
             }
@@ -288,4 +342,75 @@ pub fn render_pacing_text(rows: &[PacingRow]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    fn v1_stream(newest_ms: i64, last_run: Option<(i64, &str)>) -> StreamStatus {
+        StreamStatus {
+            integration: "corp".into(),
+            account_id: None,
+            log: "administrator".into(),
+            // A v1 checkpoint resumes at the newest delivered second.
+            checkpoint: Some(Checkpoint {
+                mintime_ms: newest_ms / 1000 * 1000,
+                window_max_ms: None,
+                cursor: None,
+                seen: vec![],
+                newest_event_ms: Some(newest_ms),
+            }),
+            events_total: 10,
+            checkpoint_updated_ms: None,
+            last_run: last_run.map(|(started_ms, outcome)| RunRecord {
+                started_ms,
+                ended_ms: Some(started_ms + 1000),
+                pages: 1,
+                events: 0,
+                outcome: outcome.into(),
+                error: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn lag_is_what_could_be_collected_but_is_not() {
+        assert_eq!(lag_ms(100 * MIN, 2 * MIN, 98 * MIN), 0);
+        assert_eq!(
+            duo_now_ms(100 * MIN, Some(-MIN)),
+            99 * MIN,
+            "Duo behind: Duo's time"
+        );
+        assert_eq!(
+            duo_now_ms(100 * MIN, Some(MIN)),
+            100 * MIN,
+            "Duo ahead: the earlier clock"
+        );
+        assert_eq!(lag_ms(100 * MIN, 2 * MIN, 99 * MIN), 0);
+        assert_eq!(lag_ms(100 * MIN, 2 * MIN, 90 * MIN), 8 * MIN);
+    }
+
+    #[test]
+    fn a_quiet_caught_up_v1_stream_has_no_lag_and_an_old_newest_event() {
+        let now = 1_000 * MIN;
+        // Newest administrator event 80 minutes ago; the run a moment ago drained everything.
+        let s = v1_stream(now - 80 * MIN, Some((now - 2_000, "ok")));
+        let rows = rows(&[s], now, &|_| 2 * MIN, &|_| None);
+        assert_eq!(rows[0].lag_seconds, Some(2));
+        assert_eq!(rows[0].newest_event_age_seconds, Some(80 * 60));
+        let text = render_text(&rows);
+        assert!(text.contains("lag          : 2s behind"), "{text}");
+        assert!(text.contains("(1h 20m ago)"), "{text}");
+    }
+
+    #[test]
+    fn a_failing_stream_lags_from_its_checkpoint() {
+        let now = 1_000 * MIN;
+        let s = v1_stream(now - 80 * MIN, Some((now - 2_000, "failed")));
+        let rows = rows(&[s], now, &|_| 2 * MIN, &|_| None);
+        assert_eq!(rows[0].lag_seconds, Some(78 * 60));
+    }
 }

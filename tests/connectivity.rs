@@ -68,7 +68,7 @@ async fn all_pass_with_good_keys() {
     assert_eq!(code, Some(0), "{text}");
     for c in [
         "DNS",
-        "Connection and TLS",
+        "Connection",
         "Clock",
         "Admin API keys",
         "Log authentication",
@@ -83,6 +83,23 @@ async fn all_pass_with_good_keys() {
         text.contains("PASS  Log authentication: readable") && text.contains("0 failed"),
         "{text}"
     );
+    // connect_to is http://: TLS was not tested, and the checklist says so.
+    assert_eq!(verdict(&report, "TLS")["verdict"], "WARN", "{text}");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_warnings_are_counted_in_the_summary() {
+    let sim = start_sim(sim(|_| {})).await;
+    let setup = setup_with_auth_keys(&sim.base_url());
+    // A sink no integration uses validates with a warning.
+    let text = std::fs::read_to_string(&setup.config).unwrap()
+        + "\n[[sink]]\nname = \"unused\"\ntype = \"stdout\"\n";
+    std::fs::write(&setup.config, text).unwrap();
+    let (_code, report, text) = check(&setup).await;
+    let config = verdict(&report, "Config");
+    assert_eq!(config["verdict"], "WARN", "{text}");
+    assert!(!text.contains(" 0 warning(s)"), "{text}");
     sim.shutdown().await;
 }
 

@@ -187,18 +187,6 @@ impl IntegrationRuntime {
         &self.observer
     }
 
-    /// The largest checkpoint lag among this integration's streams, in seconds.
-    pub fn max_lag_seconds(&self) -> Option<i64> {
-        let now = now_ms();
-        let streams = self.state.status().ok()?;
-        streams
-            .iter()
-            .filter(|s| s.integration == self.settings.name)
-            .filter_map(|s| s.checkpoint.as_ref())
-            .map(|cp| (now - crate::status::position_ms(cp)) / 1000)
-            .max()
-    }
-
     async fn request_permit(&self) -> Option<SemaphorePermit<'_>> {
         // The semaphore is never closed, so acquire only fails if it were.
         self.in_flight.acquire().await.ok()
@@ -342,14 +330,18 @@ async fn deliver_and_commit(
     rt.state
         .commit_page(&target.stream, run_id, cp, events.len(), now_ms())?;
     let position = crate::status::position_ms(cp);
-    let lag_seconds = (now_ms() - position) / 1000;
+    let lag_seconds = crate::status::lag_ms(
+        rt.duo_clock.now_ms(),
+        rt.settings.delay.as_millis() as i64,
+        position,
+    ) / 1000;
     let sink_names: Vec<String> = rt.sinks.iter().map(|s| s.name.clone()).collect();
     rt.observer
         .page_committed(&target.stream, events.len(), &sink_names, position);
     crate::service::status(&format!(
         "collecting {}: {} behind, {} events this run",
         target.stream,
-        humantime::format_duration(std::time::Duration::from_secs(lag_seconds.max(0) as u64)),
+        crate::human::duration_secs(lag_seconds),
         progress.events + events.len() as u64
     ));
     progress.pages += 1;

@@ -3,6 +3,7 @@
 //! Layers: `raw` (what serde reads, everything optional) → `validate` (checks that name the
 //! integration or sink and the field, and resolves secrets) → the types below.
 
+mod credentials;
 mod hosts;
 mod raw;
 mod secrets;
@@ -18,6 +19,7 @@ use crate::logs::LogKind;
 use crate::normalize::Format;
 use crate::secret::Secret;
 
+pub use credentials::{UNIT_CREDENTIALS_DIR, UNIT_CREDENTIAL_ID};
 pub use sinks::{
     Batching, HttpAuth, HttpFlavor, HttpSettings, NatsAuth, NatsSettings, SyslogProtocol,
     SyslogSettings, SyslogTransport, TlsFiles,
@@ -46,6 +48,9 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// Whether some integration's secret key is written in the file itself.
     pub literal_secret: bool,
+    /// False for a config loaded with [`Env::without_secrets`]: its secrets are empty and it
+    /// must not be used to call Duo or a sink.
+    pub secrets_resolved: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -115,7 +120,11 @@ pub struct SinkSettings {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkKind {
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+        /// Permission bits set on the file (`file_mode`); `None`: 0640 less the umask.
+        mode: Option<u32>,
+    },
     Stdout,
     Syslog(SyslogSettings),
     Http(HttpSettings),
@@ -145,15 +154,19 @@ pub struct ConfigError {
 impl Config {
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &validate::Env::real())
+    }
+
+    /// [`Config::load`] with a chosen environment (credentials directory, secrets or not).
+    pub fn load_with(path: &Path, env: &Env) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             source_name: path.display().to_string(),
             problems: vec![format!(
-                "cannot read the config file: {e} (pass --config PATH, or create {})",
-                DEFAULT_CONFIG_PATH
+                "cannot read the config file: {e}{}",
+                unreadable_config_hint(path, e.kind())
             )],
         })?;
-        let mut config =
-            parse_config_str(&text, &path.display().to_string(), &validate::Env::real())?;
+        let mut config = parse_config_str(&text, &path.display().to_string(), env)?;
         config
             .warnings
             .extend(secrets::config_file_permission_warning(path, &config));
@@ -169,6 +182,29 @@ impl Config {
 
     pub fn sink(&self, name: &str) -> Option<&SinkSettings> {
         self.sinks.iter().find(|s| s.name == name)
+    }
+
+    /// Why the service could not keep its state in `state_dir`, if it could not: the directory
+    /// (or the nearest existing parent, which the service would create it in) must be
+    /// writable by this user.
+    pub fn state_dir_problem(&self) -> Option<String> {
+        let dir = &self.collector.state_dir;
+        let existing = dir.ancestors().find(|p| p.exists())?;
+        if !existing.is_dir() {
+            return Some(format!("{} is not a directory", existing.display()));
+        }
+        match tempfile::tempfile_in(existing) {
+            Ok(_) => None,
+            Err(e) if existing == dir.as_path() => Some(format!(
+                "{} is not writable by this user ({e}); the service user needs to write its state there",
+                dir.display()
+            )),
+            Err(e) => Some(format!(
+                "{} does not exist and cannot be created: {} is not writable by this user ({e})",
+                dir.display(),
+                existing.display()
+            )),
+        }
     }
 
     pub fn state_db_path(&self) -> PathBuf {
@@ -189,6 +225,23 @@ fn proxy_password_permission_warning(path: &Path, config: &Config) -> Option<Str
             with_credentials.name
         )
     })
+}
+
+/// What to do about a config file that cannot be read, by the reason.
+fn unreadable_config_hint(path: &Path, kind: std::io::ErrorKind) -> String {
+    match kind {
+        std::io::ErrorKind::NotFound if path == Path::new(DEFAULT_CONFIG_PATH) => format!(
+            " ({DEFAULT_CONFIG_PATH} is the default: install the package, copy config.toml.example there, or pass --config PATH)"
+        ),
+        std::io::ErrorKind::NotFound => {
+            " (check the --config path, or copy config.toml.example there)".to_string()
+        }
+        std::io::ErrorKind::PermissionDenied => format!(
+            " (the packaged config is readable by root and the duo-collector group only: run this as root, e.g. sudo duo-collector ..., or check the modes of {} and its directory)",
+            path.display()
+        ),
+        _ => String::new(),
+    }
 }
 
 #[cfg(test)]

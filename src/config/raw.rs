@@ -41,6 +41,7 @@ pub const SINK_KEYS: &[&str] = &[
     "name",
     "type",
     "path",
+    "file_mode",
     "format",
     "exclude_fields",
     // syslog
@@ -125,6 +126,7 @@ pub struct RawSink {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub path: Option<String>,
+    pub file_mode: Option<String>,
     pub format: Option<String>,
     pub exclude_fields: Option<Vec<String>>,
     pub transport: Option<String>,

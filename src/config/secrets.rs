@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::credentials::{credential_path, CredentialError};
 use super::validate::{Env, Report};
 use super::Config;
 use crate::secret::Secret;
@@ -11,15 +12,22 @@ pub(super) struct SecretSources {
     pub literal: Option<String>,
     pub file: Option<String>,
     pub env_name: Option<String>,
-    /// A systemd credential name, read from `$CREDENTIALS_DIRECTORY/<name>`.
+    /// A systemd credential name (see `credentials::credential_path`).
     pub credential: Option<String>,
 }
 
+/// Duo Admin API secret keys are this long.
+const DUO_SKEY_LEN: usize = 40;
+
+/// Reads the integration's secret key from its one source. For an integration that still has
+/// the example's placeholder host or key (`placeholder`), a secret that is not there yet is a
+/// warning: the packaged config validates before anything secret exists.
 pub(super) fn resolve_skey(
     report: &mut Report,
     env: &Env,
     scope: &str,
     sources: SecretSources,
+    placeholder: bool,
 ) -> Option<Secret> {
     let SecretSources {
         literal,
@@ -50,21 +58,27 @@ pub(super) fn resolve_skey(
     let mut field_name = "skey_file";
     if let Some(name) = credential {
         field_name = "skey_credential";
-        if name.is_empty() || name.contains('/') {
-            report.error(
-                scope,
-                "skey_credential",
-                format!("{name:?} must be a credential name, as in LoadCredential=NAME:PATH"),
-            );
-            return None;
+        if !env.resolve_secrets {
+            return Some(Secret::new(String::new()));
         }
-        match env.var("CREDENTIALS_DIRECTORY") {
-            Some(dir) => file = Some(format!("{dir}/{name}")),
-            None => {
-                report.error(scope, "skey_credential", format!("$CREDENTIALS_DIRECTORY is not set: run under systemd with LoadCredential={name}:/path/to/secret, or use `skey_file`"));
+        match credential_path(env, &name) {
+            Ok(path) => file = Some(path.display().to_string()),
+            Err(CredentialError::NotFound(why)) if placeholder => {
+                report.warn(
+                    scope,
+                    "skey_credential",
+                    format!("{why} (not needed until the placeholders are replaced)"),
+                );
+                return Some(Secret::new(String::new()));
+            }
+            Err(e) => {
+                report.error(scope, "skey_credential", e);
                 return None;
             }
         }
+    }
+    if !env.resolve_secrets {
+        return Some(Secret::new(String::new()));
     }
     let (field, value) = if let Some(v) = literal {
         report.literal_secret = true;
@@ -113,6 +127,14 @@ pub(super) fn resolve_skey(
             "the secret key is empty; paste the Admin API application's secret key",
         );
         return None;
+    }
+    let length = value.chars().count();
+    if length != DUO_SKEY_LEN {
+        report.warn(
+            scope,
+            field,
+            format!("the secret key is {length} characters; Duo secret keys are {DUO_SKEY_LEN}: copy the whole key from the Admin API application"),
+        );
     }
     Some(Secret::new(value))
 }

@@ -76,9 +76,11 @@ pub(super) fn validate_sink(
             None
         }
         Some("file") => match raw.path {
-            Some(p) if !p.trim().is_empty() => Some(SinkKind::File {
-                path: PathBuf::from(p),
-            }),
+            Some(p) if !p.trim().is_empty() => file_mode(report, &scope, raw.file_mode.as_deref())
+                .map(|mode| SinkKind::File {
+                    path: PathBuf::from(p),
+                    mode,
+                }),
             _ => {
                 report.error(
                     &scope,
@@ -123,7 +125,7 @@ pub(super) fn validate_sink(
 fn fields_for(kind: &str) -> &'static [&'static str] {
     const BATCH: [&str; 3] = ["timeout", "batch_max_events", "batch_max_bytes"];
     match kind {
-        "file" => &["path"],
+        "file" => &["path", "file_mode"],
         "stdout" => &[],
         "syslog" => &[
             "transport",
@@ -384,6 +386,9 @@ pub(super) fn optional_secret(
         );
         return None;
     }
+    if !env.resolve_secrets {
+        return Some(Some(Secret::new(String::new())));
+    }
     let (field, value) = if let Some(name) = env_name {
         let field = format!("{base}_env");
         match env.var(name) {
@@ -402,12 +407,10 @@ pub(super) fn optional_secret(
             (Some(path), _) => (format!("{base}_file"), PathBuf::from(path)),
             (None, Some(name)) => {
                 let field = format!("{base}_credential");
-                match env.var("CREDENTIALS_DIRECTORY") {
-                    Some(dir) if !name.is_empty() && !name.contains('/') => {
-                        (field, PathBuf::from(dir).join(name))
-                    }
-                    _ => {
-                        report.error(scope, &field, format!("{name:?} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential={name}:/path); or use `{base}_file`"));
+                match super::credentials::credential_path(env, name) {
+                    Ok(path) => (field, path),
+                    Err(e) => {
+                        report.error(scope, &field, e);
                         return None;
                     }
                 }
@@ -453,4 +456,27 @@ pub(super) fn duration(
         return None;
     }
     Some(d)
+}
+
+/// `file_mode = "0640"`: octal permission bits for the events file, at most rw for the owner
+/// and r for group and others (the service writes it; nobody else should).
+fn file_mode(report: &mut Report, scope: &str, text: Option<&str>) -> Option<Option<u32>> {
+    let Some(text) = text else {
+        return Some(None);
+    };
+    match u32::from_str_radix(text.trim().trim_start_matches("0o"), 8) {
+        Ok(mode) if mode & !0o644 == 0 && mode & 0o600 == 0o600 => Some(Some(mode)),
+        Ok(_) => {
+            report.error(scope, "file_mode", format!("{text:?} is not allowed: the owner needs read and write, and others at most read; e.g. \"0640\" (group readable, for a log shipper in the service's group)"));
+            None
+        }
+        Err(_) => {
+            report.error(
+                scope,
+                "file_mode",
+                format!("{text:?} is not an octal mode such as \"0640\""),
+            );
+            None
+        }
+    }
 }

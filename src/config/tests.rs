@@ -434,3 +434,23 @@ fn a_readable_config_with_proxy_credentials_is_warned_about() {
         c.warnings
     );
 }
+
+#[test]
+fn the_example_config_shows_every_accepted_key() {
+    let example = include_str!("../../config.toml.example");
+    let mut missing = Vec::new();
+    for key in super::raw::COLLECTOR_KEYS
+        .iter()
+        .chain(super::raw::INTEGRATION_KEYS)
+        .chain(super::raw::SINK_KEYS)
+    {
+        let shown = example
+            .lines()
+            .map(|l| l.trim_start_matches(['#', ' ']))
+            .any(|l| l.starts_with(&format!("{key} =")) || l.contains(&format!(" {key} =")));
+        if !shown {
+            missing.push(*key);
+        }
+    }
+    assert!(missing.is_empty(), "config.toml.example lacks {missing:?}");
+}

@@ -27,13 +27,42 @@ type VarLookup = Box<dyn Fn(&str) -> Option<String>>;
 /// The process environment, injectable so tests need not mutate global state.
 pub struct Env {
     var: VarLookup,
+    /// `--credentials-directory`: where `*_credential` names are read outside systemd.
+    pub(super) credentials_directory: Option<PathBuf>,
+    /// The directory the shipped unit loads credentials from; read when it is readable and
+    /// neither systemd nor `--credentials-directory` says otherwise.
+    pub(super) unit_credentials_directory: PathBuf,
+    /// Whether secrets are read at all (`status` needs none).
+    pub(super) resolve_secrets: bool,
 }
 
 impl Env {
     pub fn real() -> Env {
         Env {
             var: Box::new(|name| std::env::var(name).ok()),
+            credentials_directory: None,
+            unit_credentials_directory: PathBuf::from(super::credentials::UNIT_CREDENTIALS_DIR),
+            resolve_secrets: true,
         }
+    }
+
+    /// Reads `*_credential` names from `dir` (the `--credentials-directory` flag).
+    pub fn with_credentials_directory(mut self, dir: Option<PathBuf>) -> Env {
+        self.credentials_directory = dir;
+        self
+    }
+
+    /// Uses `dir` in place of /etc/duo-collector/credentials (tests).
+    pub fn with_unit_credentials_directory(mut self, dir: PathBuf) -> Env {
+        self.unit_credentials_directory = dir;
+        self
+    }
+
+    /// Checks how secrets are given without reading them: for commands that never call Duo
+    /// or a sink (`status`). The resulting [`Config`] holds empty secrets and says so.
+    pub fn without_secrets(mut self) -> Env {
+        self.resolve_secrets = false;
+        self
     }
 
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Env {
@@ -48,6 +77,9 @@ impl Env {
                     .find(|(k, _)| k == name)
                     .map(|(_, v)| v.clone())
             }),
+            credentials_directory: None,
+            unit_credentials_directory: PathBuf::from(super::credentials::UNIT_CREDENTIALS_DIR),
+            resolve_secrets: true,
         }
     }
 
@@ -182,6 +214,7 @@ pub fn parse_config_str(text: &str, source_name: &str, env: &Env) -> Result<Conf
             sinks,
             warnings: report.warnings,
             literal_secret: report.literal_secret,
+            secrets_resolved: env.resolve_secrets,
         })
     } else {
         Err(fail(report.problems))
@@ -242,9 +275,27 @@ fn deserialize_or_report<T: serde::de::DeserializeOwned>(
     match value.clone().try_into::<T>() {
         Ok(v) => Some(v),
         Err(e) => {
-            report
-                .problems
-                .push(format!("{scope}: {}", redact_values(e.message())));
+            // serde names no field in "invalid type: integer `12`, expected a string"; every
+            // field is optional, so each key alone shows which of them is wrong.
+            let culprits: Vec<String> = value
+                .as_table()
+                .into_iter()
+                .flatten()
+                .filter_map(|(key, v)| {
+                    let alone: toml::Table = [(key.clone(), v.clone())].into_iter().collect();
+                    toml::Value::Table(alone)
+                        .try_into::<T>()
+                        .err()
+                        .map(|e| format!("{scope}: field `{key}`: {}", redact_values(e.message())))
+                })
+                .collect();
+            if culprits.is_empty() {
+                report
+                    .problems
+                    .push(format!("{scope}: {}", redact_values(e.message())));
+            } else {
+                report.problems.extend(culprits);
+            }
             None
         }
     }
@@ -349,6 +400,25 @@ pub(super) fn parse_duration_field(
     }
 }
 
+/// `DIXXXXXXXXXXXXXXXXXX` and the like: "DI" and one character repeated, as in the examples.
+fn is_placeholder_ikey(ikey: &str) -> bool {
+    let rest = ikey.strip_prefix("DI").unwrap_or(ikey);
+    let mut chars = rest.chars();
+    chars
+        .next()
+        .is_some_and(|first| rest.len() >= 8 && chars.all(|c| c == first))
+}
+
+/// `api-xxxxxxxx.duosecurity.com` and the like: the host label is one character repeated.
+fn is_placeholder_host(host: &str) -> bool {
+    let label = host.split('.').next().unwrap_or_default();
+    let id = label.strip_prefix("api-").unwrap_or(label);
+    let mut chars = id.chars();
+    chars
+        .next()
+        .is_some_and(|first| id.len() >= 4 && chars.all(|c| c.eq_ignore_ascii_case(&first)))
+}
+
 fn validate_integration(
     report: &mut Report,
     env: &Env,
@@ -362,7 +432,13 @@ fn validate_integration(
     let api_hostname = validate_api_hostname(report, scope, raw.api_hostname);
     let ikey = match raw.ikey {
         Some(k) if !k.trim().is_empty() => {
-            if !(k.len() == 20 && k.starts_with("DI")) {
+            if is_placeholder_ikey(&k) {
+                report.warn(
+                    scope,
+                    "ikey",
+                    format!("{k:?} is the example's placeholder: replace it with the integration key of your Admin API application (Duo Admin Panel, Applications)"),
+                );
+            } else if !(k.len() == 20 && k.starts_with("DI")) {
                 report.warn(
                     scope,
                     "ikey",
@@ -376,6 +452,15 @@ fn validate_integration(
             None
         }
     };
+    let placeholder = ikey.as_deref().is_some_and(is_placeholder_ikey)
+        || api_hostname.as_deref().is_some_and(is_placeholder_host);
+    if let Some(host) = api_hostname.as_deref().filter(|h| is_placeholder_host(h)) {
+        report.warn(
+            scope,
+            "api_hostname",
+            format!("{host:?} is the example's placeholder: replace it with the API hostname of your Admin API application (Duo Admin Panel, Applications)"),
+        );
+    }
     let skey = resolve_skey(
         report,
         env,
@@ -386,6 +471,7 @@ fn validate_integration(
             env_name: raw.skey_env,
             credential: raw.skey_credential,
         },
+        placeholder,
     );
 
     let logs_explicit = raw.logs.is_some();
@@ -585,6 +671,10 @@ fn validate_integration(
 
     let auth_api = match (raw.auth_ikey, raw.auth_skey_file) {
         (None, None) => None,
+        (Some(ikey), Some(_)) if !env.resolve_secrets => Some(super::AuthApiKeys {
+            ikey: ikey.trim().to_string(),
+            skey: crate::secret::Secret::new(String::new()),
+        }),
         (Some(ikey), Some(path)) => match std::fs::read_to_string(&path) {
             Ok(s) if !s.trim().is_empty() => Some(super::AuthApiKeys {
                 ikey: ikey.trim().to_string(),

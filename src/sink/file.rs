@@ -13,12 +13,14 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug)]
 pub struct FileSink {
     path: PathBuf,
+    /// `file_mode`: set on every open, since the service's umask would narrow the create mode.
+    mode: Option<u32>,
     file: Arc<Mutex<File>>,
     /// The last write's buffer, for the next one (see `take_buffer`).
     spare: Vec<u8>,
 }
 
-fn open_append(path: &Path) -> std::io::Result<File> {
+fn open_append(path: &Path, mode: Option<u32>) -> std::io::Result<File> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
@@ -28,6 +30,10 @@ fn open_append(path: &Path) -> std::io::Result<File> {
         .create(true)
         .mode(0o640)
         .open(path)?;
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
     repair_torn_tail(&mut file)?;
     Ok(file)
 }
@@ -65,10 +71,11 @@ fn repair_torn_tail(file: &mut File) -> std::io::Result<()> {
 }
 
 impl FileSink {
-    pub fn open(path: &Path) -> std::io::Result<FileSink> {
+    pub fn open(path: &Path, mode: Option<u32>) -> std::io::Result<FileSink> {
         Ok(FileSink {
             path: path.to_path_buf(),
-            file: Arc::new(Mutex::new(open_append(path)?)),
+            mode,
+            file: Arc::new(Mutex::new(open_append(path, mode)?)),
             spare: Vec::new(),
         })
     }
@@ -85,8 +92,9 @@ impl FileSink {
     pub async fn write_durably(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
         let file = self.file.clone();
         let path = self.path.clone();
+        let mode = self.mode;
         let (result, bytes) = tokio::task::spawn_blocking(move || {
-            let result = write_locked(&file, &path, &bytes);
+            let result = write_locked(&file, &path, mode, &bytes);
             (result, bytes)
         })
         .await
@@ -98,7 +106,12 @@ impl FileSink {
     }
 }
 
-fn write_locked(file: &Mutex<File>, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_locked(
+    file: &Mutex<File>,
+    path: &Path,
+    mode: Option<u32>,
+    bytes: &[u8],
+) -> std::io::Result<()> {
     let mut guard = file.lock().unwrap_or_else(|p| p.into_inner());
     let rotated = match std::fs::metadata(path) {
         Ok(on_disk) => {
@@ -110,7 +123,7 @@ fn write_locked(file: &Mutex<File>, path: &Path, bytes: &[u8]) -> std::io::Resul
     };
     if rotated {
         tracing::info!(path = %path.display(), "file sink: file was moved or removed; reopening");
-        *guard = open_append(path)?;
+        *guard = open_append(path, mode)?;
     }
     let before = guard.metadata()?.len();
     let written = guard.write_all(bytes).and_then(|()| guard.sync_data());
@@ -132,10 +145,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.jsonl");
         std::fs::write(&path, b"{\"a\":1}\n{\"b\":2}\n{\"c\":").unwrap();
-        let _sink = FileSink::open(&path).unwrap();
+        let _sink = FileSink::open(&path, None).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n{\"b\":2}\n");
         std::fs::write(&path, b"no newline at all").unwrap();
-        let _sink = FileSink::open(&path).unwrap();
+        let _sink = FileSink::open(&path, None).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"");
     }
 
@@ -143,7 +156,7 @@ mod tests {
     async fn appends_and_follows_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/events.jsonl");
-        let mut sink = FileSink::open(&path).unwrap();
+        let mut sink = FileSink::open(&path, None).unwrap();
         sink.write_durably(b"1\n".to_vec()).await.unwrap();
         std::fs::rename(&path, dir.path().join("rotated.jsonl")).unwrap();
         sink.write_durably(b"2\n".to_vec()).await.unwrap();
@@ -152,5 +165,19 @@ mod tests {
             std::fs::read(dir.path().join("rotated.jsonl")).unwrap(),
             b"1\n"
         );
+    }
+
+    #[tokio::test]
+    async fn file_mode_is_set_on_create_and_after_rotation_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode_of = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        // 0644 is wider than the create mode (0640), so only an explicit chmod gives it.
+        let mut sink = FileSink::open(&path, Some(0o644)).unwrap();
+        assert_eq!(mode_of(&path), 0o644);
+        std::fs::rename(&path, dir.path().join("rotated.jsonl")).unwrap();
+        sink.write_durably(b"1\n".to_vec()).await.unwrap();
+        assert_eq!(mode_of(&path), 0o644);
     }
 }

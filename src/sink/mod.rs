@@ -32,7 +32,7 @@ use crate::state::State;
 pub use file::FileSink;
 pub use http::HttpSink;
 pub use nats::NatsSink;
-pub use stdout::StdoutSink;
+pub use stdout::{closed as stdout_closed, is_closed as stdout_is_closed, StdoutSink};
 pub use syslog::SyslogSink;
 
 #[derive(Debug, thiserror::Error)]
@@ -210,8 +210,8 @@ impl Sink {
     pub fn open(settings: &SinkSettings) -> Result<Sink, SinkError> {
         let name = &settings.name;
         let driver = match &settings.kind {
-            SinkKind::File { path } => Driver::File(
-                FileSink::open(path)
+            SinkKind::File { path, mode } => Driver::File(
+                FileSink::open(path, *mode)
                     .map_err(|e| io_error(name, format!("cannot open {}: {e}", path.display())))?,
             ),
             SinkKind::Stdout => Driver::Stdout(StdoutSink::new()),
@@ -276,7 +276,12 @@ impl Sink {
             Driver::Stdout(s) => s
                 .write_flushed(&page.newline_joined(events))
                 .await
-                .map_err(|e| Failure::transient(e.to_string())),
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::BrokenPipe => Failure::permanent(
+                        "standard output was closed (EPIPE): its reader went away",
+                    ),
+                    _ => Failure::transient(e.to_string()),
+                }),
             Driver::Syslog(s) => s.send(page, events).await,
             Driver::Http(s) => s.send(page, events).await,
             Driver::Nats(s) => s.send(page, events).await,
