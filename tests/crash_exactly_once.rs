@@ -24,7 +24,7 @@ fn spawn(args: &[&str]) -> tokio::process::Child {
         .args(args)
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("spawn duo-collector")
@@ -38,10 +38,14 @@ async fn wait_until(
 ) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !reached().await {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "collector exited early ({what})"
-        );
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                use tokio::io::AsyncReadExt as _;
+                let _ = pipe.read_to_string(&mut stderr).await;
+            }
+            panic!("collector exited early ({what}), {status}:\n{stderr}");
+        }
         assert!(Instant::now() < deadline, "timed out waiting: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -73,6 +77,48 @@ fn committed_len(db: &std::path::Path) -> u64 {
     .unwrap() as u64
 }
 
+/// Events committed so far, read inside the held transaction.
+fn committed_events(conn: &rusqlite::Connection) -> u64 {
+    conn.query_row(
+        "SELECT COALESCE(SUM(events_total), 0) FROM checkpoints",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .unwrap() as u64
+}
+
+/// Lets the child deliver until `delivered` (events at the destination) reaches `warm_up`,
+/// then holds its commits, waits until the destination holds events that are not committed
+/// (a page whose commit waits) and stops growing, and kills the child. Returns the events
+/// committed and delivered at the kill.
+async fn kill_between_delivery_and_commit(
+    child: &mut tokio::process::Child,
+    db: &std::path::Path,
+    warm_up: u64,
+    mut delivered: impl AsyncFnMut() -> u64,
+) -> (u64, u64) {
+    wait_until("first pages", child, async || delivered().await >= warm_up).await;
+    let lock = hold_commits(db);
+    let committed = committed_events(&lock);
+    wait_until("a page after the lock", child, async || {
+        delivered().await > committed
+    })
+    .await;
+    let mut at_kill = delivered().await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = delivered().await;
+        if now == at_kill {
+            break;
+        }
+        at_kill = now;
+    }
+    sigkill(child);
+    assert!(!child.wait().await.unwrap().success());
+    drop(lock);
+    (committed, at_kill)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_sink_sigkill_between_write_and_commit_writes_nothing_twice() {
     let now = now_ms();
@@ -85,33 +131,15 @@ async fn file_sink_sigkill_between_write_and_commit_writes_nothing_twice() {
 
     let mut child = spawn(&["collect-now", "--config", config]);
     let events = setup.events.clone();
-    wait_until("first pages", &mut child, async || {
-        count_lines(&events) >= 2_000
-    })
-    .await;
-    let lock = hold_commits(&setup.state_db());
-    let held_at = file_len(&setup.events);
-    // A page lands in the file; its commit waits behind the lock.
-    wait_until("a page after the lock", &mut child, async || {
-        file_len(&events) > held_at
-    })
-    .await;
-    let mut written = file_len(&setup.events);
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = file_len(&setup.events);
-        if now == written {
-            break;
-        }
-        written = now;
-    }
-    sigkill(&child);
-    assert!(!child.wait().await.unwrap().success());
-    drop(lock);
-    let committed = committed_len(&setup.state_db());
+    let (committed, written) =
+        kill_between_delivery_and_commit(&mut child, &setup.state_db(), 2_000, async || {
+            count_lines(&events) as u64
+        })
+        .await;
+    assert!(written > committed, "killed between a write and its commit");
     assert!(
-        committed <= held_at && written > committed,
-        "the kill landed between a write ({written} bytes) and its commit ({committed})"
+        file_len(&setup.events) > committed_len(&setup.state_db()),
+        "the file is longer than its committed length"
     );
 
     let out = run_cli(&["collect-now", "--config", config]).await;
@@ -120,5 +148,149 @@ async fn file_sink_sigkill_between_write_and_commit_writes_nothing_twice() {
     assert_eq!(expected.len(), 12_000);
     let counts = id_counts(&read_events(&setup.events));
     assert_exactly_once("file", &counts, &expected);
+    sim.shutdown().await;
+}
+
+async fn stream_messages(url: &str) -> u64 {
+    let Ok(client) = async_nats::connect(url).await else {
+        return 0;
+    };
+    let js = async_nats::jetstream::new(client);
+    match js.get_stream("DUO").await {
+        Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// Every event in the stream, by `_duo_collector.event_id`.
+async fn stream_events(url: &str) -> Vec<serde_json::Value> {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("DUO").await.unwrap();
+    let count = stream.info().await.unwrap().state.messages;
+    let mut out = Vec::new();
+    for seq in 1..=count {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        out.push(serde_json::from_slice(&m.payload).unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_sigkill_between_pubacks_and_commit_adds_no_duplicate_to_the_stream() {
+    let now = now_ms();
+    let mut cfg = sim_config(10_000, now - 2 * DAY_MS, now - 60_000);
+    cfg.response_delay_ms = 40;
+    let sim = start_sim(cfg).await;
+    let handle = sim.handle();
+    let peer_dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(peer_dir.path(), free_port()).await;
+    let url = nats.url();
+    let sink = format!(
+        "[[sink]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"{url}\"\nstream = \"DUO\"\ncreate_stream = true\nbatch_max_events = 200\nformat = \"raw\"\n"
+    );
+    let setup = SinkSetup::new(
+        &sim.base_url(),
+        &["bus"],
+        &sink,
+        "initial_lookback = \"3d\"",
+    );
+    let config = setup.config.to_str().unwrap();
+
+    let mut child = spawn(&["collect-now", "--config", config]);
+    let (committed, published) =
+        kill_between_delivery_and_commit(&mut child, &setup.state_db(), 1_000, async || {
+            stream_messages(&url).await
+        })
+        .await;
+    assert!(
+        published > committed,
+        "a page was acknowledged, not committed"
+    );
+
+    let out = run_cli(&["collect-now", "--config", config]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("JetStream dropped re-sent events"),
+        "the page was sent again: {}",
+        text(&out)
+    );
+    let expected = expected_ids(&handle);
+    assert_eq!(expected.len(), 10_000);
+    let events = stream_events(&url).await;
+    assert_exactly_once("stream DUO", &count_ids(&events), &expected);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_sigkill_between_response_and_commit_resends_with_the_same_idempotency_key() {
+    let now = now_ms();
+    let mut cfg = sim_config(10_000, now - 2 * DAY_MS, now - 60_000);
+    cfg.response_delay_ms = 40;
+    let sim = start_sim(cfg).await;
+    let handle = sim.handle();
+    let hook = std::sync::Arc::new(sink_support::hook::Hook::start(0, vec![]).await);
+    let sink = format!(
+        "[[sink]]\nname = \"web\"\ntype = \"http\"\nurl = \"{}\"\nbatch_max_events = 200\nformat = \"raw\"\nidempotency_header = \"X-Batch-Id\"\n",
+        hook.url()
+    );
+    let setup = SinkSetup::new(
+        &sim.base_url(),
+        &["web"],
+        &sink,
+        "initial_lookback = \"3d\"",
+    );
+    let config = setup.config.to_str().unwrap();
+
+    let mut child = spawn(&["collect-now", "--config", config]);
+    let received = hook.clone();
+    let (committed, sent) =
+        kill_between_delivery_and_commit(&mut child, &setup.state_db(), 2_000, async || {
+            received.accepted_lines().len() as u64
+        })
+        .await;
+    assert!(sent > committed, "a page was acknowledged, not committed");
+    let out = run_cli(&["collect-now", "--config", config]).await;
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A receiver that keeps the first request per key holds every event once.
+    let mut first_by_key: std::collections::HashMap<String, (Vec<String>, Vec<serde_json::Value>)> =
+        std::collections::HashMap::new();
+    let mut repeated_keys = 0;
+    for request in hook.requests() {
+        let key = request.headers["x-batch-id"].to_str().unwrap().to_string();
+        let lines: Vec<serde_json::Value> = String::from_utf8(request.body.clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let ids: Vec<String> = count_ids(&lines).into_keys().collect();
+        match first_by_key.entry(key) {
+            std::collections::hash_map::Entry::Occupied(seen) => {
+                let (seen_ids, _) = seen.get();
+                let mut now_ids = ids.clone();
+                let mut before = seen_ids.clone();
+                now_ids.sort();
+                before.sort();
+                assert!(before == now_ids, "a repeated key carries the same events");
+                repeated_keys += 1;
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((ids, lines));
+            }
+        }
+    }
+    assert!(repeated_keys > 0, "the uncommitted page was sent again");
+    let expected = expected_ids(&handle);
+    assert_eq!(expected.len(), 10_000);
+    let kept: Vec<serde_json::Value> = first_by_key
+        .into_values()
+        .flat_map(|(_, lines)| lines)
+        .collect();
+    assert_exactly_once(
+        "receiver deduplicating by key",
+        &count_ids(&kept),
+        &expected,
+    );
     sim.shutdown().await;
 }
