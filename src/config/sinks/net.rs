@@ -428,24 +428,6 @@ pub(super) fn http(
     })
 }
 
-#[cfg(test)]
-mod unit {
-    use super::*;
-
-    #[test]
-    fn addresses_and_subjects() {
-        assert_eq!(host_port("siem:6514"), Some(("siem".into(), 6514)));
-        assert_eq!(host_port("[::1]:514"), Some(("::1".into(), 514)));
-        assert_eq!(host_port("siem"), None);
-        assert_eq!(host_port("siem:0"), None);
-        assert!(super::super::nats::subject_problem(DEFAULT_SUBJECT).is_none());
-        assert!(super::super::nats::subject_problem("duo.{account}.{log}").is_none());
-        assert!(super::super::nats::subject_problem("duo.*").is_some());
-        assert!(super::super::nats::subject_problem("duo..x").is_some());
-        assert!(super::super::nats::subject_problem("duo.{nope}").is_some());
-    }
-}
-
 /// The HTTP sink's idempotency header: `Idempotency-Key` unless named otherwise; `""` turns it
 /// off. `Some(None)` is "valid, off"; `None` an error.
 fn idempotency_header(
@@ -489,4 +471,22 @@ fn idempotency_header(
         return None;
     }
     Some(Some(name.to_string()))
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn addresses_and_subjects() {
+        assert_eq!(host_port("siem:6514"), Some(("siem".into(), 6514)));
+        assert_eq!(host_port("[::1]:514"), Some(("::1".into(), 514)));
+        assert_eq!(host_port("siem"), None);
+        assert_eq!(host_port("siem:0"), None);
+        assert!(super::super::nats::subject_problem(DEFAULT_SUBJECT).is_none());
+        assert!(super::super::nats::subject_problem("duo.{account}.{log}").is_none());
+        assert!(super::super::nats::subject_problem("duo.*").is_some());
+        assert!(super::super::nats::subject_problem("duo..x").is_some());
+        assert!(super::super::nats::subject_problem("duo.{nope}").is_some());
+    }
 }
