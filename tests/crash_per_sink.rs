@@ -5,7 +5,9 @@
 //! cannot be committed, and kills the child right there. After a restart:
 //! - file sink: no event is lost and none is written twice (the committed length is cut back);
 //! - NATS: the stream holds every event once (JetStream drops the re-sent `Nats-Msg-Id`s);
-//! - HTTP: the re-sent pieces carry the same idempotency key as before the crash.
+//! - HTTP: the re-sent pieces carry the same idempotency key as before the crash;
+//! - stdout and TCP syslog (no way to take back what was sent): nothing is lost, and exactly
+//!   the page in flight appears twice.
 
 mod common;
 mod sink_support;
@@ -291,6 +293,144 @@ async fn http_sigkill_between_response_and_commit_resends_with_the_same_idempote
         "receiver deduplicating by key",
         &count_ids(&kept),
         &expected,
+    );
+    sim.shutdown().await;
+}
+
+/// Every event line of `text` (the collector's stdout holds only events).
+fn event_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
+
+/// Nothing lost; the events repeated are exactly the ones delivered but not committed.
+fn assert_only_the_page_in_flight_twice(
+    what: &str,
+    counts: &std::collections::HashMap<String, usize>,
+    expected: &std::collections::HashMap<String, i64>,
+    in_flight: u64,
+) {
+    let missing = expected
+        .keys()
+        .filter(|id| !counts.contains_key(*id))
+        .count();
+    assert_eq!(missing, 0, "{what}: events lost");
+    assert!(counts.values().all(|c| *c <= 2), "{what}: more than twice");
+    let repeated = counts.values().filter(|c| **c == 2).count() as u64;
+    assert_eq!(
+        repeated, in_flight,
+        "{what}: the page in flight, and only it, twice"
+    );
+    assert!(in_flight > 0 && in_flight <= 1000, "{what}: one page");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdout_sigkill_between_flush_and_commit_repeats_only_the_page_in_flight() {
+    let now = now_ms();
+    let mut cfg = sim_config(10_000, now - 2 * DAY_MS, now - 60_000);
+    cfg.response_delay_ms = 40;
+    let sim = start_sim(cfg).await;
+    let handle = sim.handle();
+    let sink = "[[sink]]\nname = \"out\"\ntype = \"stdout\"\nformat = \"raw\"\n";
+    let setup = SinkSetup::new(&sim.base_url(), &["out"], sink, "initial_lookback = \"3d\"");
+    let config = setup.config.to_str().unwrap();
+
+    let mut child = tokio::process::Command::new(bin())
+        .args(["collect-now", "--config", config])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdout.take().unwrap();
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink_printed = printed.clone();
+    let reader = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = pipe.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            sink_printed.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let lines = printed.clone();
+    let (committed, at_kill) =
+        kill_between_delivery_and_commit(&mut child, &setup.state_db(), 2_000, async || {
+            lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count() as u64
+        })
+        .await;
+    reader.await.unwrap();
+    let before = String::from_utf8(printed.lock().unwrap().clone()).unwrap();
+
+    let out = run_cli(&["collect-now", "--config", config]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let mut events = event_lines(&before);
+    events.extend(event_lines(&String::from_utf8(out.stdout).unwrap()));
+    let expected = expected_ids(&handle);
+    assert_eq!(expected.len(), 10_000);
+    assert_only_the_page_in_flight_twice(
+        "stdout",
+        &count_ids(&events),
+        &expected,
+        at_kill - committed,
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_syslog_sigkill_between_flush_and_commit_repeats_only_the_page_in_flight() {
+    let now = now_ms();
+    let mut cfg = sim_config(10_000, now - 2 * DAY_MS, now - 60_000);
+    cfg.response_delay_ms = 40;
+    let sim = start_sim(cfg).await;
+    let handle = sim.handle();
+    let peer_dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(peer_dir.path());
+    let rsyslog = std::sync::Arc::new(Rsyslog::start(peer_dir.path(), &certs).await);
+    let sink = format!(
+        "[[sink]]\nname = \"tcp\"\ntype = \"syslog\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{}\"\nformat = \"raw\"\nbatch_max_events = 250\n",
+        rsyslog.tcp
+    );
+    let setup = SinkSetup::new(
+        &sim.base_url(),
+        &["tcp"],
+        &sink,
+        "initial_lookback = \"3d\"",
+    );
+    let config = setup.config.to_str().unwrap();
+
+    let mut child = spawn(&["collect-now", "--config", config]);
+    let peer = rsyslog.clone();
+    let (committed, at_kill) =
+        kill_between_delivery_and_commit(&mut child, &setup.state_db(), 2_000, async || {
+            peer.received("tcp").len() as u64
+        })
+        .await;
+    let out = run_cli(&["collect-now", "--config", config]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let expected = expected_ids(&handle);
+    assert_eq!(expected.len(), 10_000);
+    let received = rsyslog
+        .wait_for("tcp", expected.len() + (at_kill - committed) as usize)
+        .await;
+    let events: Vec<serde_json::Value> = received
+        .iter()
+        .map(|m| serde_json::from_str(m["msg"].as_str().unwrap().trim_start()).unwrap())
+        .collect();
+    assert_only_the_page_in_flight_twice(
+        "tcp syslog",
+        &count_ids(&events),
+        &expected,
+        at_kill - committed,
     );
     sim.shutdown().await;
 }
