@@ -238,6 +238,27 @@ fn fields_not_for_type(report: &mut Report, scope: &str, kind: &str, raw: &RawSi
     }
 }
 
+/// Two file sinks must not write one file: each cuts the file back to its own committed
+/// length after a crash, which would cut the other's committed events.
+pub(super) fn one_file_sink_per_path(report: &mut Report, sinks: &[SinkSettings]) {
+    let mut by_path: std::collections::HashMap<&std::path::Path, &str> =
+        std::collections::HashMap::new();
+    for sink in sinks {
+        if let SinkKind::File { path } = &sink.kind {
+            if let Some(first) = by_path.insert(path, &sink.name) {
+                report.error(
+                    &format!("sink {:?}", sink.name),
+                    "path",
+                    format!(
+                        "{} is already the path of sink {first:?}; one file sink per file",
+                        path.display()
+                    ),
+                );
+            }
+        }
+    }
+}
+
 pub(super) fn batching(
     report: &mut Report,
     scope: &str,

@@ -277,3 +277,27 @@ fn http_idempotency_header_defaults_renames_and_turns_off() {
     .to_string();
     assert!(err.contains("idempotency_header"), "{err}");
 }
+
+#[test]
+fn two_file_sinks_cannot_share_a_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, path: &str| {
+        format!("[[sink]]\nname = \"{name}\"\ntype = \"file\"\npath = \"{path}\"\n")
+    };
+    let both = format!(
+        "{}{}",
+        file("out", "/var/log/duo/a.jsonl"),
+        file("copy", "/var/log/duo/a.jsonl")
+    );
+    let err = parse(&both, dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("sink \"copy\"") && err.contains("path") && err.contains("sink \"out\""),
+        "{err}"
+    );
+    let apart = format!(
+        "{}{}",
+        file("out", "/var/log/duo/a.jsonl"),
+        file("copy", "/var/log/duo/b.jsonl")
+    );
+    parse(&apart, dir.path()).unwrap();
+}
