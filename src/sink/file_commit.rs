@@ -12,6 +12,10 @@
 //!
 //! Not covered: a file rotated away between a page's write and its commit keeps that page (the
 //! rotated file is never touched), and the page is written again into the new file.
+//!
+//! Every write of a page goes through `sink::deliver_all` (which takes the holds) and every
+//! commit through `State::commit_page_and_files`; a write outside that protocol would be cut
+//! at the next start.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
