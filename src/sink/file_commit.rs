@@ -160,6 +160,28 @@ impl Commits {
     }
 }
 
+/// Delivers the page to the file sinks one by one, each in its turn. The turns are taken in
+/// one order (by sink name), so two pages never wait for each other; each is kept until the
+/// page is committed or given up.
+pub(super) async fn deliver_in_turn(
+    mut files: Vec<(&Arc<super::Sink>, Commits)>,
+    batch: &crate::event::Batch<'_>,
+    retry: &super::SinkRetry,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<Vec<FileHold>, super::SinkError> {
+    files.sort_by(|(a, _), (b, _)| a.name.cmp(&b.name));
+    files.dedup_by(|(a, _), (b, _)| a.name == b.name);
+    let mut holds = Vec::with_capacity(files.len());
+    for (sink, commits) in files {
+        tokio::select! {
+            hold = commits.hold() => holds.push(hold),
+            _ = cancel.cancelled() => return Err(super::SinkError::Cancelled),
+        }
+        sink.deliver(batch, retry, cancel).await?;
+    }
+    Ok(holds)
+}
+
 /// The right to write one page into a file sink's file, until the page is committed or given up.
 #[derive(Debug)]
 pub struct FileHold {
@@ -421,5 +443,86 @@ mod tests {
         }
         assert_eq!(txids(&fx.path("a.jsonl")).len(), 100);
         assert_eq!(txids(&fx.path("b.jsonl")).len(), 100);
+    }
+
+    /// A listener that accepts connections and never answers; counts them.
+    async fn silent_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/in", listener.local_addr().unwrap());
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                open.push(conn);
+            }
+        });
+        (url, accepted)
+    }
+
+    fn http_sink(name: &str, url: &str) -> Arc<Sink> {
+        use crate::config::{Batching, HttpAuth, HttpFlavor, HttpSettings};
+        let settings = SinkSettings {
+            name: name.into(),
+            format: Format::Raw,
+            exclude_fields: Vec::new(),
+            kind: SinkKind::Http(HttpSettings {
+                url: url.parse().unwrap(),
+                flavor: HttpFlavor::Ndjson,
+                auth: HttpAuth::None,
+                headers: Vec::new(),
+                gzip: false,
+                timeout: Duration::from_secs(30),
+                ca_file: None,
+                index: None,
+                source: None,
+                idempotency_header: None,
+                batch: Batching {
+                    max_events: 500,
+                    max_bytes: 1 << 20,
+                },
+            }),
+        };
+        Arc::new(Sink::open(&settings).unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn network_sinks_do_not_wait_for_a_file_turn() {
+        let fx = Arc::new(Fixture::new());
+        let file = fx.open("local");
+        let (slow_url, slow_accepted) = silent_server().await;
+        let (other_url, other_accepted) = silent_server().await;
+        // Page 1 holds the file's turn while its network sink does not answer.
+        let first = {
+            let (fx, sinks) = (fx.clone(), vec![file.clone(), http_sink("slow", &slow_url)]);
+            tokio::spawn(async move { fx.page(&sinks, &["a"], true).await })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while slow_accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "page 1 reached its sink"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Page 2 (another stream, another network sink) starts its network delivery now.
+        let second = {
+            let (fx, sinks) = (
+                fx.clone(),
+                vec![file.clone(), http_sink("other", &other_url)],
+            );
+            tokio::spawn(async move { fx.page(&sinks, &["b"], true).await })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while other_accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "page 2's network sink waited for the file's turn"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        first.abort();
+        second.abort();
     }
 }

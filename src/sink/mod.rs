@@ -245,13 +245,12 @@ impl Sink {
         })
     }
 
-    /// A file sink's turn to write one page (see `file_commit.rs`); `None` for other sinks.
-    async fn file_hold(&self) -> Option<file_commit::FileHold> {
-        let commits = match &*self.driver.lock().await {
-            Driver::File(f) => f.commits().clone(),
-            _ => return None,
-        };
-        Some(commits.hold().await)
+    /// A file sink's side of the write-then-commit protocol (`file_commit.rs`).
+    async fn file_commits(&self) -> Option<file_commit::Commits> {
+        match &*self.driver.lock().await {
+            Driver::File(f) => Some(f.commits().clone()),
+            _ => None,
+        }
     }
 
     fn render<'a>(&self, batch: &'a Batch<'a>) -> Rendered<'a> {
@@ -474,21 +473,21 @@ pub async fn deliver_all(
     retry: &SinkRetry,
     cancel: &CancellationToken,
 ) -> Result<PageReceipt, SinkError> {
-    // File turns are taken in one order (by name), so two pages never wait for each other.
-    let mut by_name: Vec<&Arc<Sink>> = sinks.iter().collect();
-    by_name.sort_by(|a, b| a.name.cmp(&b.name));
-    by_name.dedup_by(|a, b| a.name == b.name);
-    let mut holds = Vec::new();
-    for sink in by_name {
-        tokio::select! {
-            hold = sink.file_hold() => holds.extend(hold),
-            _ = cancel.cancelled() => return Err(SinkError::Cancelled),
+    let mut files = Vec::new();
+    let mut others = Vec::new();
+    for sink in sinks {
+        match sink.file_commits().await {
+            Some(commits) => files.push((sink, commits)),
+            None => others.push(sink),
         }
     }
-    let results =
-        futures::future::join_all(sinks.iter().map(|s| s.deliver(batch, retry, cancel))).await;
-    results.into_iter().collect::<Result<Vec<()>, _>>()?;
-    Ok(PageReceipt::new(holds))
+    // Network sinks do not wait for a file's turn; files take theirs one by one, in order.
+    let (files, others) = futures::join!(
+        file_commit::deliver_in_turn(files, batch, retry, cancel),
+        futures::future::join_all(others.iter().map(|s| s.deliver(batch, retry, cancel))),
+    );
+    others.into_iter().collect::<Result<Vec<()>, _>>()?;
+    Ok(PageReceipt::new(files?))
 }
 
 #[cfg(test)]
