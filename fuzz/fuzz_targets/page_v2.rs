@@ -4,7 +4,11 @@
 use duo_collector::logs::{page, LogKind};
 use libfuzzer_sys::fuzz_target;
 
-const KINDS: [LogKind; 3] = [LogKind::Authentication, LogKind::Telephony, LogKind::Activity];
+const KINDS: [LogKind; 3] = [
+    LogKind::Authentication,
+    LogKind::Telephony,
+    LogKind::Activity,
+];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, body)) = data.split_first() else {
