@@ -11,18 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{deliver_and_commit, CollectError, IntegrationRuntime, Progress, StreamTarget};
 use crate::duo::DuoError;
-use crate::logs::page::{parse_trust_monitor, parse_v1, parse_v2, Page, PageError};
-use crate::logs::{LogKind, Paging};
+use crate::logs::page::{parse, Page};
 use crate::pacing::{rate_limit_backoff, PaceKey, Pacer, RateLimitLog, RATE_LIMIT_ATTEMPTS};
 use crate::pager::{self, Done, Next, Notice, PagerSettings};
-
-fn parse(kind: LogKind, body: &[u8]) -> Result<Page, PageError> {
-    match kind.paging() {
-        Paging::TrustMonitor => parse_trust_monitor(body),
-        Paging::V2 => parse_v2(kind, body),
-        Paging::V1 => parse_v1(kind, body),
-    }
-}
 
 pub(super) async fn drain(
     rt: &IntegrationRuntime,

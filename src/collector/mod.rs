@@ -21,7 +21,7 @@ use crate::event::{Batch, Event, StreamId};
 use crate::observe::Observer;
 use crate::pacing::Pacers;
 use crate::pager::PagerError;
-use crate::sink::{deliver_all, Sink, SinkError, SinkRetry, SinkSet};
+use crate::sink::{deliver_all, PageReceipt, Sink, SinkError, SinkRetry, SinkSet};
 use crate::state::{Checkpoint, RunOutcome, State, StateError};
 
 pub use accounts::{parse_children, ChildAccount, ACCOUNT_LIST_PATH};
@@ -316,6 +316,7 @@ async fn deliver_and_commit(
     progress: &mut Progress,
     cancel: &CancellationToken,
 ) -> Result<(), CollectError> {
+    let mut receipt = PageReceipt::default();
     if !events.is_empty() {
         let collected_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let batch = Batch {
@@ -325,10 +326,18 @@ async fn deliver_and_commit(
             events,
         };
         // Sinks count their own failed attempts in the observer.
-        deliver_all(&rt.sinks, &batch, &rt.sink_retry, cancel).await?;
+        receipt = deliver_all(&rt.sinks, &batch, &rt.sink_retry, cancel).await?;
     }
-    rt.state
-        .commit_page(&target.stream, run_id, cp, events.len(), now_ms())?;
+    // The file sinks' lengths move with the checkpoint: exactly-once files across crashes.
+    rt.state.commit_page_and_files(
+        &target.stream,
+        run_id,
+        cp,
+        events.len(),
+        now_ms(),
+        &receipt.files(),
+    )?;
+    receipt.committed();
     let position = crate::status::position_ms(cp);
     let lag_seconds = crate::status::lag_ms(
         rt.duo_clock.now_ms(),

@@ -70,6 +70,7 @@ pub const SINK_KEYS: &[&str] = &[
     "gzip",
     "index",
     "source",
+    "idempotency_header",
     // nats
     "stream",
     "subject",
@@ -152,6 +153,7 @@ pub struct RawSink {
     pub gzip: Option<bool>,
     pub index: Option<String>,
     pub source: Option<String>,
+    pub idempotency_header: Option<String>,
     pub stream: Option<String>,
     pub subject: Option<String>,
     pub create_stream: Option<bool>,

@@ -156,6 +156,7 @@ fn fields_for(kind: &str) -> &'static [&'static str] {
             "gzip",
             "index",
             "source",
+            "idempotency_header",
             "ca_file",
             BATCH[0],
             BATCH[1],
@@ -217,6 +218,7 @@ fn fields_not_for_type(report: &mut Report, scope: &str, kind: &str, raw: &RawSi
         ("gzip", raw.gzip.is_some()),
         ("index", raw.index.is_some()),
         ("source", raw.source.is_some()),
+        ("idempotency_header", raw.idempotency_header.is_some()),
         ("stream", raw.stream.is_some()),
         ("subject", raw.subject.is_some()),
         ("create_stream", raw.create_stream.is_some()),
@@ -234,6 +236,27 @@ fn fields_not_for_type(report: &mut Report, scope: &str, kind: &str, raw: &RawSi
                 field,
                 format!("not used by a {kind} sink; remove it (or change `type`)"),
             );
+        }
+    }
+}
+
+/// Two file sinks must not write one file: each cuts the file back to its own committed
+/// length after a crash, which would cut the other's committed events.
+pub(super) fn one_file_sink_per_path(report: &mut Report, sinks: &[SinkSettings]) {
+    let mut by_path: std::collections::HashMap<&std::path::Path, &str> =
+        std::collections::HashMap::new();
+    for sink in sinks {
+        if let SinkKind::File { path } = &sink.kind {
+            if let Some(first) = by_path.insert(path, &sink.name) {
+                report.error(
+                    &format!("sink {:?}", sink.name),
+                    "path",
+                    format!(
+                        "{} is already the path of sink {first:?}; one file sink per file",
+                        path.display()
+                    ),
+                );
+            }
         }
     }
 }

@@ -174,6 +174,7 @@ pub fn parse_config_str(text: &str, source_name: &str, env: &Env) -> Result<Conf
         .collect::<Vec<_>>();
     let sink_names: HashSet<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
     duplicate_names(&mut report, "sink", sinks.iter().map(|s| s.name.as_str()));
+    super::sinks::one_file_sink_per_path(&mut report, &sinks);
 
     let integrations = array_of_tables::<RawIntegration>(
         &mut report,

@@ -103,6 +103,15 @@ struct V2Envelope<'a> {
     response: V2Response<'a>,
 }
 
+/// Parses a page of `kind`, whatever its paging family.
+pub fn parse(kind: LogKind, body: &[u8]) -> Result<Page, PageError> {
+    match kind.paging() {
+        super::Paging::TrustMonitor => parse_trust_monitor(body),
+        super::Paging::V2 => parse_v2(kind, body),
+        super::Paging::V1 => parse_v1(kind, body),
+    }
+}
+
 /// Parses a v2 page (authentication, telephony, activity).
 pub fn parse_v2(kind: LogKind, body: &[u8]) -> Result<Page, PageError> {
     // The hot path: one pass over the body. Anything unexpected (an error envelope, another

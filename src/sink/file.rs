@@ -2,7 +2,8 @@
 //!
 //! Two things a long-running daemon meets: a crash can leave a torn last line (repaired at
 //! open; that event was never acknowledged, so it is delivered again), and log rotation can
-//! move the file away (detected by inode, and the file is reopened at its path).
+//! move the file away (detected by inode, and the file is reopened at its path). Exactly-once
+//! across crashes (the committed length, cut back at open) is `file_commit.rs`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -10,12 +11,16 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::file_commit::Commits;
+use crate::state::State;
+
 #[derive(Debug)]
 pub struct FileSink {
     path: PathBuf,
     /// `file_mode`: set on every open, since the service's umask would narrow the create mode.
     mode: Option<u32>,
     file: Arc<Mutex<File>>,
+    commits: Commits,
     /// The last write's buffer, for the next one (see `take_buffer`).
     spare: Vec<u8>,
 }
@@ -71,13 +76,32 @@ fn repair_torn_tail(file: &mut File) -> std::io::Result<()> {
 }
 
 impl FileSink {
+    /// Opens without a state database: a crash can leave the page in flight written twice.
     pub fn open(path: &Path, mode: Option<u32>) -> std::io::Result<FileSink> {
+        FileSink::open_committed("", path, mode, None)
+    }
+
+    /// Opens the sink `sink`'s file, first cutting what a crash left after its committed length.
+    pub fn open_committed(
+        sink: &str,
+        path: &Path,
+        mode: Option<u32>,
+        state: Option<State>,
+    ) -> std::io::Result<FileSink> {
+        let file = open_append(path, mode)?;
+        let commits = Commits::new(sink, path, state);
+        commits.recover(&file)?;
         Ok(FileSink {
             path: path.to_path_buf(),
             mode,
-            file: Arc::new(Mutex::new(open_append(path, mode)?)),
+            file: Arc::new(Mutex::new(file)),
+            commits,
             spare: Vec::new(),
         })
+    }
+
+    pub(super) fn commits(&self) -> &Commits {
+        &self.commits
     }
 
     /// An empty buffer to fill for `write_durably`: the previous write's, so that pages of
@@ -93,8 +117,9 @@ impl FileSink {
         let file = self.file.clone();
         let path = self.path.clone();
         let mode = self.mode;
+        let commits = self.commits.clone();
         let (result, bytes) = tokio::task::spawn_blocking(move || {
-            let result = write_locked(&file, &path, mode, &bytes);
+            let result = write_locked(&file, &path, mode, &commits, &bytes);
             (result, bytes)
         })
         .await
@@ -110,6 +135,7 @@ fn write_locked(
     file: &Mutex<File>,
     path: &Path,
     mode: Option<u32>,
+    commits: &Commits,
     bytes: &[u8],
 ) -> std::io::Result<()> {
     let mut guard = file.lock().unwrap_or_else(|p| p.into_inner());
@@ -124,7 +150,9 @@ fn write_locked(
     if rotated {
         tracing::info!(path = %path.display(), "file sink: file was moved or removed; reopening");
         *guard = open_append(path, mode)?;
+        commits.reopened(&guard)?;
     }
+    commits.before_write(&guard)?;
     let before = guard.metadata()?.len();
     let written = guard.write_all(bytes).and_then(|()| guard.sync_data());
     if let Err(e) = written {
@@ -133,7 +161,7 @@ fn write_locked(
         let _ = guard.set_len(before).and_then(|()| guard.sync_all());
         return Err(e);
     }
-    Ok(())
+    commits.after_write(&guard, before)
 }
 
 #[cfg(test)]

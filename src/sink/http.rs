@@ -3,6 +3,11 @@
 //! Acknowledged by a 2xx response. Connection errors, timeouts, 408, 429 (honouring
 //! Retry-After) and 5xx are retried; any other status is a permanent failure of the page,
 //! reported with an excerpt of the response body (and, for HEC, its error code).
+//!
+//! Every request carries an idempotency key (header `Idempotency-Key` by default): a hash of
+//! the stream and the event ids of the piece, so a piece sent again (a retry, or the page
+//! fetched again after a crash before its commit) carries the same key, and a receiver that
+//! deduplicates by it stores the piece once.
 
 use std::io::Write as _;
 use std::ops::Range;
@@ -195,6 +200,7 @@ impl HttpSink {
     }
 
     pub async fn send(&mut self, page: &Rendered<'_>, range: Range<usize>) -> Result<(), Failure> {
+        let key = piece_key(page.batch, range.clone());
         let mut body = self.body(page, range);
         if self.settings.gzip {
             let mut gz = flate2::write::GzEncoder::new(
@@ -207,7 +213,11 @@ impl HttpSink {
                 .map_err(|e| Failure::transient(format!("gzip: {e}")))?;
         }
         let url = &self.settings.url;
-        let response = match self.client.post(url.clone()).body(body).send().await {
+        let mut request = self.client.post(url.clone()).body(body);
+        if let Some(header) = &self.settings.idempotency_header {
+            request = request.header(header.as_str(), key);
+        }
+        let response = match request.send().await {
             Ok(r) => r,
             Err(e) => {
                 let what = if e.is_timeout() {
@@ -255,6 +265,19 @@ impl HttpSink {
     }
 }
 
+/// The idempotency key of events `range` of the batch: the same events of the same stream
+/// give the same key, whenever and however often they are sent (128 bits of SHA-256, hex).
+pub fn piece_key(batch: &crate::event::Batch<'_>, range: Range<usize>) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(batch.stream.to_string().as_bytes());
+    for event in &batch.events[range] {
+        hash.update(b"\n");
+        hash.update(event.event_id.as_bytes());
+    }
+    hex::encode(&hash.finalize()[..16])
+}
+
 /// What to do about a Splunk HEC error code.
 fn hec_hint(code: i64) -> &'static str {
     match code {
@@ -284,6 +307,41 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn piece_keys_name_the_events_not_the_attempt() {
+        use crate::event::{Batch, Event, StreamId};
+        let events: Vec<Event> = (0..4)
+            .map(|i| Event {
+                raw: "{}".into(),
+                event_id: format!("tx{i}"),
+                ts_ms: i,
+            })
+            .collect();
+        let stream = StreamId::new("corp", None, crate::logs::LogKind::Authentication);
+        let batch = |collected_at| Batch {
+            stream: &stream,
+            account_name: None,
+            collected_at,
+            events: &events,
+        };
+        let first = piece_key(&batch("2026-01-01T00:00:00Z"), 0..2);
+        // Fetched again later: same events, same key.
+        assert_eq!(first, piece_key(&batch("2026-01-02T00:00:00Z"), 0..2));
+        assert_eq!(first.len(), 32);
+        assert_ne!(first, piece_key(&batch("x"), 2..4));
+        assert_ne!(first, piece_key(&batch("x"), 0..3));
+        let other = StreamId::new(
+            "corp",
+            Some("DA1".into()),
+            crate::logs::LogKind::Authentication,
+        );
+        let elsewhere = Batch {
+            stream: &other,
+            ..batch("x")
+        };
+        assert_ne!(first, piece_key(&elsewhere, 0..2));
     }
 
     #[test]

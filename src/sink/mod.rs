@@ -10,6 +10,7 @@
 //! server's Retry-After) without resending the pieces already acknowledged.
 
 mod file;
+mod file_commit;
 mod http;
 mod nats;
 mod stdout;
@@ -30,6 +31,7 @@ use crate::normalize::Formatter;
 use crate::state::State;
 
 pub use file::FileSink;
+pub use file_commit::PageReceipt;
 pub use http::HttpSink;
 pub use nats::NatsSink;
 pub use stdout::{closed as stdout_closed, is_closed as stdout_is_closed, StdoutSink};
@@ -80,7 +82,7 @@ impl Failure {
 
 /// The closed set of sink implementations.
 #[derive(Debug)]
-enum Driver {
+pub(super) enum Driver {
     File(FileSink),
     Stdout(StdoutSink),
     Syslog(Box<SyslogSink>),
@@ -93,7 +95,7 @@ enum Driver {
 pub struct Sink {
     pub name: String,
     pub formatter: Formatter,
-    driver: tokio::sync::Mutex<Driver>,
+    pub(super) driver: tokio::sync::Mutex<Driver>,
     /// The render buffer of the last page, kept for the next one: a page renders to megabytes,
     /// and a fresh buffer per page costs page faults (the allocator returns such blocks to the
     /// kernel on free) and reallocation copies.
@@ -208,10 +210,18 @@ fn io_error(sink: &str, detail: String) -> SinkError {
 
 impl Sink {
     pub fn open(settings: &SinkSettings) -> Result<Sink, SinkError> {
+        Sink::open_with_state(settings, None)
+    }
+
+    /// Opens the sink, recording its delivery state (and a file's committed length) in `status`.
+    pub fn open_with_state(
+        settings: &SinkSettings,
+        status: Option<State>,
+    ) -> Result<Sink, SinkError> {
         let name = &settings.name;
         let driver = match &settings.kind {
             SinkKind::File { path, mode } => Driver::File(
-                FileSink::open(path, *mode)
+                FileSink::open_committed(name, path, *mode, status.clone())
                     .map_err(|e| io_error(name, format!("cannot open {}: {e}", path.display())))?,
             ),
             SinkKind::Stdout => Driver::Stdout(StdoutSink::new()),
@@ -230,9 +240,17 @@ impl Sink {
             formatter: Formatter::new(settings.format, settings.exclude_fields.clone()),
             driver: tokio::sync::Mutex::new(driver),
             spare: std::sync::Mutex::new(Vec::new()),
-            status: None,
+            status,
             observer: None,
         })
+    }
+
+    /// A file sink's side of the write-then-commit protocol (`file_commit.rs`).
+    async fn file_commits(&self) -> Option<file_commit::Commits> {
+        match &*self.driver.lock().await {
+            Driver::File(f) => Some(f.commits().clone()),
+            _ => None,
+        }
     }
 
     fn render<'a>(&self, batch: &'a Batch<'a>) -> Rendered<'a> {
@@ -414,9 +432,8 @@ impl SinkSet {
         let mut by_name = HashMap::new();
         let mut errors = Vec::new();
         for s in settings {
-            match Sink::open(s) {
-                Ok(mut sink) => {
-                    sink.status = status.clone();
+            match Sink::open_with_state(s, status.clone()) {
+                Ok(sink) => {
                     by_name.insert(s.name.clone(), Arc::new(sink));
                 }
                 Err(e) => errors.push(e),
@@ -452,19 +469,30 @@ impl SinkSet {
 
 /// Delivers a batch to every sink concurrently; Ok only if every sink acknowledged it.
 /// A sink that already acknowledged is not asked again while another one is retried; if the
-/// page fails as a whole, the next run sends it to every sink again (duplicates only there).
+/// page fails as a whole, the next run sends it to every sink again (duplicates only there,
+/// file sinks excepted: an uncommitted page is cut from the file).
+/// The receipt goes to the checkpoint's commit ([`PageReceipt`]).
 pub async fn deliver_all(
     sinks: &[Arc<Sink>],
     batch: &Batch<'_>,
     retry: &SinkRetry,
     cancel: &CancellationToken,
-) -> Result<(), SinkError> {
-    let results =
-        futures::future::join_all(sinks.iter().map(|s| s.deliver(batch, retry, cancel))).await;
-    results
-        .into_iter()
-        .collect::<Result<Vec<()>, _>>()
-        .map(|_| ())
+) -> Result<PageReceipt, SinkError> {
+    let mut files = Vec::new();
+    let mut others = Vec::new();
+    for sink in sinks {
+        match sink.file_commits().await {
+            Some(commits) => files.push((sink, commits)),
+            None => others.push(sink),
+        }
+    }
+    // Network sinks do not wait for a file's turn; files take theirs one by one, in order.
+    let (files, others) = futures::join!(
+        file_commit::deliver_in_turn(files, batch, retry, cancel),
+        futures::future::join_all(others.iter().map(|s| s.deliver(batch, retry, cancel))),
+    );
+    others.into_iter().collect::<Result<Vec<()>, _>>()?;
+    Ok(PageReceipt::new(files?))
 }
 
 #[cfg(test)]

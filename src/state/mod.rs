@@ -3,6 +3,7 @@
 //! A checkpoint is only written by [`State::commit_page`], which the collector calls after every
 //! sink acknowledged the page; the checkpoint and the run's counters move in one transaction.
 
+mod files;
 mod pacing;
 mod schema;
 mod sinks;
@@ -15,6 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::event::StreamId;
 use crate::logs::LogKind;
 
+pub use files::FileMark;
 pub use pacing::{ClockStatus, PaceStatus};
 pub use sinks::SinkStatus;
 
@@ -179,6 +181,20 @@ impl State {
         events: usize,
         now_ms: i64,
     ) -> Result<(), StateError> {
+        self.commit_page_and_files(stream, run_id, checkpoint, events, now_ms, &[])
+    }
+
+    /// [`State::commit_page`], and the file sinks' lengths after the page was written into
+    /// them, in the same transaction.
+    pub fn commit_page_and_files(
+        &self,
+        stream: &StreamId,
+        run_id: i64,
+        checkpoint: &Checkpoint,
+        events: usize,
+        now_ms: i64,
+        files: &[FileMark],
+    ) -> Result<(), StateError> {
         let seen = serde_json::to_string(&checkpoint.seen).unwrap_or_else(|_| "[]".into());
         self.with(|c| {
             let tx = c.transaction()?;
@@ -208,6 +224,7 @@ impl State {
                 "UPDATE runs SET pages = pages + 1, events = events + ?2 WHERE id = ?1",
                 params![run_id, events as i64],
             )?;
+            files::write_marks(&tx, files, now_ms)?;
             tx.commit()?;
             Ok(())
         })

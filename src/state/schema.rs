@@ -57,6 +57,15 @@ const MIGRATIONS: &[&str] = &[
         offset_ms INTEGER NOT NULL,
         measured_ms INTEGER NOT NULL
      );",
+    // 4: each file sink's committed length, moved with the checkpoints (see `files.rs`).
+    "CREATE TABLE file_commits(
+        sink TEXT PRIMARY KEY,
+        path TEXT NOT NULL,
+        dev INTEGER NOT NULL,
+        ino INTEGER NOT NULL,
+        committed_len INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+     );",
 ];
 
 fn current_version(conn: &Connection) -> Result<i64, StateError> {

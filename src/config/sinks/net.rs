@@ -78,6 +78,8 @@ pub struct HttpSettings {
     /// Splunk HEC: `index` and `source` fields of the envelope.
     pub index: Option<String>,
     pub source: Option<String>,
+    /// The header that carries each request's idempotency key; `None`: not sent.
+    pub idempotency_header: Option<String>,
     pub batch: Batching,
 }
 
@@ -389,6 +391,7 @@ pub(super) fn http(
             }
         }
     }
+    let idempotency_header = idempotency_header(report, scope, raw, &headers);
     let ca_file = super::pem_file(report, scope, "ca_file", raw.ca_file.as_ref());
     let timeout = duration(
         report,
@@ -412,6 +415,7 @@ pub(super) fn http(
         auth: auth?,
         headers,
         gzip: raw.gzip.unwrap_or(false),
+        idempotency_header: idempotency_header?,
         timeout: timeout?,
         ca_file: if raw.ca_file.is_some() {
             Some(ca_file?)
@@ -422,6 +426,51 @@ pub(super) fn http(
         source: raw.source.clone(),
         batch: batch?,
     })
+}
+
+/// The HTTP sink's idempotency header: `Idempotency-Key` unless named otherwise; `""` turns it
+/// off. `Some(None)` is "valid, off"; `None` an error.
+fn idempotency_header(
+    report: &mut Report,
+    scope: &str,
+    raw: &RawSink,
+    headers: &[(String, String)],
+) -> Option<Option<String>> {
+    let name = raw
+        .idempotency_header
+        .as_deref()
+        .unwrap_or("Idempotency-Key")
+        .trim();
+    if name.is_empty() {
+        return Some(None);
+    }
+    let lower = name.to_ascii_lowercase();
+    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        report.error(
+            scope,
+            "idempotency_header",
+            format!("{name:?} is not a valid header name; e.g. \"Idempotency-Key\" or \"X-Batch-Id\" (\"\" to send none)"),
+        );
+        return None;
+    }
+    if matches!(
+        lower.as_str(),
+        "authorization"
+            | "proxy-authorization"
+            | "content-type"
+            | "content-encoding"
+            | "content-length"
+            | "host"
+    ) || headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(name))
+    {
+        report.error(
+            scope,
+            "idempotency_header",
+            format!("{name:?} is already set by the sink or by `headers`; choose another name"),
+        );
+        return None;
+    }
+    Some(Some(name.to_string()))
 }
 
 #[cfg(test)]

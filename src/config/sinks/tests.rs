@@ -239,3 +239,65 @@ fn sink_keys_are_exactly_the_common_keys_plus_every_type_s_fields() {
     let accepted: BTreeSet<&str> = super::super::raw::SINK_KEYS.iter().copied().collect();
     assert_eq!(accepted, per_type);
 }
+
+#[test]
+fn http_idempotency_header_defaults_renames_and_turns_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = |extra: &str| {
+        format!(
+            "[[sink]]\nname = \"out\"\ntype = \"http\"\nurl = \"https://siem.example.com/in\"\n{extra}\n"
+        )
+    };
+    let header = |extra: &str| {
+        let c = parse(&sink(extra), dir.path()).unwrap();
+        let SinkKind::Http(h) = &c.sinks[0].kind else {
+            panic!()
+        };
+        h.idempotency_header.clone()
+    };
+    assert_eq!(header(""), Some("Idempotency-Key".to_string()));
+    assert_eq!(
+        header("idempotency_header = \"X-Batch-Id\""),
+        Some("X-Batch-Id".to_string())
+    );
+    assert_eq!(header("idempotency_header = \"\""), None);
+    for bad in [
+        "idempotency_header = \"Bad Header\"",
+        "idempotency_header = \"Content-Type\"",
+        "idempotency_header = \"X-Id\"\nheaders = { \"x-id\" = \"1\" }",
+    ] {
+        let err = parse(&sink(bad), dir.path()).unwrap_err().to_string();
+        assert!(err.contains("idempotency_header"), "{bad}: {err}");
+    }
+    let err = parse(
+        "[[sink]]\nname = \"out\"\ntype = \"file\"\npath = \"/tmp/x\"\nidempotency_header = \"X\"\n",
+        dir.path(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("idempotency_header"), "{err}");
+}
+
+#[test]
+fn two_file_sinks_cannot_share_a_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, path: &str| {
+        format!("[[sink]]\nname = \"{name}\"\ntype = \"file\"\npath = \"{path}\"\n")
+    };
+    let both = format!(
+        "{}{}",
+        file("out", "/var/log/duo/a.jsonl"),
+        file("copy", "/var/log/duo/a.jsonl")
+    );
+    let err = parse(&both, dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("sink \"copy\"") && err.contains("path") && err.contains("sink \"out\""),
+        "{err}"
+    );
+    let apart = format!(
+        "{}{}",
+        file("out", "/var/log/duo/a.jsonl"),
+        file("copy", "/var/log/duo/b.jsonl")
+    );
+    parse(&apart, dir.path()).unwrap();
+}
