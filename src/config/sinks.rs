@@ -246,7 +246,7 @@ pub(super) fn one_file_sink_per_path(report: &mut Report, sinks: &[SinkSettings]
     let mut by_path: std::collections::HashMap<&std::path::Path, &str> =
         std::collections::HashMap::new();
     for sink in sinks {
-        if let SinkKind::File { path } = &sink.kind {
+        if let SinkKind::File { path, .. } = &sink.kind {
             if let Some(first) = by_path.insert(path, &sink.name) {
                 report.error(
                     &format!("sink {:?}", sink.name),

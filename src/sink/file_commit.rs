@@ -279,6 +279,7 @@ mod tests {
                 exclude_fields: Vec::new(),
                 kind: SinkKind::File {
                     path: self.path(&format!("{name}.jsonl")),
+                    mode: None,
                 },
             };
             Arc::new(Sink::open_with_state(&settings, Some(self.state.clone())).unwrap())
