@@ -391,7 +391,9 @@ sed -i -e 's/^api_hostname = .*/api_hostname = "{host}"/' -e 's/^ikey = .*/ikey 
     -e 's|^# connect_to = .*|connect_to = "{base_url}"|' \
     -e 's|^schedule = .*|schedule = "*/3 * * * * *"|' -e 's/^delay = .*/delay = "5s"/' \
     -e 's/^logs = .*/logs = ["authentication", "administrator"]/' \
-    -e 's/^# request_timeout = .*/request_timeout = "120s"/' "$cfg"
+    -e 's/^# request_timeout = .*/request_timeout = "120s"/' \
+    -e 's/^# requests_per_minute = .*/requests_per_minute = 600/' "$cfg"
+grep -q '^requests_per_minute = 600' "$cfg"
 # A short watchdog, so the stalled-collector check below takes seconds, not minutes.
 mkdir -p /etc/systemd/system/duo-collector.service.d
 printf '[Service]\nWatchdogSec=4s\nRestartSec=1s\n' > /etc/systemd/system/duo-collector.service.d/test.conf
@@ -428,6 +430,7 @@ connect_to = "{base_url}"
 logs = ["authentication"]
 schedule = "*/3 * * * * *"
 delay = "5s"
+requests_per_minute = 600
 sinks = ["local"]
 EOF
 systemctl reload duo-collector"#,
