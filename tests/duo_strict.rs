@@ -74,16 +74,6 @@ fn assert_exactly_once(setup: &Setup, handle: &SimHandle, kinds: &[&str], not_be
     }
 }
 
-fn log_requests<'a>(
-    handle: &'a SimHandle,
-    kind: &'a str,
-) -> impl Iterator<Item = duo_collector::simulator::RecordedRequest> + 'a {
-    handle
-        .requests()
-        .into_iter()
-        .filter(move |r| r.kind.as_deref() == Some(kind))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_monitor_backfill_from_180_days_finishes_exactly_once() {
     let now = now_ms();

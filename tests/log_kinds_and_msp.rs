@@ -84,16 +84,6 @@ fn assert_stream_exact(
     }
 }
 
-fn log_requests<'a>(
-    handle: &'a SimHandle,
-    kind: &'a str,
-) -> impl Iterator<Item = duo_collector::simulator::RecordedRequest> + 'a {
-    handle
-        .requests()
-        .into_iter()
-        .filter(move |r| r.kind.as_deref() == Some(kind))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_log_kind_is_delivered_exactly_once_across_page_boundaries() {
     let now = now_ms();

@@ -67,6 +67,17 @@ struct Call<'a> {
     params: &'a [(String, String)],
 }
 
+impl<'a> Call<'a> {
+    fn get(host: &'a str, path: &'a str, params: &'a [(String, String)]) -> Call<'a> {
+        Call {
+            method: reqwest::Method::GET,
+            host,
+            path,
+            params,
+        }
+    }
+}
+
 impl DuoClient {
     pub fn for_integration(
         integration: &Integration,
@@ -154,13 +165,8 @@ impl DuoClient {
         cancel: &CancellationToken,
         parse: impl Fn(&[u8]) -> Result<T, PageError>,
     ) -> Result<T, DuoError> {
-        let call = Call {
-            method: reqwest::Method::GET,
-            host,
-            path,
-            params,
-        };
-        self.with_retries(&call, cancel, parse).await
+        self.with_retries(&Call::get(host, path, params), cancel, parse)
+            .await
     }
 
     /// One signed GET, not retried: the caller paces and retries (the log pagers, which must
@@ -173,12 +179,7 @@ impl DuoClient {
         cancel: &CancellationToken,
         parse: impl Fn(&[u8]) -> Result<T, PageError>,
     ) -> Result<T, DuoError> {
-        let call = Call {
-            method: reqwest::Method::GET,
-            host,
-            path,
-            params,
-        };
+        let call = Call::get(host, path, params);
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return Err(DuoError::Cancelled),
             r = self.send_once(&call) => r,

@@ -211,3 +211,14 @@ pub async fn wait_for_published(
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// The requests the simulator received for log kind `kind`, in order.
+pub fn log_requests<'a>(
+    handle: &'a duo_collector::simulator::SimHandle,
+    kind: &'a str,
+) -> impl Iterator<Item = duo_collector::simulator::RecordedRequest> + 'a {
+    handle
+        .requests()
+        .into_iter()
+        .filter(move |r| r.kind.as_deref() == Some(kind))
+}
