@@ -198,6 +198,17 @@ fn load_config_with(
     Ok(config)
 }
 
+/// Writes a command's report to stdout. A reader that went away (`status | head`) is not an
+/// error: the command has said what it had to, to whoever still listened.
+fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
 /// A token cancelled by the first SIGTERM or SIGINT, or once stdout is closed (EPIPE): events
 /// written to stdout have no reader any more, so the command stops instead of retrying.
 fn shutdown_token() -> anyhow::Result<CancellationToken> {
@@ -274,13 +285,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("error: [collector]: field `state_dir`: {problem}");
                     return Ok(ExitCode::from(EXIT_CONFIG));
                 }
-                println!(
-                    "{}: valid ({} integration(s), {} sink(s), {} warning(s))",
+                emit(&format!(
+                    "{}: valid ({} integration(s), {} sink(s), {} warning(s))\n",
                     arg.config.display(),
                     config.integrations.len(),
                     config.sinks.len(),
                     config.warnings.len()
-                );
+                ))?;
                 Ok(ExitCode::SUCCESS)
             }
             Err(code) => Ok(code),
@@ -342,9 +353,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let report =
                 duo_collector::connectivity::run(&cfg, integration.as_deref(), &cancel).await;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
-                print!("{}", report.render_text());
+                emit(&report.render_text())?;
             }
             Ok(if report.failed() {
                 ExitCode::from(EXIT_FAILURE)
@@ -386,11 +397,14 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 let all =
                     serde_json::json!({ "streams": rows, "sinks": sinks, "integrations": pacing });
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&all)?))?;
             } else {
-                print!("{}", status::render_text(&rows));
-                print!("{}", status::render_sinks_text(&sinks));
-                print!("{}", status::render_pacing_text(&pacing));
+                emit(&format!(
+                    "{}{}{}",
+                    status::render_text(&rows),
+                    status::render_sinks_text(&sinks),
+                    status::render_pacing_text(&pacing)
+                ))?;
             }
             Ok(ExitCode::SUCCESS)
         }

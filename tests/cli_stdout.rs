@@ -118,3 +118,36 @@ async fn a_stdout_sink_whose_reader_leaves_ends_collect_now_and_run_with_one_lin
     }
     sim.shutdown().await;
 }
+
+/// `status`, `validate` and `test-connectivity` write a report and exit: a reader that left
+/// before it arrived (`duo-collector status | true`) is no reason to panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_commands_exit_0_when_their_reader_has_gone() {
+    let now = now_ms();
+    let sim = start_sim(sim_config(500, now - 3_600_000, now - 60_000)).await;
+    let setup = Setup::new(&sim.base_url(), "");
+    let config = setup.config.to_str().unwrap().to_string();
+    let collected = common::run_cli(&["collect-now", "--config", &config]).await;
+    assert!(collected.status.success(), "{}", common::text(&collected));
+    for args in [
+        vec!["status", "--config", &config],
+        vec!["status", "--json", "--config", &config],
+        vec!["validate", "--config", &config],
+        vec!["test-connectivity", "--config", &config],
+    ] {
+        let mut child = Command::new(common::bin())
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end before the report is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}:\n{stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}:\n{stderr}");
+    }
+    sim.shutdown().await;
+}

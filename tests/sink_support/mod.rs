@@ -225,7 +225,10 @@ ruleset(name="mtls") {{ action(type="omfile" file="{d}/mtls.jsonl" template="fie
     pub fn received(&self, input: &str) -> Vec<serde_json::Value> {
         let text =
             std::fs::read_to_string(self.dir.join(format!("{input}.jsonl"))).unwrap_or_default();
-        text.lines()
+        // rsyslog may be writing the last line as we read: only complete lines count.
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
+            .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("rsyslog wrote {l:?}: {e}")))
             .collect()
     }
