@@ -175,16 +175,14 @@ async fn short_pages_carry_cursors_and_following_them_returns_everything_once() 
     };
     let sim = start(c.clone()).await;
     let maxtime = now_ms() - 2 * MIN;
+    // Which pages are short is a hash of each request: over the ~30 pages of all the kinds
+    // (half of them short), many are; any one kind alone may draw none.
+    let mut short_with_cursor = 0;
     for w in WINDOWED {
         let walk = walk(&sim, &c, w, c.start_ms, maxtime, false).await;
         let with_cursor: Vec<&WalkedPage> =
             walk.pages.iter().filter(|p| p.cursor.is_some()).collect();
-        assert!(
-            with_cursor.iter().any(|p| p.ids.len() < w.limit),
-            "{}: no short page with a cursor in {} pages",
-            w.kind,
-            walk.pages.len()
-        );
+        short_with_cursor += with_cursor.iter().filter(|p| p.ids.len() < w.limit).count();
         assert!(
             with_cursor.iter().all(|p| !p.ids.is_empty()),
             "{}: an empty page with a cursor while more records exist",
@@ -198,6 +196,10 @@ async fn short_pages_carry_cursors_and_following_them_returns_everything_once() 
             w.kind
         );
     }
+    assert!(
+        short_with_cursor >= 4,
+        "only {short_with_cursor} short pages with a cursor"
+    );
     // The choice is a function of the request: a retry gets the same page.
     for w in WINDOWED {
         let call = w.call(&c, c.start_ms, maxtime);
@@ -217,18 +219,18 @@ async fn a_walker_that_stops_at_the_first_short_page_loses_events() {
     };
     let sim = start(c.clone()).await;
     let maxtime = now_ms() - 2 * MIN;
+    // Short pages are drawn per request, so one kind may by chance draw none before its last
+    // page; across the kinds the naive walker loses events.
+    let mut kinds_losing = 0;
     for w in WINDOWED {
         let naive = walk(&sim, &c, w, c.start_ms, maxtime, true).await;
         let all = expected_ids(&sim, w.kind, maxtime);
-        assert!(
-            naive.ids().len() < all.len(),
-            "{}: {} of {}",
-            w.kind,
-            naive.ids().len(),
-            all.len()
-        );
+        if naive.ids().len() < all.len() {
+            kinds_losing += 1;
+        }
         assert_eq!(naive.ids(), all[..naive.ids().len()].to_vec(), "{}", w.kind);
     }
+    assert!(kinds_losing >= 2, "only {kinds_losing} kinds lost events");
     sim.shutdown().await;
 }
 
