@@ -252,7 +252,8 @@ async fn msp_children_are_collected_separately_and_new_children_are_picked_up() 
     });
     let sim = start_sim(cfg).await;
     let handle = sim.handle();
-    let setup = Setup::new(&sim.base_url(), "accounts_api = true\naccount_refresh = \"0s\"\nlogs = [\"authentication\", \"administrator\"]");
+    // The data spans a day; a child added later must still reach its first event.
+    let setup = Setup::new(&sim.base_url(), "accounts_api = true\naccount_refresh = \"0s\"\ninitial_lookback = \"2d\"\nlogs = [\"authentication\", \"administrator\"]");
     let rt = runtime(&setup);
     let reports = collect_with(&rt).await;
     assert!(!reports[0].failed(), "{:?}", reports[0]);
