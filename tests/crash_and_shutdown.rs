@@ -11,17 +11,6 @@ use nix::unistd::Pid;
 
 const DAY_MS: i64 = 86_400_000;
 
-fn spawn(args: &[&str]) -> tokio::process::Child {
-    tokio::process::Command::new(bin())
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn duo-collector")
-}
-
 async fn wait_for_lines(
     path: &std::path::Path,
     at_least: usize,
@@ -48,7 +37,7 @@ async fn sigkill_mid_backlog_loses_nothing() {
     let setup = Setup::new(&sim.base_url(), "initial_lookback = \"3d\"");
     let config = setup.config.to_str().unwrap();
 
-    let mut child = spawn(&["collect-now", "--config", config]);
+    let mut child = spawn_collector(&["collect-now", "--config", config]);
     wait_for_lines(&setup.events, 8_000, &mut child).await;
     kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGKILL).unwrap();
     let status = child.wait().await.unwrap();
@@ -113,7 +102,7 @@ async fn sigterm_finishes_the_page_and_exits_cleanly() {
     );
     let config = setup.config.to_str().unwrap();
 
-    let mut child = spawn(&["run", "--config", config]);
+    let mut child = spawn_collector(&["run", "--config", config]);
     wait_for_lines(&setup.events, 5_000, &mut child).await;
     kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
@@ -153,7 +142,7 @@ async fn a_second_collector_on_the_same_state_is_refused() {
         "initial_lookback = \"3d\"\nschedule = \"0 0 * * * *\"",
     );
     let config = setup.config.to_str().unwrap();
-    let mut child = spawn(&["run", "--config", config]);
+    let mut child = spawn_collector(&["run", "--config", config]);
     wait_for_lines(&setup.events, 1_000, &mut child).await;
     let second = run_cli(&["collect-now", "--config", config]).await;
     assert_eq!(second.status.code(), Some(1), "{}", text(&second));

@@ -21,17 +21,6 @@ use sink_support::*;
 
 const DAY_MS: i64 = 86_400_000;
 
-fn spawn(args: &[&str]) -> tokio::process::Child {
-    tokio::process::Command::new(bin())
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn duo-collector")
-}
-
 /// Waits until `measure` passes `at_least`, while the child runs.
 async fn wait_until(
     what: &str,
@@ -131,7 +120,7 @@ async fn file_sink_sigkill_between_write_and_commit_writes_nothing_twice() {
     let setup = Setup::new(&sim.base_url(), "initial_lookback = \"3d\"");
     let config = setup.config.to_str().unwrap();
 
-    let mut child = spawn(&["collect-now", "--config", config]);
+    let mut child = spawn_collector(&["collect-now", "--config", config]);
     let events = setup.events.clone();
     let (committed, written) =
         kill_between_delivery_and_commit(&mut child, &setup.state_db(), 2_000, async || {
@@ -199,7 +188,7 @@ async fn nats_sigkill_between_pubacks_and_commit_adds_no_duplicate_to_the_stream
     );
     let config = setup.config.to_str().unwrap();
 
-    let mut child = spawn(&["collect-now", "--config", config]);
+    let mut child = spawn_collector(&["collect-now", "--config", config]);
     let (committed, published) =
         kill_between_delivery_and_commit(&mut child, &setup.state_db(), 1_000, async || {
             stream_messages(&url).await
@@ -244,7 +233,7 @@ async fn http_sigkill_between_response_and_commit_resends_with_the_same_idempote
     );
     let config = setup.config.to_str().unwrap();
 
-    let mut child = spawn(&["collect-now", "--config", config]);
+    let mut child = spawn_collector(&["collect-now", "--config", config]);
     let received = hook.clone();
     let (committed, sent) =
         kill_between_delivery_and_commit(&mut child, &setup.state_db(), 2_000, async || {
@@ -408,7 +397,7 @@ async fn tcp_syslog_sigkill_between_flush_and_commit_repeats_only_the_page_in_fl
     );
     let config = setup.config.to_str().unwrap();
 
-    let mut child = spawn(&["collect-now", "--config", config]);
+    let mut child = spawn_collector(&["collect-now", "--config", config]);
     let peer = rsyslog.clone();
     let (committed, at_kill) =
         kill_between_delivery_and_commit(&mut child, &setup.state_db(), 2_000, async || {

@@ -222,3 +222,15 @@ pub fn log_requests<'a>(
         .into_iter()
         .filter(move |r| r.kind.as_deref() == Some(kind))
 }
+
+/// Starts the binary as a child (stderr captured, killed on drop), for crash tests.
+pub fn spawn_collector(args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(bin())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn duo-collector")
+}
