@@ -10,6 +10,7 @@ use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::{deliver_and_commit, CollectError, IntegrationRuntime, Progress, StreamTarget};
+use crate::duo::client::jitter;
 use crate::duo::DuoError;
 use crate::logs::page::{parse, Page};
 use crate::pacing::{rate_limit_backoff, PaceKey, Pacer, RateLimitLog, RATE_LIMIT_ATTEMPTS};
@@ -290,13 +291,4 @@ impl<'a> Fetcher<'a> {
                 rate_per_minute = format!("{:.2}", self.pacer.rate_per_minute()), "Duo rate limited this endpoint during the run");
         }
     }
-}
-
-fn jitter(max: Duration) -> Duration {
-    use rand::Rng;
-    let max = max.as_millis() as u64;
-    if max == 0 {
-        return Duration::ZERO;
-    }
-    Duration::from_millis(rand::rng().random_range(0..=max))
 }

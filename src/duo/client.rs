@@ -258,7 +258,7 @@ impl DuoClient {
             } else {
                 return Err(err);
             };
-            let wait = wait + self.jitter();
+            let wait = wait + jitter(self.retry.jitter);
             if let Some((observer, integration)) = &self.observer {
                 observer.api_retry(integration, wait);
             }
@@ -268,14 +268,6 @@ impl DuoClient {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-    }
-
-    fn jitter(&self) -> Duration {
-        let max = self.retry.jitter.as_millis() as u64;
-        if max == 0 {
-            return Duration::ZERO;
-        }
-        Duration::from_millis(rand::rng().random_range(0..=max))
     }
 
     fn url_for(&self, host: &str, path: &str) -> Result<url::Url, DuoError> {
@@ -381,6 +373,15 @@ impl DuoClient {
             DuoError::Transport(error_chain(&e))
         }
     }
+}
+
+/// A random extra wait in `0..=max`, so that retries of many streams do not line up.
+pub fn jitter(max: Duration) -> Duration {
+    let max = max.as_millis() as u64;
+    if max == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(rand::rng().random_range(0..=max))
 }
 
 /// An error with its causes, `a: b: c`, since reqwest's own Display hides the cause.
