@@ -317,6 +317,19 @@ fn windowed_cases() {
             delivered: vec![],
         },
         Case {
+            name: "Duo's now dipping between two pages of a window opened this run does not stop it",
+            kind: Authentication,
+            page_size: 2,
+            checkpoint: Some(closed(M, None)),
+            script: vec![
+                (NOW, Want::Window(M, X, None), Page(page(&[(M + 1, "a"), (M + 2, "b")], Some("2,b")))),
+                (NOW - 900, Want::Window(M, X, Some("2,b")), Page(page(&[(M + 3, "c")], None))),
+            ],
+            end: closed(X + 1, Some(M + 3)),
+            notices: vec![],
+            delivered: vec!["a", "b", "c"],
+        },
+        Case {
             name: "host clock ahead of Duo: maxtime comes from Duo's time, not the host's",
             kind: Authentication,
             page_size: 2,
