@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks the golden snapshots (tests/snapshots/normalize_golden__*.snap) and, with
+"""Checks the golden snapshots (tests/it/snapshots/it__normalize_golden__*.snap) and, with
 `--events FILE...`, files of OCSF events, one JSON object a line (`examples/ocsf_drain.rs`
 renders a whole simulator dataset so), so that record shapes the goldens lack are checked too.
 
@@ -26,7 +26,7 @@ import pydantic
 import cefp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SNAPS = os.path.join(HERE, "..", "snapshots")
+SNAPS = os.path.join(HERE, "..", "it", "snapshots")
 MODELS = {}
 SPECIAL = "Zoë | a=b \\ c\nd\r ☃ 🙂"
 
@@ -205,7 +205,7 @@ def main():
         sys.exit(f"usage: {sys.argv[0]} [--events FILE...]")
     total = {"ocsf": 0, "cef": 0, "events": 0}
     failures = []
-    goldens = sorted(glob.glob(os.path.join(SNAPS, "normalize_golden__*_ocsf.snap")))
+    goldens = sorted(glob.glob(os.path.join(SNAPS, "it__normalize_golden__*_ocsf.snap")))
     auth = [ev for p in goldens if "authentication" in p for ev in load(p) if ev.get("class_uid") == 3002]
     broken = walk_rejects_violations(auth[0]) if auth else "self-check: no authentication golden"
     if broken:
@@ -215,7 +215,7 @@ def main():
         n, f = check_ocsf(path)
         total["ocsf"] += n
         failures += f
-    for path in sorted(glob.glob(os.path.join(SNAPS, "normalize_golden__*_cef.snap"))):
+    for path in sorted(glob.glob(os.path.join(SNAPS, "it__normalize_golden__*_cef.snap"))):
         n, f = check_cef(path)
         total["cef"] += n
         failures += f

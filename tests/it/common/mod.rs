@@ -1,0 +1,248 @@
+//! Shared helpers: an in-process simulator, config files, and the real binary as a child.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use duo_collector::simulator::{KindCounts, SimConfig, Simulator};
+
+pub const IKEY: &str = "DIS1MULAT0R0ADM1NKEY";
+pub const SKEY: &str = "testsecretkeytestsecretkeytestsecret0042";
+pub const HOST: &str = "api-test0001.duosecurity.com";
+/// The pace the tests' collectors keep (the simulator's strict preset allows 600/min per
+/// endpoint); tests of tight rate limits set their own.
+pub const TEST_PACE: &str = "requests_per_minute = 600";
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A simulator config for tests: authentication only unless changed, and as strict as Duo
+/// (rate limits per endpoint, short pages with cursors, a cursor on the last page).
+pub fn sim_config(auth_events: usize, start_ms: i64, end_ms: i64) -> SimConfig {
+    lenient_sim_config(auth_events, start_ms, end_ms).strict()
+}
+
+/// The same without the strict modes, for tests about something else that count requests.
+pub fn lenient_sim_config(auth_events: usize, start_ms: i64, end_ms: i64) -> SimConfig {
+    SimConfig {
+        api_hostname: HOST.into(),
+        ikey: IKEY.into(),
+        skey: SKEY.into(),
+        seed: 7,
+        start_ms,
+        end_ms,
+        counts: KindCounts {
+            authentication: auth_events,
+            ..KindCounts::default()
+        },
+        max_visibility_delay_ms: 2_000,
+        ..SimConfig::default()
+    }
+}
+
+pub async fn start_sim(cfg: SimConfig) -> Simulator {
+    Simulator::start("127.0.0.1:0".parse().unwrap(), cfg)
+        .await
+        .expect("simulator starts")
+}
+
+/// A temp dir holding config.toml, a 0600 skey file, state and the sink file.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub events: PathBuf,
+}
+
+impl Setup {
+    pub fn new(base_url: &str, integration_extra: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let skey = dir.path().join("corp.skey");
+        std::fs::write(&skey, format!("{SKEY}\n")).unwrap();
+        set_mode(&skey, 0o600);
+        let events = dir.path().join("out/events.jsonl");
+        let config = dir.path().join("config.toml");
+        let text = format!(
+            r#"[collector]
+state_dir = {state:?}
+
+[[integration]]
+name = "corp"
+api_hostname = "{HOST}"
+ikey = "{IKEY}"
+skey_file = {skey:?}
+connect_to = "{base_url}"
+delay = "5s"
+sinks = ["local"]
+{integration_extra}
+
+[[sink]]
+name = "local"
+type = "file"
+path = {events:?}
+format = "raw"
+"#,
+            state = dir.path().join("state").display().to_string(),
+            skey = skey.display().to_string(),
+            events = events.display().to_string(),
+        );
+        let text = if integration_extra.contains("requests_per_minute") {
+            text
+        } else {
+            text.replace(
+                "delay = \"5s\"\n",
+                &format!("delay = \"5s\"\n{TEST_PACE}\n"),
+            )
+        };
+        let text = if integration_extra.contains("logs =") {
+            text
+        } else {
+            text.replace(
+                "sinks = [\"local\"]\n",
+                "sinks = [\"local\"]\nlogs = [\"authentication\"]\n",
+            )
+        };
+        std::fs::write(&config, text).unwrap();
+        set_mode(&config, 0o600);
+        Setup {
+            dir,
+            config,
+            events,
+        }
+    }
+
+    pub fn state_db(&self) -> PathBuf {
+        self.dir.path().join("state/state.db")
+    }
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_duo-collector")
+}
+
+/// Runs the binary to completion.
+pub async fn run_cli(args: &[&str]) -> Output {
+    tokio::process::Command::new(bin())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("STATE_DIRECTORY")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .await
+        .expect("binary runs")
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Every line of the sink file as JSON (all lines must parse).
+pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
+    let Ok(data) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    data.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
+
+/// How often each event id was delivered.
+pub fn id_counts(events: &[serde_json::Value]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for e in events {
+        let id = e["_duo_collector"]["event_id"]
+            .as_str()
+            .expect("event_id")
+            .to_string();
+        *counts.entry(id).or_insert(0) += 1;
+    }
+    counts
+}
+
+pub fn count_lines(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|d| d.iter().filter(|b| **b == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// The `maxtime` of the last log request, which bounds what a run could collect.
+pub fn last_maxtime(sim: &duo_collector::simulator::SimHandle) -> i64 {
+    sim.requests()
+        .iter()
+        .rev()
+        .find_map(|r| {
+            r.params
+                .iter()
+                .find(|(k, _)| k == "maxtime")
+                .and_then(|(_, v)| v.parse().ok())
+        })
+        .expect("a log request was made")
+}
+
+/// Waits until more than `count` events of `kind` are published and older than `lag_ms`
+/// (the simulated data has random gaps, so new events arrive irregularly).
+pub async fn wait_for_published(
+    handle: &duo_collector::simulator::SimHandle,
+    kind: &str,
+    lag_ms: i64,
+    count: usize,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while handle
+        .expected_events(None, kind, now_ms(), now_ms() - lag_ms)
+        .len()
+        <= count
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new {kind} events appeared"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The requests the simulator received for log kind `kind`, in order.
+pub fn log_requests<'a>(
+    handle: &'a duo_collector::simulator::SimHandle,
+    kind: &'a str,
+) -> impl Iterator<Item = duo_collector::simulator::RecordedRequest> + 'a {
+    handle
+        .requests()
+        .into_iter()
+        .filter(move |r| r.kind.as_deref() == Some(kind))
+}
+
+/// Starts the binary as a child (stderr captured, killed on drop), for crash tests.
+pub fn spawn_collector(args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(bin())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn duo-collector")
+}
+
+/// Polls `reached` until it holds, failing after 30 s: a condition instead of a fixed sleep.
+pub async fn wait_until(what: &str, mut reached: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !reached() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,33 @@
+//! The integration tests: one binary, a module per topic (ripgrep's layout), so the
+//! shared helpers compile once and `cargo test` links one executable instead of one per
+//! file. `cargo test --test it <topic>::` runs one topic.
+
+mod common;
+mod fixtures;
+mod proxy_support;
+mod sink_support;
+
+mod authentication;
+mod chaos;
+mod cli_config_and_secrets;
+mod cli_operator;
+mod cli_stdout;
+mod connectivity;
+mod crash_and_shutdown;
+mod crash_per_sink;
+mod duo_strict;
+mod faults_and_retries;
+mod log_kinds_and_msp;
+mod normalize_golden;
+mod normalize_mapping;
+mod normalize_perf;
+mod normalize_props;
+mod parser_props;
+mod proxy;
+mod service;
+mod sink_fanout;
+mod sink_http;
+mod sink_nats;
+mod sink_syslog;
+mod systemd_container;
+mod systemd_unit;
