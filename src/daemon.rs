@@ -232,7 +232,7 @@ async fn start_worker(
             }
         })
     })
-    .with_context(|| format!("integration {name:?}: schedule {:?}", rt.settings.schedule))?;
+    .with_context(|| format!("integration {name:?}: schedule {:?}", rt.settings.schedule.as_str()))?;
     let job = scheduler.add(job).await.context("cannot add a schedule")?;
     // Collect once right away rather than waiting for the first tick.
     let _ = tick_tx.try_send(());
@@ -258,7 +258,10 @@ async fn start_worker(
                 .count();
             let events = report.events();
             let lag = max_lag_seconds(&state, rt.observer(), &rt.settings.name, rt.settings.delay);
-            let next = crate::schedule::next_tick(&rt.settings.schedule, chrono::Utc::now())
+            let next = rt
+                .settings
+                .schedule
+                .next_after(chrono::Utc::now())
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                 .unwrap_or_else(|| "-".into());
             tracing::info!(integration = %rt.settings.name, events, streams = report.streams.len(), failed_streams = failed, max_lag = %crate::human::duration_secs(lag.unwrap_or(0)), max_lag_seconds = lag.unwrap_or(0), next = %next, "collection cycle done");

@@ -20,6 +20,8 @@ pub mod demo;
 pub mod duo;
 /// Events, batches and stream ids.
 pub mod event;
+/// The syslog facility (a leaf type).
+pub mod facility;
 /// Durations and rates for people.
 pub mod human;
 /// Duo log kinds and page parsing.

@@ -5,7 +5,9 @@
 
 mod credentials;
 mod hosts;
+mod integration;
 mod raw;
+mod report;
 mod secrets;
 mod sinks;
 mod validate;
@@ -17,14 +19,15 @@ use crate::duo::sign::SigVersion;
 use crate::duo::ProxySetting;
 use crate::logs::LogKind;
 use crate::normalize::Format;
+use crate::schedule::Schedule;
 use crate::secret::Secret;
 
-pub use credentials::{UNIT_CREDENTIALS_DIR, UNIT_CREDENTIAL_ID};
+pub use report::{Env, Report, UNIT_CREDENTIALS_DIR, UNIT_CREDENTIAL_ID};
 pub use sinks::{
     Batching, HttpAuth, HttpFlavor, HttpSettings, NatsAuth, NatsSettings, SyslogProtocol,
     SyslogSettings, SyslogTransport, TlsFiles,
 };
-pub use validate::{parse_config_str, Env};
+pub use validate::parse_config_str;
 
 /// Where the config is read from when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/duo-collector/config.toml";
@@ -60,8 +63,31 @@ pub struct CollectorSettings {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Consecutive failed runs of one stream after which `/readyz` reports unready.
     pub unready_after_failures: u32,
-    /// `text` or `json` log lines (the `--log-format` flag wins).
-    pub log_format: Option<String>,
+    /// The log line format (the `--log-format` flag wins).
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// journald-friendly text (no timestamps under systemd).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "{other:?} is not a log format; use \"text\" or \"json\""
+            )),
+        }
+    }
 }
 
 /// One Duo Admin API integration (one set of keys on one account).
@@ -72,7 +98,7 @@ pub struct Integration {
     pub ikey: String,
     pub skey: Secret,
     pub logs: Vec<LogKind>,
-    pub schedule: String,
+    pub schedule: Schedule,
     pub initial_lookback: Duration,
     pub delay: Duration,
     pub signature: SigVersion,
@@ -154,7 +180,7 @@ pub struct ConfigError {
 impl Config {
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        Config::load_with(path, &validate::Env::real())
+        Config::load_with(path, &Env::real())
     }
 
     /// [`Config::load`] with a chosen environment (credentials directory, secrets or not).

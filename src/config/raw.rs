@@ -35,7 +35,10 @@ pub const INTEGRATION_KEYS: &[&str] = &[
     "max_in_flight",
     "requests_per_minute",
     "auth_ikey",
+    "auth_skey",
     "auth_skey_file",
+    "auth_skey_env",
+    "auth_skey_credential",
 ];
 pub const SINK_KEYS: &[&str] = &[
     "name",
@@ -118,7 +121,10 @@ pub struct RawIntegration {
     pub max_in_flight: Option<usize>,
     pub requests_per_minute: Option<f64>,
     pub auth_ikey: Option<String>,
+    pub auth_skey: Option<String>,
     pub auth_skey_file: Option<String>,
+    pub auth_skey_env: Option<String>,
+    pub auth_skey_credential: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

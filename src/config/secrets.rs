@@ -3,12 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use super::credentials::{credential_path, CredentialError};
-use super::validate::{Env, Report};
+use super::report::{Env, Report};
 use super::Config;
 use crate::secret::Secret;
 
-/// The ways a secret key can be given; exactly one must be.
+/// The ways a secret key can be given; exactly one must be. `base` names the fields:
+/// `skey`, `skey_file`, `skey_env`, `skey_credential` (or `auth_skey…`).
 pub(super) struct SecretSources {
+    pub base: &'static str,
     pub literal: Option<String>,
     pub file: Option<String>,
     pub env_name: Option<String>,
@@ -30,6 +32,7 @@ pub(super) fn resolve_skey(
     placeholder: bool,
 ) -> Option<Secret> {
     let SecretSources {
+        base,
         literal,
         mut file,
         env_name,
@@ -51,13 +54,16 @@ pub(super) fn resolve_skey(
             "given more than once"
         };
         report.problems.push(format!(
-            "{scope}: field `skey`: secret key {what}; set exactly one of `skey_file` (recommended), `skey_credential` (systemd LoadCredential=), `skey_env` or `skey`"
+            "{scope}: field `{base}`: secret key {what}; set exactly one of `{base}_file` (recommended), `{base}_credential` (systemd LoadCredential=), `{base}_env` or `{base}`"
         ));
         return None;
     }
-    let mut field_name = "skey_file";
+    let file_field = format!("{base}_file");
+    let credential_field = format!("{base}_credential");
+    let env_field = format!("{base}_env");
+    let mut field_name = file_field.as_str();
     if let Some(name) = credential {
-        field_name = "skey_credential";
+        field_name = &credential_field;
         if !env.resolve_secrets {
             return Some(Secret::new(String::new()));
         }
@@ -66,13 +72,13 @@ pub(super) fn resolve_skey(
             Err(CredentialError::NotFound(why)) if placeholder => {
                 report.warn(
                     scope,
-                    "skey_credential",
+                    &credential_field,
                     format!("{why} (not needed until the placeholders are replaced)"),
                 );
                 return Some(Secret::new(String::new()));
             }
             Err(e) => {
-                report.error(scope, "skey_credential", e);
+                report.error(scope, &credential_field, e);
                 return None;
             }
         }
@@ -82,7 +88,7 @@ pub(super) fn resolve_skey(
     }
     let (field, value) = if let Some(v) = literal {
         report.literal_secret = true;
-        ("skey", v)
+        (base, v)
     } else if let Some(path) = file {
         let path = PathBuf::from(path);
         match std::fs::read_to_string(&path) {
@@ -108,11 +114,11 @@ pub(super) fn resolve_skey(
     } else {
         let name = env_name.unwrap_or_default();
         match env.var(&name) {
-            Some(v) => ("skey_env", v),
+            Some(v) => (env_field.as_str(), v),
             None => {
                 report.error(
                     scope,
-                    "skey_env",
+                    &env_field,
                     format!("environment variable {name:?} is not set"),
                 );
                 return None;

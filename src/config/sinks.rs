@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::RawSink;
-use super::validate::{validate_name, Env, Report};
+use super::report::{Env, Report};
+use super::validate::validate_name;
 use super::{SinkKind, SinkSettings};
 use crate::normalize::Format;
 use crate::secret::Secret;

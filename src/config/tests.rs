@@ -1,6 +1,6 @@
 use std::os::unix::fs::PermissionsExt;
 
-use super::validate::Env;
+use super::report::Env;
 use super::*;
 
 const SECRET: &str = "s3cr3t-Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk";
@@ -53,7 +53,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(i.max_in_flight, 4);
     assert_eq!(i.requests_per_minute, super::DEFAULT_REQUESTS_PER_MINUTE);
     assert_eq!(i.account_refresh, Duration::from_secs(3600));
-    assert_eq!(i.schedule, "0 */5 * * * *");
+    assert_eq!(i.schedule.as_str(), "0 */5 * * * *");
     assert_eq!(i.initial_lookback, Duration::from_secs(86_400));
     assert_eq!(i.delay, Duration::from_secs(120));
     assert_eq!(i.signature, SigVersion::V5);
@@ -453,4 +453,67 @@ fn the_example_config_shows_every_accepted_key() {
         }
     }
     assert!(missing.is_empty(), "config.toml.example lacks {missing:?}");
+}
+
+#[test]
+fn auth_api_secret_keys_are_read_like_skey() {
+    let from_env = parse(&valid_integration(
+        "auth_ikey = \"DIAUTHAUTHAUTHAUTH01\"\nauth_skey_env = \"DUO_SKEY\"",
+    ))
+    .unwrap();
+    let keys = from_env.integrations[0].auth_api.as_ref().unwrap();
+    assert_eq!(
+        (keys.ikey.as_str(), keys.skey.expose()),
+        ("DIAUTHAUTHAUTHAUTH01", SECRET)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("corp-auth.skey"), SECRET).unwrap();
+    let env = Env::from_pairs(&[("DUO_SKEY", SECRET)])
+        .with_credentials_directory(Some(dir.path().to_path_buf()));
+    let text = valid_integration(
+        "auth_ikey = \"DIAUTHAUTHAUTHAUTH01\"\nauth_skey_credential = \"corp-auth.skey\"",
+    );
+    let from_credential = parse_config_str(&text, "test.toml", &env).unwrap();
+    let keys = from_credential.integrations[0].auth_api.as_ref().unwrap();
+    assert_eq!(keys.skey.expose(), SECRET);
+
+    assert_problem(
+        &valid_integration(
+            "auth_ikey = \"DIAUTHAUTHAUTHAUTH01\"\nauth_skey_file = \"/nonexistent/auth.skey\"",
+        ),
+        &[
+            "field `auth_skey_file`",
+            "cannot read /nonexistent/auth.skey",
+        ],
+    );
+    assert_problem(
+        &valid_integration("auth_ikey = \"DIAUTHAUTHAUTHAUTH01\"\nauth_skey_env = \"DUO_SKEY\"\nauth_skey_file = \"/x\""),
+        &["field `auth_skey`", "set exactly one of `auth_skey_file`"],
+    );
+    assert_problem(
+        &valid_integration("auth_skey_env = \"DUO_SKEY\""),
+        &["field `auth_ikey`", "need both"],
+    );
+}
+
+#[test]
+fn log_format_and_schedule_are_typed() {
+    let c = parse(&format!(
+        "[collector]\nlog_format = \"json\"\n{}",
+        valid_integration("schedule = \"*/10 * * * * *\"")
+    ))
+    .unwrap();
+    assert_eq!(c.collector.log_format, Some(LogFormat::Json));
+    assert_eq!(c.integrations[0].schedule.as_str(), "*/10 * * * * *");
+    assert_problem(
+        &format!(
+            "[collector]\nlog_format = \"xml\"\n{}",
+            valid_integration("")
+        ),
+        &[
+            "[collector]: field `log_format`",
+            "use \"text\" or \"json\"",
+        ],
+    );
 }

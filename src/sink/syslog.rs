@@ -99,7 +99,7 @@ impl SyslogSink {
         let batch = page.batch;
         let event = &batch.events[i];
         let header = Header {
-            facility: self.settings.facility,
+            facility: self.settings.facility.code(),
             severity: crate::normalize::syslog_severity(batch.stream.log, event),
             timestamp_ms: Some(event.ts_ms),
             hostname: &self.hostname,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::super::raw::RawSink;
-use super::super::validate::{Env, Report};
+use super::super::report::{Env, Report};
 use super::net::{NatsAuth, NatsSettings, DEFAULT_SUBJECT};
 use super::{batching, duration, optional_secret, tls_files, token_and_password, Batching};
 

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use super::super::raw::RawSink;
-use super::super::validate::{Env, Report};
+use super::super::report::{Env, Report};
 use super::{batching, duration, tls_files, token_and_password, Batching, TlsFiles};
+use crate::facility::Facility;
 use crate::secret::Secret;
-use crate::sink::syslog_frame::facility_code;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyslogTransport {
@@ -32,7 +32,7 @@ pub struct SyslogSettings {
     /// The host part of `address` (for TLS server name verification).
     pub host: String,
     pub protocol: SyslogProtocol,
-    pub facility: u8,
+    pub facility: Facility,
     /// HOSTNAME in the header; `None`: this machine's host name.
     pub hostname: Option<String>,
     pub app_name: String,
@@ -174,14 +174,12 @@ pub(super) fn syslog(report: &mut Report, scope: &str, raw: &RawSink) -> Option<
             None
         }
     };
-    let facility = match raw.facility.as_deref() {
-        None => Some(16),
-        Some(f) => {
-            let code = facility_code(f);
-            if code.is_none() {
-                report.error(scope, "facility", format!("unknown facility {f:?}; use a name such as \"auth\", \"authpriv\", \"user\" or \"local0\" … \"local7\""));
-            }
-            code
+    let facility = match raw.facility.as_deref().map(str::parse::<Facility>) {
+        None => Some(Facility::default()),
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => {
+            report.error(scope, "facility", e);
+            None
         }
     };
     if let Some(h) = &raw.hostname {

@@ -1,4 +1,4 @@
-use super::super::validate::Env;
+use super::super::report::Env;
 use super::super::{parse_config_str, Config, ConfigError, SinkKind};
 use super::*;
 
@@ -60,7 +60,7 @@ token_env = "NATS_TOKEN"
     };
     assert_eq!(s.transport, SyslogTransport::Tcp);
     assert_eq!(
-        (s.facility, s.app_name.as_str(), s.host.as_str()),
+        (s.facility.code(), s.app_name.as_str(), s.host.as_str()),
         (16, "duo-collector", "siem.example.com")
     );
     assert_eq!(
