@@ -20,7 +20,7 @@ use crate::config::{Config, Integration, SinkSettings};
 use crate::duo::RetryPolicy;
 use crate::observe::Observer;
 use crate::service;
-use crate::sink::{SinkRetry, SinkSet};
+use crate::sink::{SinkReporting, SinkRetry, SinkSet};
 use crate::state::{RunOutcome, State};
 
 /// Knobs that are not part of the config file (tests shorten the waits).
@@ -79,18 +79,20 @@ fn open_sinks(
     state: &State,
     observer: &Arc<Observer>,
 ) -> anyhow::Result<SinkSet> {
-    SinkSet::open_observed(settings, Some(state.clone()), Some(observer.clone())).map_err(
-        |errors| {
-            anyhow::anyhow!(
-                "cannot open sinks:\n{}",
-                errors
-                    .iter()
-                    .map(|e| format!("  - {e}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        },
-    )
+    let reporting = SinkReporting {
+        state: state.clone(),
+        observer: observer.clone(),
+    };
+    SinkSet::open(settings, &reporting).map_err(|errors| {
+        anyhow::anyhow!(
+            "cannot open sinks:\n{}",
+            errors
+                .iter()
+                .map(|e| format!("  - {e}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
 }
 
 impl Runtime {

@@ -19,7 +19,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::syslog_frame::{self, Header, SdElement};
-use super::{Failure, Rendered};
+use super::{DriverError, Rendered};
 use crate::config::{Batching, SyslogProtocol, SyslogSettings, SyslogTransport};
 
 /// The SD-ID of the element that carries the collector's metadata (32473 is the enterprise
@@ -66,7 +66,7 @@ fn io_text(e: &std::io::Error) -> String {
 }
 
 impl SyslogSink {
-    pub fn open(name: &str, settings: &SyslogSettings) -> Result<SyslogSink, String> {
+    pub fn open(name: &str, settings: &SyslogSettings) -> Result<SyslogSink, DriverError> {
         let tls = match settings.transport {
             SyslogTransport::Tls => Some(TlsConnector::from(Arc::new(super::tls::client_config(
                 &settings.tls,
@@ -168,13 +168,18 @@ impl SyslogSink {
         Ok(conn)
     }
 
-    pub async fn send(&mut self, page: &Rendered<'_>, events: Range<usize>) -> Result<(), Failure> {
+    /// Every failure here is a connection or a write that may work again on a new connection.
+    pub async fn send(
+        &mut self,
+        page: &Rendered<'_>,
+        events: Range<usize>,
+    ) -> Result<(), DriverError> {
         let result = self.try_send(page, events).await;
         if result.is_err() {
             // Whatever state the connection is in, a retry starts on a fresh one.
             self.conn = None;
         }
-        result.map_err(Failure::transient)
+        result.map_err(DriverError::transient)
     }
 
     async fn try_send(&mut self, page: &Rendered<'_>, events: Range<usize>) -> Result<(), String> {

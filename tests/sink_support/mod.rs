@@ -260,13 +260,19 @@ pub struct NatsServer {
 
 impl NatsServer {
     pub async fn start(dir: &Path, port: u16) -> NatsServer {
+        NatsServer::start_with(dir, port, &[]).await
+    }
+
+    /// With more command-line options, e.g. `["--auth", TOKEN]`.
+    pub async fn start_with(dir: &Path, port: u16, extra: &[&str]) -> NatsServer {
         let bin = require_binary("nats-server", "nats-server");
         let store = dir.join("jetstream");
         std::fs::create_dir_all(&store).unwrap();
         let peer = Peer::spawn(
             Command::new(bin)
                 .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-                .arg(&store),
+                .arg(&store)
+                .args(extra),
             dir.join(format!("nats-{port}.log")),
         );
         wait_for_tcp(port, "nats-server").await;
