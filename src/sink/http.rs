@@ -153,6 +153,22 @@ impl HttpSink {
         })
     }
 
+    /// A GET of the URL with the sink's own client (its `ca_file`, timeout and headers): any
+    /// HTTP answer shows the receiver is reachable and its certificate trusted.
+    pub async fn probe(&self) -> Result<String, DriverError> {
+        let url = &self.settings.url;
+        match self.client.get(url.clone()).send().await {
+            Ok(response) => Ok(format!(
+                "{url} answered (HTTP {})",
+                response.status().as_u16()
+            )),
+            Err(e) => Err(DriverError::transient(format!(
+                "{url}: {}",
+                crate::duo::client::error_chain(&e)
+            ))),
+        }
+    }
+
     pub fn limits(&self) -> (Batching, usize) {
         let overhead = match self.settings.flavor {
             HttpFlavor::SplunkHec => 160,
@@ -242,13 +258,11 @@ impl HttpSink {
                     "failed"
                 };
                 // The error chain names the host and the cause; it never holds our headers.
-                let mut detail = format!("POST {} {what}: {e}", url.host_str().unwrap_or(""));
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    detail.push_str(&format!(": {s}"));
-                    source = s.source();
-                }
-                return Err(DriverError::transient(detail));
+                return Err(DriverError::transient(format!(
+                    "POST {} {what}: {}",
+                    url.host_str().unwrap_or(""),
+                    crate::duo::client::error_chain(&e)
+                )));
             }
         };
         let status = response.status();

@@ -14,6 +14,7 @@ mod file;
 mod file_commit;
 mod http;
 mod nats;
+mod probe;
 mod stdout;
 mod syslog;
 pub mod syslog_frame;
@@ -36,6 +37,7 @@ pub use file::FileSink;
 pub use file_commit::PageReceipt;
 pub use http::HttpSink;
 pub use nats::NatsSink;
+pub use probe::{probe, Probe};
 pub use stdout::{closed as stdout_closed, is_closed as stdout_is_closed, StdoutSink};
 pub use syslog::SyslogSink;
 

@@ -57,7 +57,53 @@ impl NatsSink {
         (self.settings.batch, 64)
     }
 
+    /// Logs in as a delivery would and checks the stream; creates nothing (a stream that
+    /// `create_stream` would create is reported as such).
+    pub async fn probe(&self) -> Result<String, DriverError> {
+        let s = &self.settings;
+        let js = self.login().await?;
+        match js.get_stream(&s.stream).await {
+            Ok(_) => Ok(format!("{} accepted the login; stream {:?} exists", s.url, s.stream)),
+            Err(e) => match stream_error(&s.stream, &s.subject, &e) {
+                DriverError::Permanent { .. } if s.create_stream && is_not_found(&e) => Ok(format!(
+                    "{} accepted the login; stream {:?} does not exist yet and is created at the first delivery (create_stream = true)",
+                    s.url, s.stream
+                )),
+                other => Err(other),
+            },
+        }
+    }
+
     async fn connect(&self) -> Result<jetstream::Context, DriverError> {
+        let s = &self.settings;
+        let js = self.login().await?;
+        if s.create_stream {
+            let config = jetstream::stream::Config {
+                name: s.stream.clone(),
+                subjects: vec![subject_filter(&s.subject)],
+                ..Default::default()
+            };
+            js.get_or_create_stream(config).await.map_err(|e| {
+                let detail = format!("cannot create JetStream stream {:?}: {e}", s.stream);
+                match e.kind() {
+                    // The server answered and refused this stream (its subjects overlap
+                    // another's, no permission, ...): the same request fails again.
+                    jetstream::context::CreateStreamErrorKind::JetStream(_) => DriverError::permanent(
+                        detail,
+                        "create the stream on the server yourself, or fix `stream` / `subject` so they do not clash with an existing stream",
+                    ),
+                    _ => DriverError::transient(detail),
+                }
+            })?;
+        } else {
+            js.get_stream(&s.stream)
+                .await
+                .map_err(|e| stream_error(&s.stream, &s.subject, &e))?;
+        }
+        Ok(js)
+    }
+
+    async fn login(&self) -> Result<jetstream::Context, DriverError> {
         let s = &self.settings;
         let mut options = async_nats::ConnectOptions::new()
             .name("duo-collector")
@@ -84,33 +130,9 @@ impl NatsSink {
             .connect(s.url.as_str())
             .await
             .map_err(|e| connect_error(&s.url, &e))?;
-        let js = jetstream::ContextBuilder::new()
+        Ok(jetstream::ContextBuilder::new()
             .timeout(s.ack_timeout)
-            .build(client);
-        if s.create_stream {
-            let config = jetstream::stream::Config {
-                name: s.stream.clone(),
-                subjects: vec![subject_filter(&s.subject)],
-                ..Default::default()
-            };
-            js.get_or_create_stream(config).await.map_err(|e| {
-                let detail = format!("cannot create JetStream stream {:?}: {e}", s.stream);
-                match e.kind() {
-                    // The server answered and refused this stream (its subjects overlap
-                    // another's, no permission, ...): the same request fails again.
-                    jetstream::context::CreateStreamErrorKind::JetStream(_) => DriverError::permanent(
-                        detail,
-                        "create the stream on the server yourself, or fix `stream` / `subject` so they do not clash with an existing stream",
-                    ),
-                    _ => DriverError::transient(detail),
-                }
-            })?;
-        } else {
-            js.get_stream(&s.stream)
-                .await
-                .map_err(|e| stream_error(&s.stream, &s.subject, &e))?;
-        }
-        Ok(js)
+            .build(client))
     }
 
     pub async fn send(
@@ -173,6 +195,11 @@ fn connect_error(url: &str, e: &async_nats::ConnectError) -> DriverError {
     }
 }
 
+fn is_not_found(e: &async_nats::jetstream::context::GetStreamError) -> bool {
+    matches!(e.kind(), async_nats::jetstream::context::GetStreamErrorKind::JetStream(js)
+        if js.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
 /// A stream the server says does not exist is permanent; no answer is transient.
 fn stream_error(
     stream: &str,
@@ -180,18 +207,15 @@ fn stream_error(
     e: &async_nats::jetstream::context::GetStreamError,
 ) -> DriverError {
     use async_nats::jetstream::context::GetStreamErrorKind;
-    use async_nats::jetstream::ErrorCode;
     let detail = format!("JetStream stream {stream:?} is not available ({e})");
     match e.kind() {
-        GetStreamErrorKind::JetStream(js) if js.error_code() == ErrorCode::STREAM_NOT_FOUND => {
-            DriverError::permanent(
-                detail,
-                format!(
-                    "create it with subjects {:?} (nats stream add), or set create_stream = true",
-                    subject_filter(subject)
-                ),
-            )
-        }
+        _ if is_not_found(e) => DriverError::permanent(
+            detail,
+            format!(
+                "create it with subjects {:?} (nats stream add), or set create_stream = true",
+                subject_filter(subject)
+            ),
+        ),
         GetStreamErrorKind::InvalidStreamName | GetStreamErrorKind::EmptyName => {
             DriverError::permanent(detail, "fix `stream`")
         }

@@ -84,6 +84,32 @@ impl SyslogSink {
         })
     }
 
+    /// Connects as a delivery would (TCP, and the TLS handshake with the sink's certificates);
+    /// UDP has no handshake, so only the address is resolved.
+    pub async fn probe(&self) -> Result<super::Probe, DriverError> {
+        let address = &self.settings.address;
+        if self.settings.transport == SyslogTransport::Udp {
+            return match tokio::net::lookup_host(address.as_str()).await {
+                Ok(_) => Ok(super::Probe::Unverified {
+                    detail: format!(
+                        "{address} resolves; UDP has no handshake, so reachability cannot be tested"
+                    ),
+                    hint: "prefer transport = \"tcp\" or \"tls\" for delivery you can verify",
+                }),
+                Err(e) => Err(DriverError::permanent(
+                    format!("{address}: {e}"),
+                    "check the address",
+                )),
+            };
+        }
+        self.connect()
+            .await
+            .map(|_| {
+                super::Probe::Reached(format!("syslog receiver {address} accepts connections"))
+            })
+            .map_err(DriverError::transient)
+    }
+
     /// Batch limits, and the header bytes each message adds to its line.
     pub fn limits(&self) -> (Batching, usize) {
         (self.settings.batch, 200)
