@@ -9,11 +9,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SystemClock;
 use crate::collector::now_ms;
-use crate::config::{Config, Integration, SinkSettings};
+use crate::config::Integration;
 use crate::duo::{DuoClient, DuoClock, DuoError, ProxyRoute, RetryPolicy};
 use crate::logs::page::{response_of, PageError};
 use crate::logs::LogKind;
 use crate::pager::{self, Next, PagerSettings};
+use crate::settings::Config;
+use crate::sink::SinkSettings;
 use crate::sink::{DriverError, Probe};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -16,10 +16,12 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use crate::collector::{IntegrationReport, IntegrationRuntime};
-use crate::config::{Config, Integration, SinkSettings};
+use crate::config::Integration;
 use crate::duo::RetryPolicy;
 use crate::observe::Observer;
 use crate::service;
+use crate::settings::Config;
+use crate::sink::SinkSettings;
 use crate::sink::{SinkReporting, SinkRetry, SinkSet};
 use crate::state::{RunOutcome, State};
 

@@ -42,6 +42,8 @@ pub mod schedule;
 pub mod secret;
 /// systemd notifications and the metrics endpoint.
 pub mod service;
+/// The whole configuration: the config file and the sinks' own settings.
+pub mod settings;
 /// The embedded Duo API simulator.
 pub mod simulator;
 /// Sinks and acknowledged delivery.

@@ -7,8 +7,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use duo_collector::config::{Config, ConfigError, Env, LogFormat, DEFAULT_CONFIG_PATH};
+use duo_collector::config::{ConfigError, Env, LogFormat, DEFAULT_CONFIG_PATH};
 use duo_collector::daemon::{self, Runtime, RuntimeOptions};
+use duo_collector::settings::Config;
 use duo_collector::state::{RunOutcome, State};
 use duo_collector::{demo, status};
 

@@ -232,7 +232,7 @@ async fn shutdown_while_a_sink_is_retried_commits_nothing() {
         &http_sink(dir.path(), &url, ""),
         "",
     );
-    let config = duo_collector::config::Config::load(&setup.config).unwrap();
+    let config = duo_collector::settings::Config::load(&setup.config).unwrap();
     let runtime = duo_collector::daemon::Runtime::build(&config, &options(None)).unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
     let stop = cancel.clone();

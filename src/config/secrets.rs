@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use super::credentials::{credential_path, CredentialError};
 use super::report::{Env, Report};
-use super::Config;
 use crate::secret::Secret;
 
 /// The ways a secret key can be given; exactly one must be. `base` names the fields:
@@ -159,8 +158,8 @@ pub(super) fn others_can_read(path: &Path) -> Option<&'static str> {
 }
 
 /// A config that holds a literal `skey` must not be readable by others.
-pub fn config_file_permission_warning(path: &Path, config: &Config) -> Option<String> {
-    if !config.literal_secret {
+pub fn config_file_permission_warning(path: &Path, literal_secret: bool) -> Option<String> {
+    if !literal_secret {
         return None;
     }
     others_can_read(path).map(|why| {
@@ -169,4 +168,81 @@ pub fn config_file_permission_warning(path: &Path, config: &Config) -> Option<St
             path.display()
         )
     })
+}
+
+/// A secret from exactly one of `<base>_file`, `<base>_env`, `<base>_credential`, or none.
+/// `Some(None)`: none given; `None`: an error was reported.
+pub fn optional_secret(
+    report: &mut Report,
+    env: &Env,
+    scope: &str,
+    base: &str,
+    file: Option<&str>,
+    env_name: Option<&str>,
+    credential: Option<&str>,
+) -> Option<Option<Secret>> {
+    let given = [file.is_some(), env_name.is_some(), credential.is_some()]
+        .into_iter()
+        .filter(|g| *g)
+        .count();
+    if given == 0 {
+        return Some(None);
+    }
+    if given > 1 {
+        report.error(
+            scope,
+            &format!("{base}_file"),
+            format!("set only one of `{base}_file`, `{base}_env` and `{base}_credential`"),
+        );
+        return None;
+    }
+    if !env.resolve_secrets {
+        return Some(Some(Secret::new(String::new())));
+    }
+    let (field, value) = if let Some(name) = env_name {
+        let field = format!("{base}_env");
+        match env.var(name) {
+            Some(v) => (field, v),
+            None => {
+                report.error(
+                    scope,
+                    &field,
+                    format!("environment variable {name:?} is not set"),
+                );
+                return None;
+            }
+        }
+    } else {
+        let (field, path) = match (file, credential) {
+            (Some(path), _) => (format!("{base}_file"), PathBuf::from(path)),
+            (None, Some(name)) => {
+                let field = format!("{base}_credential");
+                match credential_path(env, name) {
+                    Ok(path) => (field, path),
+                    Err(e) => {
+                        report.error(scope, &field, e);
+                        return None;
+                    }
+                }
+            }
+            (None, None) => return Some(None),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(v) => (field, v),
+            Err(e) => {
+                report.error(
+                    scope,
+                    &field,
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                return None;
+            }
+        }
+    };
+    let value = value.trim();
+    if value.is_empty() {
+        report.error(scope, &field, "the secret is empty");
+        return None;
+    }
+    Some(Some(Secret::new(value)))
 }

@@ -2,41 +2,41 @@
 //! the integration or sink and the field it concerns.
 
 use super::integration::validate_integration;
-use super::sinks::validate_sink;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{self, RawCollector, RawIntegration};
 use super::report::{Env, Report};
-use super::{CollectorSettings, Config, ConfigError, LogFormat, DEFAULT_STATE_DIR};
+use super::{
+    CollectorSettings, ConfigError, ConfigFile, LogFormat, SinkSection, DEFAULT_STATE_DIR,
+};
 
-/// Parses and validates config text; `source_name` names it in messages.
-pub fn parse_config_str(text: &str, source_name: &str, env: &Env) -> Result<Config, ConfigError> {
-    let fail = |problems| ConfigError {
+/// Parses config text and validates everything but the sinks' own settings: each `[[sink]]`
+/// is handed on as written ([`SinkSection`]) for the sinks to validate (`crate::settings`
+/// puts the two together). `Err` only for text that is not TOML; every other problem is in
+/// the returned report, so that all of them are shown at once.
+pub fn parse_config_str(
+    text: &str,
+    source_name: &str,
+    env: &Env,
+) -> Result<ConfigFile, ConfigError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError {
         source_name: source_name.to_string(),
-        problems,
-    };
-    let table: toml::Table = toml::from_str(text).map_err(|e| {
-        fail(vec![format!(
-            "not valid TOML: {}",
-            describe_toml_error(text, &e)
-        )])
+        problems: vec![format!("not valid TOML: {}", describe_toml_error(text, &e))],
     })?;
 
     let mut report = Report::default();
     unknown_keys(&mut report, "top level", &table, raw::TOP_KEYS);
-
     let collector = collector(&mut report, env, &table);
-
-    let sinks = array_of_tables(&mut report, &table, "sink", raw::SINK_KEYS)
+    let sinks: Vec<SinkSection> = tables(&mut report, &table, "sink")
         .into_iter()
-        .filter_map(|(scope, raw)| validate_sink(&mut report, env, scope, raw))
-        .collect::<Vec<_>>();
-    let sink_names: HashSet<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
-    duplicate_names(&mut report, "sink", sinks.iter().map(|s| s.name.as_str()));
-    super::sinks::one_file_sink_per_path(&mut report, &sinks);
-
+        .map(|(scope, table)| SinkSection {
+            scope,
+            table: table.clone(),
+        })
+        .collect();
+    let sink_names: HashSet<&str> = sinks.iter().filter_map(SinkSection::name).collect();
     let integrations = array_of_tables::<RawIntegration>(
         &mut report,
         &table,
@@ -51,33 +51,24 @@ pub fn parse_config_str(text: &str, source_name: &str, env: &Env) -> Result<Conf
         "integration",
         integrations.iter().map(|i| i.name.as_str()),
     );
-    if integrations.is_empty() && report.problems.is_empty() {
-        report.problems.push(
-            "no [[integration]] is configured: add one with name, api_hostname, ikey and a secret key"
-                .to_string(),
-        );
-    }
-    for sink in &sinks {
-        if !integrations.iter().any(|i| i.sinks.contains(&sink.name)) {
+    for name in &sink_names {
+        if !integrations
+            .iter()
+            .any(|i| i.sinks.iter().any(|s| s == name))
+        {
             report.warnings.push(format!(
-                "sink {:?}: no integration sends to it (add it to an integration's `sinks`)",
-                sink.name
+                "sink {name:?}: no integration sends to it (add it to an integration's `sinks`)"
             ));
         }
     }
-
-    if report.problems.is_empty() {
-        Ok(Config {
-            collector,
-            integrations,
-            sinks,
-            warnings: report.warnings,
-            literal_secret: report.literal_secret,
-            secrets_resolved: env.resolve_secrets,
-        })
-    } else {
-        Err(fail(report.problems))
-    }
+    Ok(ConfigFile {
+        source_name: source_name.to_string(),
+        collector,
+        integrations,
+        sinks,
+        report,
+        secrets_resolved: env.resolve_secrets,
+    })
 }
 
 /// The `[collector]` table: everything optional.
@@ -201,13 +192,12 @@ fn deserialize_or_report<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// Reads `[[name]]` entries, each with a scope label naming it for messages.
-fn array_of_tables<T: serde::de::DeserializeOwned>(
+/// The `[[name]]` tables, each with a scope label naming it for messages.
+fn tables<'t>(
     report: &mut Report,
-    table: &toml::Table,
+    table: &'t toml::Table,
     name: &str,
-    known: &[&str],
-) -> Vec<(String, T)> {
+) -> Vec<(String, &'t toml::Table)> {
     let Some(value) = table.get(name) else {
         return Vec::new();
     };
@@ -223,19 +213,33 @@ fn array_of_tables<T: serde::de::DeserializeOwned>(
             Some(n) => format!("{name} {n:?}"),
             None => format!("{name} #{}", i + 1),
         };
-        let Some(t) = item.as_table() else {
-            report.problems.push(format!("{scope}: must be a table"));
-            continue;
-        };
+        match item.as_table() {
+            Some(t) => out.push((scope, t)),
+            None => report.problems.push(format!("{scope}: must be a table")),
+        }
+    }
+    out
+}
+
+/// Reads `[[name]]` entries with `known` keys into `T`.
+fn array_of_tables<T: serde::de::DeserializeOwned>(
+    report: &mut Report,
+    table: &toml::Table,
+    name: &str,
+    known: &[&str],
+) -> Vec<(String, T)> {
+    let mut out = Vec::new();
+    for (scope, t) in tables(report, table, name) {
         unknown_keys(report, &scope, t, known);
-        if let Some(parsed) = deserialize_or_report(report, &scope, item) {
+        if let Some(parsed) = deserialize_or_report(report, &scope, &toml::Value::Table(t.clone()))
+        {
             out.push((scope, parsed));
         }
     }
     out
 }
 
-fn duplicate_names<'a>(report: &mut Report, what: &str, names: impl Iterator<Item = &'a str>) {
+pub fn duplicate_names<'a>(report: &mut Report, what: &str, names: impl Iterator<Item = &'a str>) {
     let mut seen = HashSet::new();
     for name in names {
         if !seen.insert(name) {
@@ -246,11 +250,7 @@ fn duplicate_names<'a>(report: &mut Report, what: &str, names: impl Iterator<Ite
     }
 }
 
-pub(super) fn validate_name(
-    report: &mut Report,
-    scope: &str,
-    name: Option<String>,
-) -> Option<String> {
+pub fn validate_name(report: &mut Report, scope: &str, name: Option<String>) -> Option<String> {
     match name {
         None => {
             report.error(
@@ -277,7 +277,7 @@ pub(super) fn validate_name(
     }
 }
 
-pub(super) fn parse_duration_field(
+pub fn parse_duration_field(
     report: &mut Report,
     scope: &str,
     field: &str,

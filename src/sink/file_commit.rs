@@ -239,11 +239,11 @@ mod tests {
 
     use tokio_util::sync::CancellationToken;
 
-    use crate::config::{SinkKind, SinkSettings};
     use crate::event::{Batch, Event, StreamId};
     use crate::logs::LogKind;
     use crate::normalize::Format;
     use crate::sink::{deliver_all, Sink, SinkReporting, SinkRetry};
+    use crate::sink::{SinkKind, SinkSettings};
     use crate::state::{Checkpoint, State};
 
     struct Fixture {
@@ -470,7 +470,8 @@ mod tests {
     }
 
     fn http_sink(fx: &Fixture, name: &str, url: &str) -> Arc<Sink> {
-        use crate::config::{Batching, HttpAuth, HttpFlavor, HttpSettings};
+        use crate::sink::config::{HttpAuth, HttpFlavor, HttpSettings};
+        use crate::sink::Batching;
         let settings = SinkSettings {
             name: name.into(),
             format: Format::Raw,

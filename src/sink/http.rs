@@ -17,8 +17,8 @@ use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
 };
 
+use super::config::{Batching, HttpAuth, HttpFlavor, HttpSettings};
 use super::{DriverError, Rendered};
-use crate::config::{Batching, HttpAuth, HttpFlavor, HttpSettings};
 
 pub struct HttpSink {
     settings: HttpSettings,

@@ -9,6 +9,7 @@
 //! pieces are. A failed piece is retried (capped exponential backoff with jitter, honouring a
 //! server's Retry-After) without resending the pieces already acknowledged.
 
+pub mod config;
 mod error;
 mod file;
 mod file_commit;
@@ -27,10 +28,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Batching, SinkKind, SinkSettings};
 use crate::event::Batch;
 use crate::normalize::Formatter;
 use crate::state::State;
+pub use config::{Batching, SinkKind, SinkSettings};
 
 pub use error::{DriverError, SinkError};
 pub use file::FileSink;

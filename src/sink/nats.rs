@@ -6,8 +6,8 @@ use std::ops::Range;
 
 use async_nats::jetstream;
 
+use super::config::{Batching, NatsAuth, NatsSettings};
 use super::{DriverError, Rendered};
-use crate::config::{Batching, NatsAuth, NatsSettings};
 use crate::event::StreamId;
 
 pub struct NatsSink {

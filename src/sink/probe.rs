@@ -1,8 +1,8 @@
 //! `test-connectivity` for a sink: each driver, opened with its real settings (TLS roots,
 //! credentials, stream), reaches its destination the way a delivery would, and sends nothing.
 
+use super::config::{SinkKind, SinkSettings};
 use super::{file, DriverError, HttpSink, NatsSink, SyslogSink};
-use crate::config::{SinkKind, SinkSettings};
 
 /// What a probe found when nothing stood in its way.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,9 +18,9 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use super::config::{Batching, SyslogProtocol, SyslogSettings, SyslogTransport};
 use super::syslog_frame::{self, Header, SdElement};
 use super::{DriverError, Rendered};
-use crate::config::{Batching, SyslogProtocol, SyslogSettings, SyslogTransport};
 
 /// The SD-ID of the element that carries the collector's metadata (32473 is the enterprise
 /// number RFC 5612 reserves for examples and documentation).

@@ -6,7 +6,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
-use crate::config::TlsFiles;
+use super::config::TlsFiles;
 
 /// Server verification against `ca_file` (or the system's roots), plus an optional client
 /// certificate for mutual TLS. Nothing here gets better by trying again: permanent.

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use duo_collector::config::Config;
 use duo_collector::daemon::{collect_once, Runtime, RuntimeOptions};
 use duo_collector::duo::RetryPolicy;
 use duo_collector::event::StreamId;
 use duo_collector::logs::LogKind;
+use duo_collector::settings::Config;
 use duo_collector::sink::SinkRetry;
 use duo_collector::state::{Checkpoint, State};
 use tokio_util::sync::CancellationToken;

@@ -1,11 +1,61 @@
-//! Validation of NATS JetStream sinks.
+//! NATS JetStream sinks: their keys, settings and validation.
 
 use std::time::Duration;
 
-use super::super::raw::RawSink;
-use super::super::report::{Env, Report};
-use super::net::{NatsAuth, NatsSettings, DEFAULT_SUBJECT};
-use super::{batching, duration, optional_secret, tls_files, token_and_password, Batching};
+use super::fragment::{key, Fragment, Kind, SinkType, BATCH, CLIENT_TLS, PASSWORD, TOKEN};
+use super::{batching, duration, tls_files, token_and_password, Batching, TlsFiles};
+use crate::config::{optional_secret, Env, Report};
+use crate::secret::Secret;
+
+pub(super) const TYPE: SinkType = SinkType {
+    name: "nats",
+    keys: &[
+        &[
+            key("url", Kind::Text),
+            key("stream", Kind::Text),
+            key("subject", Kind::Text),
+            key("create_stream", Kind::Flag),
+            key("creds_file", Kind::Text),
+            key("tls_required", Kind::Flag),
+            key("ack_timeout", Kind::Text),
+        ],
+        TOKEN,
+        PASSWORD,
+        CLIENT_TLS,
+        BATCH,
+    ],
+};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NatsAuth {
+    None,
+    Token(Secret),
+    UserPassword {
+        username: String,
+        password: Secret,
+    },
+    /// The contents of a `.creds` file (JWT and NKey seed).
+    Credentials(Secret),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatsSettings {
+    /// One or more server URLs, comma-separated.
+    pub url: String,
+    pub stream: String,
+    /// The subject template: `{integration}`, `{log}` and `{account}` are replaced.
+    pub subject: String,
+    pub create_stream: bool,
+    pub auth: NatsAuth,
+    pub tls: TlsFiles,
+    pub tls_required: bool,
+    pub ack_timeout: Duration,
+    /// Connect timeout.
+    pub timeout: Duration,
+    pub batch: Batching,
+}
+
+pub const DEFAULT_SUBJECT: &str = "duo.{integration}.{log}";
 
 /// Checks a subject template: dot-separated tokens, no wildcards or spaces, known placeholders.
 pub(super) fn subject_problem(template: &str) -> Option<String> {
@@ -29,9 +79,9 @@ pub(super) fn nats(
     report: &mut Report,
     env: &Env,
     scope: &str,
-    raw: &RawSink,
+    raw: &Fragment<'_>,
 ) -> Option<NatsSettings> {
-    let url = match raw.url.as_deref() {
+    let url = match raw.str("url") {
         Some(u)
             if u.split(',').all(|one| {
                 url::Url::parse(one.trim()).is_ok_and(|p| {
@@ -52,7 +102,7 @@ pub(super) fn nats(
             None
         }
     };
-    let stream = match raw.stream.as_deref() {
+    let stream = match raw.str("stream") {
         Some(s) if !s.is_empty() && !s.contains(['.', '*', '>', ' ', '/', '\\']) => {
             Some(s.to_string())
         }
@@ -76,8 +126,7 @@ pub(super) fn nats(
         }
     };
     let subject = raw
-        .subject
-        .clone()
+        .string("subject")
         .unwrap_or_else(|| DEFAULT_SUBJECT.to_string());
     let subject = match subject_problem(&subject) {
         Some(problem) => {
@@ -92,47 +141,47 @@ pub(super) fn nats(
         env,
         scope,
         "creds",
-        raw.creds_file.as_ref(),
+        raw.str("creds_file"),
         None,
         None,
     );
+    let username = raw.string("username");
     let auth = match (token, password, creds) {
-        (Some(token), Some(password), Some(creds)) => {
-            match (token, raw.username.clone(), password, creds) {
-                (None, None, None, None) => Some(NatsAuth::None),
-                (Some(t), None, None, None) => Some(NatsAuth::Token(t)),
-                (None, None, None, Some(c)) => Some(NatsAuth::Credentials(c)),
-                (None, Some(username), Some(password), None) => {
-                    Some(NatsAuth::UserPassword { username, password })
-                }
-                (None, Some(_), None, None) => {
-                    report.error(scope, "password_file", "`username` is set, so a password is needed: set `password_file` or `password_env`");
-                    None
-                }
-                _ => {
-                    report.error(scope, "token_file", "use one way to authenticate: a token (token_file/token_env), username and password, or creds_file");
-                    None
-                }
+        (Some(token), Some(password), Some(creds)) => match (token, username, password, creds) {
+            (None, None, None, None) => Some(NatsAuth::None),
+            (Some(t), None, None, None) => Some(NatsAuth::Token(t)),
+            (None, None, None, Some(c)) => Some(NatsAuth::Credentials(c)),
+            (None, Some(username), Some(password), None) => {
+                Some(NatsAuth::UserPassword { username, password })
             }
-        }
+            (None, Some(_), None, None) => {
+                report.error(scope, "password_file", "`username` is set, so a password is needed: set `password_file` or `password_env`");
+                None
+            }
+            _ => {
+                report.error(scope, "token_file", "use one way to authenticate: a token (token_file/token_env), username and password, or creds_file");
+                None
+            }
+        },
         _ => None,
     };
     let tls = tls_files(report, scope, raw);
+    let create_stream = raw.bool("create_stream").unwrap_or(false);
     let tls_required = raw
-        .tls_required
+        .bool("tls_required")
         .unwrap_or_else(|| !tls.is_empty() || url.as_deref().is_some_and(|u| u.contains("tls://")));
     let ack_timeout = duration(
         report,
         scope,
         "ack_timeout",
-        raw.ack_timeout.as_ref(),
+        raw.str("ack_timeout"),
         Duration::from_secs(10),
     );
     let timeout = duration(
         report,
         scope,
         "timeout",
-        raw.timeout.as_ref(),
+        raw.str("timeout"),
         Duration::from_secs(10),
     );
     let batch = batching(
@@ -148,7 +197,7 @@ pub(super) fn nats(
         url: url?,
         stream: stream?,
         subject: subject?,
-        create_stream: raw.create_stream.unwrap_or(false),
+        create_stream,
         auth: auth?,
         tls,
         tls_required,
@@ -156,4 +205,18 @@ pub(super) fn nats(
         timeout: timeout?,
         batch: batch?,
     })
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn subjects() {
+        assert!(subject_problem(DEFAULT_SUBJECT).is_none());
+        assert!(subject_problem("duo.{account}.{log}").is_none());
+        assert!(subject_problem("duo.*").is_some());
+        assert!(subject_problem("duo..x").is_some());
+        assert!(subject_problem("duo.{nope}").is_some());
+    }
 }

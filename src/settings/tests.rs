@@ -1,7 +1,14 @@
 use std::os::unix::fs::PermissionsExt;
 
-use super::report::Env;
+use std::path::PathBuf;
+use std::time::Duration;
+
 use super::*;
+use crate::config::{
+    ConfigError, Env, LogFormat, DEFAULT_REQUESTS_PER_MINUTE, DEFAULT_STATE_DIR, MAX_LOOKBACK,
+};
+use crate::duo::sign::SigVersion;
+use crate::logs::LogKind;
 
 const SECRET: &str = "s3cr3t-Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk";
 
@@ -51,7 +58,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(i.logs, LogKind::ALL.to_vec());
     assert!(!i.logs_explicit && !i.accounts_api);
     assert_eq!(i.max_in_flight, 4);
-    assert_eq!(i.requests_per_minute, super::DEFAULT_REQUESTS_PER_MINUTE);
+    assert_eq!(i.requests_per_minute, DEFAULT_REQUESTS_PER_MINUTE);
     assert_eq!(i.account_refresh, Duration::from_secs(3600));
     assert_eq!(i.schedule.as_str(), "0 */5 * * * *");
     assert_eq!(i.initial_lookback, Duration::from_secs(86_400));
@@ -439,10 +446,10 @@ fn a_readable_config_with_proxy_credentials_is_warned_about() {
 fn the_example_config_shows_every_accepted_key() {
     let example = include_str!("../../config.toml.example");
     let mut missing = Vec::new();
-    for key in super::raw::COLLECTOR_KEYS
+    for key in crate::config::COLLECTOR_KEYS
         .iter()
-        .chain(super::raw::INTEGRATION_KEYS)
-        .chain(super::raw::SINK_KEYS)
+        .chain(crate::config::INTEGRATION_KEYS)
+        .chain(&crate::sink::config::accepted_keys())
     {
         let shown = example
             .lines()
