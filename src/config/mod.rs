@@ -1,6 +1,6 @@
 //! Configuration: the TOML file, validated into [`ConfigFile`] with every problem reported at
-//! once — all of it but the sinks' own settings, which the sinks validate (`crate::sink`, put
-//! together with this in `crate::settings`). `config` imports no module that imports it.
+//! once — all of it but the sinks' own settings, which the sinks validate (the `sink` module, put
+//! together with this in `settings`). `config` imports no module that imports it.
 //!
 //! Layers: `raw` (what serde reads, everything optional) → `validate` and `integration`
 //! (checks that name the integration and the field, and resolve secrets) → the types below.

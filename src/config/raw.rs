@@ -1,6 +1,6 @@
 //! The config file as serde reads it: every field optional, so that validation can report all
 //! problems at once instead of stopping at the first missing field. `[[sink]]` tables are
-//! not here: each sink type reads its own keys (`crate::sink::config`).
+//! not here: each sink type reads its own keys (`sink::config`).
 
 use serde::Deserialize;
 

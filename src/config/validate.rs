@@ -13,7 +13,7 @@ use super::{
 };
 
 /// Parses config text and validates everything but the sinks' own settings: each `[[sink]]`
-/// is handed on as written ([`SinkSection`]) for the sinks to validate (`crate::settings`
+/// is handed on as written ([`SinkSection`]) for the sinks to validate (`settings`
 /// puts the two together). `Err` only for text that is not TOML; every other problem is in
 /// the returned report, so that all of them are shown at once.
 pub fn parse_config_str(

@@ -16,7 +16,9 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
     parse_config_str(text, "test.toml", &Env::from_pairs(&[("DUO_SKEY", SECRET)]))
 }
 
-fn valid_integration(extra: &str) -> String {
+/// A valid integration "corp" (secret key from `DUO_SKEY`) sending to the sinks `sinks`
+/// names, with `extra` keys.
+pub(crate) fn corp_integration(sinks: &str, extra: &str) -> String {
     format!(
         r#"
 [[integration]]
@@ -24,14 +26,21 @@ name = "corp"
 api_hostname = "api-abcd1234.duosecurity.com"
 ikey = "DIWJ8X6AEYOR5OMC6TQ1"
 skey_env = "DUO_SKEY"
-sinks = ["local"]
+sinks = {sinks}
 {extra}
+"#
+    )
+}
 
+fn valid_integration(extra: &str) -> String {
+    format!(
+        r#"{}
 [[sink]]
 name = "local"
 type = "file"
 path = "/tmp/x.jsonl"
-"#
+"#,
+        corp_integration("[\"local\"]", extra)
     )
 }
 

@@ -49,8 +49,24 @@ pub struct Key {
     pub kind: Kind,
 }
 
-pub(super) const fn key(name: &'static str, kind: Kind) -> Key {
+const fn key(name: &'static str, kind: Kind) -> Key {
     Key { name, kind }
+}
+
+pub(super) const fn text(name: &'static str) -> Key {
+    key(name, Kind::Text)
+}
+
+pub(super) const fn flag(name: &'static str) -> Key {
+    key(name, Kind::Flag)
+}
+
+pub(super) const fn count(name: &'static str) -> Key {
+    key(name, Kind::Count)
+}
+
+pub(super) const fn table(name: &'static str) -> Key {
+    key(name, Kind::TextTable)
 }
 
 /// The keys every sink takes.
@@ -108,7 +124,7 @@ impl SinkType {
 pub const TYPES: [SinkType; 5] = [
     SinkType {
         name: "file",
-        keys: &[&[key("path", Kind::Text), key("file_mode", Kind::Text)]],
+        keys: &[&[text("path"), text("file_mode")]],
     },
     SinkType {
         name: "stdout",

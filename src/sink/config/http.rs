@@ -2,28 +2,30 @@
 
 use std::time::Duration;
 
-use super::fragment::{key, Fragment, Kind, SinkType, BATCH, CA_FILE, PASSWORD, TOKEN};
-use super::{batching, duration, token_and_password, Batching};
+use super::fragment::{
+    flag, table, text, Fragment, Key, SinkType, BATCH, CA_FILE, PASSWORD, TOKEN,
+};
+use super::{delivery_limits, token_and_password, Batching};
 use crate::config::{Env, Report};
 use crate::secret::Secret;
 
+/// The keys only this type has.
+const OWN: &[Key] = &[
+    text("url"),
+    text("flavor"),
+    table("headers"),
+    flag("gzip"),
+    text("index"),
+    text("source"),
+    text("idempotency_header"),
+];
+
+/// The default `timeout` and batch limits.
+const LIMITS: (Duration, Batching) = (Duration::from_secs(30), Batching::new(500, 5 << 20));
+
 pub(super) const TYPE: SinkType = SinkType {
     name: "http",
-    keys: &[
-        &[
-            key("url", Kind::Text),
-            key("flavor", Kind::Text),
-            key("headers", Kind::TextTable),
-            key("gzip", Kind::Flag),
-            key("index", Kind::Text),
-            key("source", Kind::Text),
-            key("idempotency_header", Kind::Text),
-        ],
-        TOKEN,
-        PASSWORD,
-        CA_FILE,
-        BATCH,
-    ],
+    keys: &[OWN, TOKEN, PASSWORD, CA_FILE, BATCH],
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,22 +196,7 @@ pub(super) fn http(
     }
     let idempotency_header = idempotency_header(report, scope, raw, &headers);
     let ca_file = super::pem_file(report, scope, "ca_file", raw.str("ca_file"));
-    let timeout = duration(
-        report,
-        scope,
-        "timeout",
-        raw.str("timeout"),
-        Duration::from_secs(30),
-    );
-    let batch = batching(
-        report,
-        scope,
-        raw,
-        Batching {
-            max_events: 500,
-            max_bytes: 5 << 20,
-        },
-    );
+    let (timeout, batch) = delivery_limits(report, scope, raw, LIMITS);
     Some(HttpSettings {
         url: url?,
         flavor: flavor?,

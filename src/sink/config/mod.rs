@@ -81,6 +81,15 @@ pub struct TlsFiles {
     pub server_name: Option<String>,
 }
 
+impl Batching {
+    pub const fn new(max_events: usize, max_bytes: usize) -> Batching {
+        Batching {
+            max_events,
+            max_bytes,
+        }
+    }
+}
+
 impl TlsFiles {
     pub fn is_empty(&self) -> bool {
         *self == TlsFiles::default()
@@ -206,7 +215,20 @@ pub fn one_file_sink_per_path(report: &mut Report, sinks: &[SinkSettings]) {
     }
 }
 
-pub(super) fn batching(
+/// `timeout` and the batch limits, with the type's defaults; each `None` after a problem.
+pub(super) fn delivery_limits(
+    report: &mut Report,
+    scope: &str,
+    raw: &Fragment<'_>,
+    (timeout, batch): (Duration, Batching),
+) -> (Option<Duration>, Option<Batching>) {
+    (
+        duration(report, scope, raw, "timeout", timeout),
+        batching(report, scope, raw, batch),
+    )
+}
+
+fn batching(
     report: &mut Report,
     scope: &str,
     raw: &Fragment<'_>,
@@ -332,14 +354,15 @@ pub(super) fn token_and_password(
     (token, password)
 }
 
+/// A duration field that must not be zero.
 pub(super) fn duration(
     report: &mut Report,
     scope: &str,
+    raw: &Fragment<'_>,
     field: &str,
-    value: Option<&str>,
     default: Duration,
 ) -> Option<Duration> {
-    let d = parse_duration_field(report, scope, field, value, default)?;
+    let d = parse_duration_field(report, scope, field, raw.str(field), default)?;
     if d.is_zero() {
         report.error(scope, field, "must be longer than zero, e.g. \"10s\"");
         return None;

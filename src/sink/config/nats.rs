@@ -2,28 +2,28 @@
 
 use std::time::Duration;
 
-use super::fragment::{key, Fragment, Kind, SinkType, BATCH, CLIENT_TLS, PASSWORD, TOKEN};
-use super::{batching, duration, tls_files, token_and_password, Batching, TlsFiles};
+use super::fragment::{flag, text, Fragment, Key, SinkType, BATCH, CLIENT_TLS, PASSWORD, TOKEN};
+use super::{delivery_limits, duration, tls_files, token_and_password, Batching, TlsFiles};
 use crate::config::{optional_secret, Env, Report};
 use crate::secret::Secret;
 
+/// The keys only this type has.
+const OWN: &[Key] = &[
+    text("url"),
+    text("stream"),
+    text("subject"),
+    flag("create_stream"),
+    text("creds_file"),
+    flag("tls_required"),
+    text("ack_timeout"),
+];
+
+/// The default `timeout` and batch limits.
+const LIMITS: (Duration, Batching) = (Duration::from_secs(10), Batching::new(500, 8 << 20));
+
 pub(super) const TYPE: SinkType = SinkType {
     name: "nats",
-    keys: &[
-        &[
-            key("url", Kind::Text),
-            key("stream", Kind::Text),
-            key("subject", Kind::Text),
-            key("create_stream", Kind::Flag),
-            key("creds_file", Kind::Text),
-            key("tls_required", Kind::Flag),
-            key("ack_timeout", Kind::Text),
-        ],
-        TOKEN,
-        PASSWORD,
-        CLIENT_TLS,
-        BATCH,
-    ],
+    keys: &[OWN, TOKEN, PASSWORD, CLIENT_TLS, BATCH],
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -170,29 +170,8 @@ pub(super) fn nats(
     let tls_required = raw
         .bool("tls_required")
         .unwrap_or_else(|| !tls.is_empty() || url.as_deref().is_some_and(|u| u.contains("tls://")));
-    let ack_timeout = duration(
-        report,
-        scope,
-        "ack_timeout",
-        raw.str("ack_timeout"),
-        Duration::from_secs(10),
-    );
-    let timeout = duration(
-        report,
-        scope,
-        "timeout",
-        raw.str("timeout"),
-        Duration::from_secs(10),
-    );
-    let batch = batching(
-        report,
-        scope,
-        raw,
-        Batching {
-            max_events: 500,
-            max_bytes: 8 << 20,
-        },
-    );
+    let ack_timeout = duration(report, scope, raw, "ack_timeout", Duration::from_secs(10));
+    let (timeout, batch) = delivery_limits(report, scope, raw, LIMITS);
     Some(NatsSettings {
         url: url?,
         stream: stream?,

@@ -2,26 +2,28 @@
 
 use std::time::Duration;
 
-use super::fragment::{key, Fragment, Kind, SinkType, BATCH, TLS};
-use super::{batching, duration, tls_files, Batching, TlsFiles};
+use super::fragment::{count, text, Fragment, Key, SinkType, BATCH, TLS};
+use super::{delivery_limits, tls_files, Batching, TlsFiles};
 use crate::config::Report;
 use crate::facility::Facility;
 
+/// The keys only this type has.
+const OWN: &[Key] = &[
+    text("transport"),
+    text("address"),
+    text("protocol"),
+    text("facility"),
+    text("hostname"),
+    text("app_name"),
+    count("max_message_size"),
+];
+
+/// The default `timeout` and batch limits.
+const LIMITS: (Duration, Batching) = (Duration::from_secs(10), Batching::new(1000, 1 << 20));
+
 pub(super) const TYPE: SinkType = SinkType {
     name: "syslog",
-    keys: &[
-        &[
-            key("transport", Kind::Text),
-            key("address", Kind::Text),
-            key("protocol", Kind::Text),
-            key("facility", Kind::Text),
-            key("hostname", Kind::Text),
-            key("app_name", Kind::Text),
-            key("max_message_size", Kind::Count),
-        ],
-        TLS,
-        BATCH,
-    ],
+    keys: &[OWN, TLS, BATCH],
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,22 +178,7 @@ pub(super) fn syslog(
             "TLS settings (ca_file, cert_file, key_file, server_name) need transport = \"tls\"",
         );
     }
-    let timeout = duration(
-        report,
-        scope,
-        "timeout",
-        raw.str("timeout"),
-        Duration::from_secs(10),
-    );
-    let batch = batching(
-        report,
-        scope,
-        raw,
-        Batching {
-            max_events: 1000,
-            max_bytes: 1 << 20,
-        },
-    );
+    let (timeout, batch) = delivery_limits(report, scope, raw, LIMITS);
     let (address, host) = address?;
     Some(SyslogSettings {
         transport: transport?,

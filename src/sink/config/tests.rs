@@ -6,15 +6,8 @@ const TOKEN: &str = "hec-token-0f9e8d7c6b5a";
 
 fn parse(sinks: &str, dir: &std::path::Path) -> Result<Config, ConfigError> {
     let text = format!(
-        r#"
-[[integration]]
-name = "corp"
-api_hostname = "api-abcd1234.duosecurity.com"
-ikey = "DIWJ8X6AEYOR5OMC6TQ1"
-skey_env = "DUO_SKEY"
-sinks = ["out"]
-{sinks}
-"#
+        "{}{sinks}",
+        crate::settings::tests::corp_integration("[\"out\"]", "")
     );
     let token_file = dir.join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
