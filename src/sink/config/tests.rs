@@ -331,3 +331,35 @@ fn two_file_sinks_cannot_share_a_path() {
     );
     parse(&apart, dir.path()).unwrap();
 }
+
+/// The README's section on each sink type shows every key of that type's table.
+#[test]
+fn the_readme_shows_every_key_of_each_sink_type() {
+    let readme = include_str!("../../../README.md");
+    let section = |heading: &str| {
+        let start = readme
+            .find(heading)
+            .unwrap_or_else(|| panic!("README has no {heading:?}"));
+        let rest = &readme[start + heading.len()..];
+        &rest[..rest.find("\n### ").unwrap_or(rest.len())]
+    };
+    let mut missing = Vec::new();
+    for (sink_type, heading) in [
+        ("syslog", "### syslog"),
+        ("http", "### HTTP"),
+        ("nats", "### NATS"),
+    ] {
+        let text = section(heading);
+        let keys = TYPES.iter().find(|t| t.name == sink_type).unwrap();
+        for key in keys.key_names() {
+            let shown = text.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l.starts_with(&format!("{key} =")) || l.contains(&format!("`{key}`"))
+            });
+            if !shown {
+                missing.push(format!("{sink_type}.{key}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "README lacks {missing:?}");
+}
