@@ -331,3 +331,69 @@ async fn a_failed_key_check_carries_one_hint() {
     }
     sim.shutdown().await;
 }
+
+/// The NATS sink is probed by logging in and looking up its stream, as a delivery would: a
+/// server that only accepts connections is not enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_sink_is_probed_with_its_credentials_and_stream() {
+    const TOKEN: &str = "nats-probe-token-71";
+    let sim = start_sim(sim(|_| {})).await;
+    let setup = Setup::new(&sim.base_url(), "");
+    let nats = sink_support::NatsServer::start_with(
+        setup.dir.path(),
+        sink_support::free_port(),
+        &["--auth", TOKEN],
+    )
+    .await;
+    let token_file = setup.dir.path().join("nats.token");
+    let base = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("sinks = [\"local\"]\n", "sinks = [\"local\", \"bus\"]\n");
+    let probe = |token: &str, stream_line: &str| {
+        std::fs::write(&token_file, token).unwrap();
+        set_mode(&token_file, 0o600);
+        let sink = format!(
+            "\n[[sink]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"{}\"\ntoken_file = {:?}\n{stream_line}\n",
+            nats.url(),
+            token_file.display().to_string()
+        );
+        std::fs::write(&setup.config, format!("{base}{sink}")).unwrap();
+        check(&setup)
+    };
+
+    let (code, report, text) = probe("wrong", "stream = \"DUO\"\ncreate_stream = true").await;
+    let bus = verdict(&report, "nats sink");
+    assert_eq!(bus["verdict"], "FAIL", "{text}");
+    assert!(
+        bus["hint"]
+            .as_str()
+            .unwrap()
+            .contains("refused the credentials"),
+        "{bus}"
+    );
+    assert_eq!(code, Some(1));
+
+    let (_, report, text) = probe(TOKEN, "stream = \"DUO\"").await;
+    let bus = verdict(&report, "nats sink");
+    assert_eq!(bus["verdict"], "FAIL", "{text}");
+    assert!(
+        bus["hint"]
+            .as_str()
+            .unwrap()
+            .contains("create_stream = true"),
+        "{bus}"
+    );
+
+    let (code, report, text) = probe(TOKEN, "stream = \"DUO\"\ncreate_stream = true").await;
+    let bus = verdict(&report, "nats sink");
+    assert_eq!(bus["verdict"], "PASS", "{text}");
+    assert!(
+        bus["detail"]
+            .as_str()
+            .unwrap()
+            .contains("created at the first delivery"),
+        "{bus}"
+    );
+    assert_eq!(code, Some(0), "{text}");
+    sim.shutdown().await;
+}

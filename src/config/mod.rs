@@ -25,7 +25,7 @@ use crate::secret::Secret;
 pub use raw::{COLLECTOR_KEYS, INTEGRATION_KEYS};
 pub use report::{Env, Report, UNIT_CREDENTIALS_DIR, UNIT_CREDENTIAL_ID};
 pub use secrets::optional_secret;
-pub use validate::{duplicate_names, parse_config_str, parse_duration_field, validate_name};
+pub use validate::{duplicate_names, parse_config_file, parse_duration_field, validate_name};
 
 /// Where the config is read from when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/duo-collector/config.toml";

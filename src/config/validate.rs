@@ -16,7 +16,7 @@ use super::{
 /// is handed on as written ([`SinkSection`]) for the sinks to validate (`settings`
 /// puts the two together). `Err` only for text that is not TOML; every other problem is in
 /// the returned report, so that all of them are shown at once.
-pub fn parse_config_str(
+pub fn parse_config_file(
     text: &str,
     source_name: &str,
     env: &Env,

@@ -27,7 +27,7 @@ pub struct Config {
 /// Parses and validates config text, sinks included; `source_name` names it in messages.
 pub fn parse_config_str(text: &str, source_name: &str, env: &Env) -> Result<Config, ConfigError> {
     assemble(
-        crate::config::parse_config_str(text, source_name, env)?,
+        crate::config::parse_config_file(text, source_name, env)?,
         env,
     )
 }
@@ -73,7 +73,7 @@ impl Config {
     /// [`Config::load`] with a chosen environment (credentials directory, secrets or not).
     pub fn load_with(path: &Path, env: &Env) -> Result<Config, ConfigError> {
         let text = read_config_file(path)?;
-        let file = crate::config::parse_config_str(&text, &path.display().to_string(), env)?;
+        let file = crate::config::parse_config_file(&text, &path.display().to_string(), env)?;
         let file_warnings = file.file_warnings(path);
         let mut config = assemble(file, env)?;
         config.warnings.extend(file_warnings);
