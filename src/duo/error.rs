@@ -134,7 +134,7 @@ pub fn from_response(status: u16, body: &[u8]) -> DuoError {
     let (code, message, detail) = match parsed {
         Some(b) => (
             b.code.and_then(|c| match c {
-                serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
+                serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
                 serde_json::Value::String(s) => s.parse().ok(),
                 _ => None,
             }),

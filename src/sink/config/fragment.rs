@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::Report;
+use super::SinkKind;
+use crate::config::{Env, Report};
 
 /// The TOML type a key's value must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,11 +101,15 @@ pub(super) const BATCH: &[Key] = &[
     key("batch_max_bytes", Kind::Count),
 ];
 
-/// A sink type and its keys beyond [`COMMON`], in groups.
+/// How a type turns its table into its settings (reporting every problem).
+pub type Validator = fn(&mut Report, &Env, &str, &Fragment<'_>) -> Option<SinkKind>;
+
+/// A sink type: its keys beyond [`COMMON`], in groups, and its validator.
 #[derive(Debug, Clone, Copy)]
 pub struct SinkType {
     pub name: &'static str,
     pub keys: &'static [&'static [Key]],
+    pub validate: Validator,
 }
 
 impl SinkType {
@@ -125,10 +130,12 @@ pub const TYPES: [SinkType; 5] = [
     SinkType {
         name: "file",
         keys: &[&[text("path"), text("file_mode")]],
+        validate: super::file,
     },
     SinkType {
         name: "stdout",
         keys: &[],
+        validate: |_, _, _, _| Some(SinkKind::Stdout),
     },
     super::syslog::TYPE,
     super::http::TYPE,
@@ -215,6 +222,10 @@ impl<'a> Fragment<'a> {
             }
         }
         ok
+    }
+
+    pub fn sink_type(&self) -> Option<SinkType> {
+        self.sink_type
     }
 
     /// Whether this type's table has the key (some keys are shared by types but not all).

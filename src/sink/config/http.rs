@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::fragment::{
     flag, table, text, Fragment, Key, SinkType, BATCH, CA_FILE, PASSWORD, TOKEN,
 };
-use super::{delivery_limits, token_and_password, Batching};
+use super::{delivery_limits, token_and_password, Batching, SinkKind};
 use crate::config::{Env, Report};
 use crate::secret::Secret;
 
@@ -25,6 +25,7 @@ const LIMITS: (Duration, Batching) = (Duration::from_secs(30), Batching::new(500
 
 pub(super) const TYPE: SinkType = SinkType {
     name: "http",
+    validate: |report, env, scope, raw| http(report, env, scope, raw).map(SinkKind::Http),
     keys: &[OWN, TOKEN, PASSWORD, CA_FILE, BATCH],
 };
 
@@ -67,12 +68,7 @@ pub struct HttpSettings {
     pub batch: Batching,
 }
 
-pub(super) fn http(
-    report: &mut Report,
-    env: &Env,
-    scope: &str,
-    raw: &Fragment<'_>,
-) -> Option<HttpSettings> {
+fn http(report: &mut Report, env: &Env, scope: &str, raw: &Fragment<'_>) -> Option<HttpSettings> {
     let url = match raw.str("url").map(url::Url::parse) {
         Some(Ok(u)) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
             if u.scheme() == "http"

@@ -20,7 +20,7 @@ use crate::config::{
 use crate::normalize::Format;
 use crate::secret::Secret;
 
-pub use fragment::{accepted_keys, Fragment, Key, Kind, SinkType, TYPES};
+pub use fragment::{accepted_keys, Fragment, Key, Kind, SinkType, Validator, TYPES};
 pub use http::{HttpAuth, HttpFlavor, HttpSettings};
 pub use nats::{NatsAuth, NatsSettings, DEFAULT_SUBJECT};
 pub use syslog::{SyslogProtocol, SyslogSettings, SyslogTransport};
@@ -139,7 +139,7 @@ pub fn validate_sink(
     })
 }
 
-/// The type's own settings.
+/// The type's own settings, by the type's own validator.
 fn kind(
     report: &mut Report,
     env: &Env,
@@ -147,8 +147,9 @@ fn kind(
     type_name: Option<&str>,
     raw: &Fragment<'_>,
 ) -> Option<SinkKind> {
-    match type_name {
-        None => {
+    match (raw.sink_type(), type_name) {
+        (Some(sink_type), _) => (sink_type.validate)(report, env, scope, raw),
+        (None, None) => {
             report.error(
                 scope,
                 "type",
@@ -156,12 +157,7 @@ fn kind(
             );
             None
         }
-        Some("file") => file(report, scope, raw),
-        Some("stdout") => Some(SinkKind::Stdout),
-        Some("syslog") => syslog::syslog(report, scope, raw).map(SinkKind::Syslog),
-        Some("http") => http::http(report, env, scope, raw).map(SinkKind::Http),
-        Some("nats") => nats::nats(report, env, scope, raw).map(SinkKind::Nats),
-        Some(other) => {
+        (None, Some(other)) => {
             report.error(
                 scope,
                 "type",
@@ -175,7 +171,7 @@ fn kind(
     }
 }
 
-fn file(report: &mut Report, scope: &str, raw: &Fragment<'_>) -> Option<SinkKind> {
+fn file(report: &mut Report, _env: &Env, scope: &str, raw: &Fragment<'_>) -> Option<SinkKind> {
     match raw.str("path") {
         Some(p) if !p.trim().is_empty() => {
             file_mode(report, scope, raw.str("file_mode")).map(|mode| SinkKind::File {

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use super::fragment::{flag, text, Fragment, Key, SinkType, BATCH, CLIENT_TLS, PASSWORD, TOKEN};
-use super::{delivery_limits, duration, tls_files, token_and_password, Batching, TlsFiles};
+use super::{
+    delivery_limits, duration, tls_files, token_and_password, Batching, SinkKind, TlsFiles,
+};
 use crate::config::{optional_secret, Env, Report};
 use crate::secret::Secret;
 
@@ -23,6 +25,7 @@ const LIMITS: (Duration, Batching) = (Duration::from_secs(10), Batching::new(500
 
 pub(super) const TYPE: SinkType = SinkType {
     name: "nats",
+    validate: |report, env, scope, raw| nats(report, env, scope, raw).map(SinkKind::Nats),
     keys: &[OWN, TOKEN, PASSWORD, CLIENT_TLS, BATCH],
 };
 
@@ -75,12 +78,7 @@ pub(super) fn subject_problem(template: &str) -> Option<String> {
     None
 }
 
-pub(super) fn nats(
-    report: &mut Report,
-    env: &Env,
-    scope: &str,
-    raw: &Fragment<'_>,
-) -> Option<NatsSettings> {
+fn nats(report: &mut Report, env: &Env, scope: &str, raw: &Fragment<'_>) -> Option<NatsSettings> {
     let url = match raw.str("url") {
         Some(u)
             if u.split(',').all(|one| {

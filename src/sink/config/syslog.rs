@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::fragment::{count, text, Fragment, Key, SinkType, BATCH, TLS};
-use super::{delivery_limits, tls_files, Batching, TlsFiles};
+use super::{delivery_limits, tls_files, Batching, SinkKind, TlsFiles};
 use crate::config::Report;
 use crate::facility::Facility;
 
@@ -23,6 +23,7 @@ const LIMITS: (Duration, Batching) = (Duration::from_secs(10), Batching::new(100
 
 pub(super) const TYPE: SinkType = SinkType {
     name: "syslog",
+    validate: |report, _, scope, raw| syslog(report, scope, raw).map(SinkKind::Syslog),
     keys: &[OWN, TLS, BATCH],
 };
 
@@ -77,11 +78,7 @@ fn printable(value: &str, max: usize) -> bool {
     !value.is_empty() && value.len() <= max && value.bytes().all(|b| (33..=126).contains(&b))
 }
 
-pub(super) fn syslog(
-    report: &mut Report,
-    scope: &str,
-    raw: &Fragment<'_>,
-) -> Option<SyslogSettings> {
+fn syslog(report: &mut Report, scope: &str, raw: &Fragment<'_>) -> Option<SyslogSettings> {
     let transport = match raw.str("transport") {
         Some("udp") => Some(SyslogTransport::Udp),
         Some("tcp") => Some(SyslogTransport::Tcp),

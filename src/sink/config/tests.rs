@@ -241,7 +241,7 @@ fn every_key_in_a_type_s_table_is_read_by_its_validator() {
         let raw = Fragment::new(&table, Some(sink_type));
         let mut report = crate::config::Report::default();
         assert!(raw.check(&mut report, "sink"), "{:?}", report.problems);
-        let _ = kind(&mut report, &env, "sink", Some(sink_type.name), &raw);
+        let _ = (sink_type.validate)(&mut report, &env, "sink", &raw);
         assert!(
             raw.unread().is_empty(),
             "{} sink: keys in the table but never read: {:?}",
