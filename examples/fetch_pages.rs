@@ -7,10 +7,10 @@
 
 use std::time::Instant;
 
-use duo_collector::config::Config;
 use duo_collector::duo::{DuoClient, RetryPolicy};
 use duo_collector::logs::page::parse_v2;
 use duo_collector::logs::LogKind;
+use duo_collector::settings::Config;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main(flavor = "current_thread")]

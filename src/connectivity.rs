@@ -9,10 +9,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SystemClock;
 use crate::collector::now_ms;
-use crate::config::{Config, Integration, SinkKind, SinkSettings};
+use crate::config::Integration;
 use crate::duo::{DuoClient, DuoClock, DuoError, ProxyRoute, RetryPolicy};
 use crate::logs::page::{response_of, PageError};
-use crate::logs::{LogKind, Paging};
+use crate::logs::LogKind;
+use crate::pager::{self, Next, PagerSettings};
+use crate::settings::Config;
+use crate::sink::SinkSettings;
+use crate::sink::{DriverError, Probe};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -210,16 +214,15 @@ fn ping_time(body: &[u8]) -> Result<i64, PageError> {
         .map_err(|e| PageError(format!("unexpected ping response ({e})")))
 }
 
-/// FAIL line for a keys error, naming the likely cause by Duo's code.
+/// FAIL line for a keys error: what Duo said, and one hint from Duo's code (the table in
+/// `duo::error`).
 fn key_failure(check: &str, e: &DuoError) -> Check {
-    let hint = match e.code() {
-        Some(40102) => "the integration key is wrong: copy `ikey` from the application in the Duo Admin Panel".to_string(),
-        Some(40103) => "the signature was refused: the secret key is wrong (check skey / skey_file / skey_credential), or api_hostname is not this application's host".to_string(),
-        Some(40105) => "Duo refused the request time: synchronize this host's clock (NTP)".to_string(),
-        Some(40301) => "the keys are valid but lack a permission: in the Duo Admin Panel grant \"Grant read log\" to the Admin API application".to_string(),
-        _ => "see the error; the collector retries transient errors by itself".to_string(),
-    };
-    Check::fail(check, e.to_string(), hint)
+    Check::fail(
+        check,
+        e.without_hint(),
+        e.hint()
+            .unwrap_or("see the error; the collector retries transient errors by itself"),
+    )
 }
 
 async fn resolve(host: &str, port: u16) -> std::io::Result<String> {
@@ -349,7 +352,7 @@ async fn check_integration(integration: &Integration, cancel: &CancellationToken
                 ProxyRoute::Proxy(proxy) => format!("check that proxy {} is up and lets this host CONNECT to {}:{} (credentials in the proxy URL if it asks for them), and ca_file if the proxy inspects TLS", proxy.shown, target.host_str().unwrap_or(host), target.port_or_known_default().unwrap_or(443)),
                 ProxyRoute::Direct(_) => "check network access to the API host on port 443 (or set `proxy` / HTTPS_PROXY if only a proxy reaches it), and ca_file".to_string(),
             };
-            checks.push(Check::fail("Connection and TLS", e.to_string(), hint));
+            checks.push(Check::fail("Connection and TLS", e.without_hint(), hint));
             return checks;
         }
     }
@@ -403,7 +406,7 @@ async fn check_integration(integration: &Integration, cancel: &CancellationToken
                 log_target = Some((host.to_string(), None));
             }
             Err(e @ DuoError::Api { status: 403, .. }) => {
-                checks.push(Check::warn("Admin API keys", format!("valid, but {e}"), "the keys work; \"Grant read information\" is not granted, which the collector does not need"));
+                checks.push(Check::warn("Admin API keys", format!("valid, but {}", e.without_hint()), "the keys work; \"Grant read information\" is not granted, which the collector does not need"));
                 log_target = Some((host.to_string(), None));
             }
             Err(e) => checks.push(key_failure("Admin API keys", &e)),
@@ -416,7 +419,7 @@ async fn check_integration(integration: &Integration, cancel: &CancellationToken
                 .get(
                     &log_host,
                     kind.path(),
-                    &probe_params(*kind, account.as_deref()),
+                    &probe_params(*kind, integration, account.as_deref(), duo_clock.now_ms()),
                     cancel,
                     ignore_body,
                 )
@@ -440,98 +443,41 @@ async fn check_integration(integration: &Integration, cancel: &CancellationToken
     checks
 }
 
-/// The smallest request that proves a log kind is readable.
-fn probe_params(kind: LogKind, account: Option<&str>) -> Vec<(String, String)> {
-    let now = now_ms();
-    let mut p = match kind.paging() {
-        Paging::V1 => vec![("mintime".to_string(), ((now - 300_000) / 1000).to_string())],
-        Paging::V2 | Paging::TrustMonitor => vec![
-            ("mintime".to_string(), (now - 600_000).to_string()),
-            ("maxtime".to_string(), (now - 300_000).to_string()),
-            ("limit".to_string(), "1".to_string()),
-        ],
+/// The pager's own first request for `kind`, one record wide and over the last five minutes
+/// before Duo's `now − delay`: the probe asks what collection would ask.
+fn probe_params(
+    kind: LogKind,
+    integration: &Integration,
+    account: Option<&str>,
+    duo_now_ms: i64,
+) -> Vec<(String, String)> {
+    let delay_ms = integration.delay.as_millis() as i64;
+    let settings = PagerSettings {
+        delay_ms,
+        page_size: 1,
+        initial_lookback_ms: delay_ms + 300_000,
+    };
+    let mut params = match pager::for_kind(kind, settings, None, duo_now_ms).next(duo_now_ms) {
+        Next::Fetch(request) => request.params,
+        Next::Done(_) => Vec::new(),
     };
     if let Some(a) = account {
-        p.push(("account_id".to_string(), a.to_string()));
+        params.push(("account_id".to_string(), a.to_string()));
     }
-    p
+    params
 }
 
-/// Can a TCP connection to `address` (host:port) be opened?
-async fn tcp_reachable(name: String, address: &str, what: &str) -> Check {
-    let connect = tokio::net::TcpStream::connect(address);
-    match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {
-        Ok(Ok(_)) => Check::pass(name, format!("{what} {address} accepts connections")),
-        Ok(Err(e)) => Check::fail(
-            name,
-            format!("cannot connect to {what} {address}: {e}"),
-            "check the address, that the receiver runs, and firewalls",
-        ),
-        Err(_) => Check::fail(
-            name,
-            format!("connecting to {what} {address} timed out"),
-            "check the address, routing and firewalls",
-        ),
-    }
-}
-
+/// The sink's own driver, with its real settings, reaches its destination.
 async fn check_sink(sink: &SinkSettings) -> Check {
     let name = format!("{} sink", sink.kind.type_name());
-    match &sink.kind {
-        SinkKind::Syslog(s) => match s.transport {
-            crate::config::SyslogTransport::Udp => {
-                match tokio::net::lookup_host(s.address.as_str()).await {
-                    Ok(_) => Check::warn(
-                        name,
-                        format!(
-                            "{} resolves; UDP has no handshake, so reachability cannot be tested",
-                            s.address
-                        ),
-                        "prefer transport = \"tcp\" or \"tls\" for delivery you can verify",
-                    ),
-                    Err(e) => Check::fail(name, format!("{}: {e}", s.address), "check the address"),
-                }
-            }
-            _ => tcp_reachable(name, &s.address, "syslog receiver").await,
-        },
-        SinkKind::Http(h) => {
-            let client = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(5))
-                .build();
-            match client.map(|c| c.get(h.url.clone()).send()) {
-                Ok(request) => match request.await {
-                    Ok(r) => Check::pass(
-                        name,
-                        format!("{} answered (HTTP {})", h.url, r.status().as_u16()),
-                    ),
-                    Err(e) => Check::fail(
-                        name,
-                        format!("{}: {}", h.url, crate::duo::client::error_chain(&e)),
-                        "check the URL, TLS (ca_file) and firewalls",
-                    ),
-                },
-                Err(e) => Check::fail(name, e.to_string(), "check ca_file"),
-            }
-        }
-        SinkKind::Nats(n) => {
-            let first = n.url.split(',').next().unwrap_or_default().trim();
-            let address = url::Url::parse(first)
-                .ok()
-                .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port().unwrap_or(4222))))
-                .unwrap_or_else(|| first.to_string());
-            tcp_reachable(name, &address, "NATS server").await
-        }
-        SinkKind::Stdout => Check::pass(name, "standard output"),
-        SinkKind::File { path, .. } => {
-            let dir_ok = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .is_none_or(|p| std::fs::create_dir_all(p).is_ok());
-            match std::fs::OpenOptions::new().append(true).create(true).open(path) {
-                Ok(_) if dir_ok => Check::pass(name, format!("{} is writable", path.display())),
-                Ok(_) => Check::fail(name, format!("cannot create the directory of {}", path.display()), "create it, or fix its permissions"),
-                Err(e) => Check::fail(name, format!("cannot open {} for appending: {e}", path.display()), "create the directory and give the service user write access (systemd: LogsDirectory= or ReadWritePaths=)"),
-            }
-        }
+    match crate::sink::probe(sink).await {
+        Ok(Probe::Reached(detail)) => Check::pass(name, detail),
+        Ok(Probe::Unverified { detail, hint }) => Check::warn(name, detail, hint),
+        Err(DriverError::Permanent { detail, fix }) => Check::fail(name, detail, fix),
+        Err(DriverError::Transient { detail, .. }) => Check::fail(
+            name,
+            detail,
+            "check the address, that the receiver runs, TLS (ca_file) and firewalls",
+        ),
     }
 }

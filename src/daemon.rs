@@ -16,11 +16,13 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use crate::collector::{IntegrationReport, IntegrationRuntime};
-use crate::config::{Config, Integration, SinkSettings};
+use crate::config::Integration;
 use crate::duo::RetryPolicy;
 use crate::observe::Observer;
 use crate::service;
-use crate::sink::{SinkRetry, SinkSet};
+use crate::settings::Config;
+use crate::sink::SinkSettings;
+use crate::sink::{SinkReporting, SinkRetry, SinkSet};
 use crate::state::{RunOutcome, State};
 
 /// Knobs that are not part of the config file (tests shorten the waits).
@@ -79,18 +81,20 @@ fn open_sinks(
     state: &State,
     observer: &Arc<Observer>,
 ) -> anyhow::Result<SinkSet> {
-    SinkSet::open_observed(settings, Some(state.clone()), Some(observer.clone())).map_err(
-        |errors| {
-            anyhow::anyhow!(
-                "cannot open sinks:\n{}",
-                errors
-                    .iter()
-                    .map(|e| format!("  - {e}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        },
-    )
+    let reporting = SinkReporting {
+        state: state.clone(),
+        observer: observer.clone(),
+    };
+    SinkSet::open(settings, &reporting).map_err(|errors| {
+        anyhow::anyhow!(
+            "cannot open sinks:\n{}",
+            errors
+                .iter()
+                .map(|e| format!("  - {e}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
 }
 
 impl Runtime {
@@ -232,7 +236,7 @@ async fn start_worker(
             }
         })
     })
-    .with_context(|| format!("integration {name:?}: schedule {:?}", rt.settings.schedule))?;
+    .with_context(|| format!("integration {name:?}: schedule {:?}", rt.settings.schedule.as_str()))?;
     let job = scheduler.add(job).await.context("cannot add a schedule")?;
     // Collect once right away rather than waiting for the first tick.
     let _ = tick_tx.try_send(());
@@ -258,7 +262,10 @@ async fn start_worker(
                 .count();
             let events = report.events();
             let lag = max_lag_seconds(&state, rt.observer(), &rt.settings.name, rt.settings.delay);
-            let next = crate::schedule::next_tick(&rt.settings.schedule, chrono::Utc::now())
+            let next = rt
+                .settings
+                .schedule
+                .next_after(chrono::Utc::now())
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                 .unwrap_or_else(|| "-".into());
             tracing::info!(integration = %rt.settings.name, events, streams = report.streams.len(), failed_streams = failed, max_lag = %crate::human::duration_secs(lag.unwrap_or(0)), max_lag_seconds = lag.unwrap_or(0), next = %next, "collection cycle done");

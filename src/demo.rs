@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::parse_config_str;
 use crate::daemon::{self, Runtime, RuntimeOptions};
+use crate::settings::parse_config_str;
 use crate::simulator::{AccountsConfig, ChildAccount, KindCounts, SimConfig, Simulator};
 
 /// Accounts API keys of the simulated MSP parent (`simulate --msp-children N`; test values).

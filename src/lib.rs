@@ -20,6 +20,8 @@ pub mod demo;
 pub mod duo;
 /// Events, batches and stream ids.
 pub mod event;
+/// The syslog facility (a leaf type).
+pub mod facility;
 /// Durations and rates for people.
 pub mod human;
 /// Duo log kinds and page parsing.
@@ -40,6 +42,8 @@ pub mod schedule;
 pub mod secret;
 /// systemd notifications and the metrics endpoint.
 pub mod service;
+/// The whole configuration: the config file and the sinks' own settings.
+pub mod settings;
 /// The embedded Duo API simulator.
 pub mod simulator;
 /// Sinks and acknowledged delivery.

@@ -7,8 +7,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use duo_collector::config::{Config, Env, DEFAULT_CONFIG_PATH};
+use duo_collector::config::{ConfigError, Env, LogFormat, DEFAULT_CONFIG_PATH};
 use duo_collector::daemon::{self, Runtime, RuntimeOptions};
+use duo_collector::settings::Config;
 use duo_collector::state::{RunOutcome, State};
 use duo_collector::{demo, status};
 
@@ -148,47 +149,54 @@ fn init_tracing(filter: &str, json: bool) {
     }
 }
 
-/// `[collector] log_format` from the config file, read before logging starts (a light parse;
-/// full validation comes later and reports problems).
-fn configured_log_format(command: &Command) -> Option<String> {
-    let path = match command {
-        Command::Run(a) | Command::Validate { config: a, .. } => &a.config,
-        Command::CollectNow { config, .. }
-        | Command::Status { config, .. }
-        | Command::TestConnectivity { config, .. } => &config.config,
-        Command::Simulate(_) | Command::Demo(_) => return None,
-    };
-    let text = std::fs::read_to_string(path).ok()?;
-    let table: toml::Table = toml::from_str(&text).ok()?;
-    table
-        .get("collector")?
-        .get("log_format")?
-        .as_str()
-        .map(str::to_string)
+/// The config file a command reads, and the environment it reads secrets from (none for
+/// `status` and `validate --skip-secrets`).
+fn config_source(cli: &Cli) -> Option<(&std::path::Path, Env)> {
+    let env = Env::real().with_credentials_directory(cli.credentials_directory.clone());
+    match &cli.command {
+        Command::Validate {
+            config,
+            skip_secrets: true,
+        } => Some((&config.config, Env::real().without_secrets())),
+        Command::Validate { config, .. } | Command::Run(config) => Some((&config.config, env)),
+        Command::CollectNow { config, .. } | Command::TestConnectivity { config, .. } => {
+            Some((&config.config, env))
+        }
+        Command::Status { config, .. } => Some((&config.config, Env::real().without_secrets())),
+        Command::Simulate(_) | Command::Demo(_) => None,
+    }
 }
 
-fn load_config(path: &std::path::Path, env: &Env) -> Result<Config, ExitCode> {
-    match Config::load_with(path, env) {
-        Ok(config) => {
+/// The command's config, read once before logging starts (its `log_format` decides how
+/// logging starts); its warnings are logged once logging runs.
+type Loaded = Option<Result<Config, ConfigError>>;
+
+fn load_config(loaded: Loaded) -> Result<Config, ExitCode> {
+    match loaded {
+        Some(Ok(config)) => {
             for w in &config.warnings {
                 tracing::warn!("config: {w}");
             }
             Ok(config)
         }
-        Err(e) => {
+        Some(Err(e)) => {
             eprintln!("error: {e}");
             Err(ExitCode::from(EXIT_CONFIG))
+        }
+        None => {
+            eprintln!("error: this command reads no config file");
+            Err(ExitCode::from(EXIT_FAILURE))
         }
     }
 }
 
-/// Loads the config and checks that `--integration NAME`, if given, is in it.
+/// The config, with `--integration NAME`, if given, checked to be in it.
 fn load_config_with(
+    loaded: Loaded,
     path: &std::path::Path,
-    env: &Env,
     integration: Option<&str>,
 ) -> Result<Config, ExitCode> {
-    let config = load_config(path, env)?;
+    let config = load_config(loaded)?;
     if let Some(name) = integration {
         if config.integration(name).is_none() {
             eprintln!("error: --integration {name:?} is not in {}", path.display());
@@ -266,20 +274,9 @@ fn print_reports(reports: &[duo_collector::collector::IntegrationReport]) -> boo
     ok
 }
 
-async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
-    let env = Env::real().with_credentials_directory(cli.credentials_directory.clone());
+async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Validate {
-            config: arg,
-            skip_secrets,
-        } => match load_config(
-            &arg.config,
-            &if skip_secrets {
-                Env::real().without_secrets()
-            } else {
-                env
-            },
-        ) {
+        Command::Validate { config: arg, .. } => match load_config(loaded) {
             Ok(config) => {
                 if let Some(problem) = config.state_dir_problem() {
                     eprintln!("error: [collector]: field `state_dir`: {problem}");
@@ -297,7 +294,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Err(code) => Ok(code),
         },
         Command::Run(arg) => {
-            let Ok(config) = load_config(&arg.config, &env) else {
+            let Ok(config) = load_config(loaded) else {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
             let cancel = shutdown_token()?;
@@ -320,7 +317,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             integration,
         } => {
-            let cfg = match load_config_with(&config.config, &env, integration.as_deref()) {
+            let cfg = match load_config_with(loaded, &config.config, integration.as_deref()) {
                 Ok(cfg) => cfg,
                 Err(code) => return Ok(code),
             };
@@ -345,7 +342,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             integration,
             json,
         } => {
-            let cfg = match load_config_with(&config.config, &env, integration.as_deref()) {
+            let cfg = match load_config_with(loaded, &config.config, integration.as_deref()) {
                 Ok(cfg) => cfg,
                 Err(code) => return Ok(code),
             };
@@ -363,9 +360,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Status { config, json } => {
+        Command::Status { json, .. } => {
             // status reads the state database only: it never needs a secret.
-            let Ok(cfg) = load_config(&config.config, &Env::real().without_secrets()) else {
+            let Ok(cfg) = load_config(loaded) else {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
             let path = cfg.state_db_path();
@@ -423,11 +420,16 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let format = cli
-        .log_format
-        .clone()
-        .or_else(|| configured_log_format(&cli.command));
-    init_tracing(&cli.log_level, format.as_deref() == Some("json"));
+    let loaded: Loaded = config_source(&cli).map(|(path, env)| Config::load_with(path, &env));
+    let configured = loaded
+        .as_ref()
+        .and_then(|l| l.as_ref().ok())
+        .and_then(|c| c.collector.log_format);
+    let json = match cli.log_format.as_deref() {
+        Some(flag) => flag == "json",
+        None => configured == Some(LogFormat::Json),
+    };
+    init_tracing(&cli.log_level, json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -438,7 +440,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(real_main(cli)) {
+    match runtime.block_on(real_main(cli, loaded)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

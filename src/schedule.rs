@@ -25,6 +25,35 @@ pub fn next_tick(
         .ok()
 }
 
+/// A cron expression (with a seconds field) that the scheduler accepts: only
+/// [`Schedule::parse`] makes one, so a `Schedule` never fails to schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule(String);
+
+impl Schedule {
+    pub fn parse(expr: &str) -> Result<Schedule, String> {
+        validate_cron(expr).map(|()| Schedule(expr.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The next tick after `after`, if the expression ever fires again.
+    pub fn next_after(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        next_tick(&self.0, after)
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +68,14 @@ mod tests {
         let now = chrono::Utc::now();
         let next = next_tick("0 */5 * * * *", now).unwrap();
         assert!(next > now && next - now <= chrono::Duration::minutes(5));
+    }
+
+    #[test]
+    fn a_schedule_is_only_made_from_a_valid_expression() {
+        let every_five = Schedule::parse("0 */5 * * * *").unwrap();
+        assert_eq!(every_five.as_str(), "0 */5 * * * *");
+        let now = chrono::Utc::now();
+        assert!(every_five.next_after(now).is_some_and(|t| t > now));
+        assert!(Schedule::parse("*/5 * * * *").is_err());
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::config::SinkSettings;
+use crate::sink::SinkSettings;
 use crate::state::{Checkpoint, RunOutcome, RunRecord, SinkStatus, StreamStatus};
 
 #[derive(Debug, Serialize)]

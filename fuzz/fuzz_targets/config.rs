@@ -1,7 +1,8 @@
 //! The config loader: any text is a `Config` or a `ConfigError` (never a panic).
 #![no_main]
 
-use duo_collector::config::{parse_config_str, Env};
+use duo_collector::config::Env;
+use duo_collector::settings::parse_config_str;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

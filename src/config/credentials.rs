@@ -3,13 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::validate::Env;
-
-/// The directory the shipped unit hands to the service (`LoadCredential=ID:DIR`).
-pub const UNIT_CREDENTIALS_DIR: &str = "/etc/duo-collector/credentials";
-/// The ID in the unit's `LoadCredential=duo-collector:/etc/duo-collector/credentials`: systemd
-/// names each file's credential `<ID>_<file name>`.
-pub const UNIT_CREDENTIAL_ID: &str = "duo-collector";
+use super::report::{Env, UNIT_CREDENTIALS_DIR, UNIT_CREDENTIAL_ID};
 
 /// Why a credential could not be located, worded for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]

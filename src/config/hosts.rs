@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::validate::Report;
+use super::report::Report;
 use crate::duo::ProxySetting;
 
 const HOSTNAME_HINT: &str =

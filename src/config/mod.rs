@@ -1,13 +1,16 @@
-//! Configuration: the TOML file, validated into [`Config`] with every problem reported at once.
+//! Configuration: the TOML file, validated into [`ConfigFile`] with every problem reported at
+//! once — all of it but the sinks' own settings, which the sinks validate (the `sink` module, put
+//! together with this in `settings`). `config` imports no module that imports it.
 //!
-//! Layers: `raw` (what serde reads, everything optional) → `validate` (checks that name the
-//! integration or sink and the field, and resolves secrets) → the types below.
+//! Layers: `raw` (what serde reads, everything optional) → `validate` and `integration`
+//! (checks that name the integration and the field, and resolve secrets) → the types below.
 
 mod credentials;
 mod hosts;
+mod integration;
 mod raw;
+mod report;
 mod secrets;
-mod sinks;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -16,15 +19,13 @@ use std::time::Duration;
 use crate::duo::sign::SigVersion;
 use crate::duo::ProxySetting;
 use crate::logs::LogKind;
-use crate::normalize::Format;
+use crate::schedule::Schedule;
 use crate::secret::Secret;
 
-pub use credentials::{UNIT_CREDENTIALS_DIR, UNIT_CREDENTIAL_ID};
-pub use sinks::{
-    Batching, HttpAuth, HttpFlavor, HttpSettings, NatsAuth, NatsSettings, SyslogProtocol,
-    SyslogSettings, SyslogTransport, TlsFiles,
-};
-pub use validate::{parse_config_str, Env};
+pub use raw::{COLLECTOR_KEYS, INTEGRATION_KEYS};
+pub use report::{Env, Report, UNIT_CREDENTIALS_DIR, UNIT_CREDENTIAL_ID};
+pub use secrets::optional_secret;
+pub use validate::{duplicate_names, parse_config_file, parse_duration_field, validate_name};
 
 /// Where the config is read from when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/duo-collector/config.toml";
@@ -38,19 +39,33 @@ pub const MAX_LOOKBACK: Duration = Duration::from_secs(180 * 86_400);
 /// that allow more can raise `requests_per_minute`; a 429 slows pacing down again.
 pub const DEFAULT_REQUESTS_PER_MINUTE: f64 = 2.0;
 
-/// A validated configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
+/// The config file, validated but for the sinks' own settings.
+pub struct ConfigFile {
+    /// The file's name in messages.
+    pub source_name: String,
     pub collector: CollectorSettings,
     pub integrations: Vec<Integration>,
-    pub sinks: Vec<SinkSettings>,
-    /// Problems that do not stop the collector but that an operator should see.
-    pub warnings: Vec<String>,
-    /// Whether some integration's secret key is written in the file itself.
-    pub literal_secret: bool,
-    /// False for a config loaded with [`Env::without_secrets`]: its secrets are empty and it
+    /// Every `[[sink]]` as written, in file order.
+    pub sinks: Vec<SinkSection>,
+    /// The problems and warnings found so far; the sinks' validation adds theirs.
+    pub report: Report,
+    /// False for a config read with [`Env::without_secrets`]: its secrets are empty and it
     /// must not be used to call Duo or a sink.
     pub secrets_resolved: bool,
+}
+
+/// One `[[sink]]` table as written, for its sink type to validate.
+#[derive(Debug, Clone)]
+pub struct SinkSection {
+    /// `sink "NAME"` (or `sink #N`), naming it in messages.
+    pub scope: String,
+    pub table: toml::Table,
+}
+
+impl SinkSection {
+    pub fn name(&self) -> Option<&str> {
+        self.table.get("name").and_then(toml::Value::as_str)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,8 +75,31 @@ pub struct CollectorSettings {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Consecutive failed runs of one stream after which `/readyz` reports unready.
     pub unready_after_failures: u32,
-    /// `text` or `json` log lines (the `--log-format` flag wins).
-    pub log_format: Option<String>,
+    /// The log line format (the `--log-format` flag wins).
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// journald-friendly text (no timestamps under systemd).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "{other:?} is not a log format; use \"text\" or \"json\""
+            )),
+        }
+    }
 }
 
 /// One Duo Admin API integration (one set of keys on one account).
@@ -72,7 +110,7 @@ pub struct Integration {
     pub ikey: String,
     pub skey: Secret,
     pub logs: Vec<LogKind>,
-    pub schedule: String,
+    pub schedule: Schedule,
     pub initial_lookback: Duration,
     pub delay: Duration,
     pub signature: SigVersion,
@@ -109,40 +147,6 @@ pub struct AuthApiKeys {
     pub skey: Secret,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct SinkSettings {
-    pub name: String,
-    pub format: Format,
-    /// Dotted paths removed from every event this sink writes.
-    pub exclude_fields: Vec<String>,
-    pub kind: SinkKind,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum SinkKind {
-    File {
-        path: PathBuf,
-        /// Permission bits set on the file (`file_mode`); `None`: 0640 less the umask.
-        mode: Option<u32>,
-    },
-    Stdout,
-    Syslog(SyslogSettings),
-    Http(HttpSettings),
-    Nats(NatsSettings),
-}
-
-impl SinkKind {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            SinkKind::File { .. } => "file",
-            SinkKind::Stdout => "stdout",
-            SinkKind::Syslog(_) => "syslog",
-            SinkKind::Http(_) => "http",
-            SinkKind::Nats(_) => "nats",
-        }
-    }
-}
-
 /// Every problem found in a config file, in file order.
 #[derive(Debug, thiserror::Error)]
 #[error("{} problem(s) in {}:\n{}", .problems.len(), .source_name, .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -151,44 +155,33 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
-impl Config {
-    /// Reads, parses and validates the file at `path`.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        Config::load_with(path, &validate::Env::real())
-    }
+/// Reads the config file's text, or says why it cannot be read and what to do.
+pub fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        source_name: path.display().to_string(),
+        problems: vec![format!(
+            "cannot read the config file: {e}{}",
+            unreadable_config_hint(path, e.kind())
+        )],
+    })
+}
 
-    /// [`Config::load`] with a chosen environment (credentials directory, secrets or not).
-    pub fn load_with(path: &Path, env: &Env) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            source_name: path.display().to_string(),
-            problems: vec![format!(
-                "cannot read the config file: {e}{}",
-                unreadable_config_hint(path, e.kind())
-            )],
-        })?;
-        let mut config = parse_config_str(&text, &path.display().to_string(), env)?;
-        config
-            .warnings
-            .extend(secrets::config_file_permission_warning(path, &config));
-        config
-            .warnings
-            .extend(proxy_password_permission_warning(path, &config));
-        Ok(config)
+impl ConfigFile {
+    /// Warnings about the file itself: secrets in a file others can read.
+    pub fn file_warnings(&self, path: &Path) -> Vec<String> {
+        secrets::config_file_permission_warning(path, self.report.literal_secret)
+            .into_iter()
+            .chain(proxy_password_permission_warning(path, &self.integrations))
+            .collect()
     }
+}
 
-    pub fn integration(&self, name: &str) -> Option<&Integration> {
-        self.integrations.iter().find(|i| i.name == name)
-    }
-
-    pub fn sink(&self, name: &str) -> Option<&SinkSettings> {
-        self.sinks.iter().find(|s| s.name == name)
-    }
-
+impl CollectorSettings {
     /// Why the service could not keep its state in `state_dir`, if it could not: the directory
     /// (or the nearest existing parent, which the service would create it in) must be
     /// writable by this user.
     pub fn state_dir_problem(&self) -> Option<String> {
-        let dir = &self.collector.state_dir;
+        let dir = &self.state_dir;
         let existing = dir.ancestors().find(|p| p.exists())?;
         if !existing.is_dir() {
             return Some(format!("{} is not a directory", existing.display()));
@@ -208,14 +201,13 @@ impl Config {
     }
 
     pub fn state_db_path(&self) -> PathBuf {
-        self.collector.state_dir.join("state.db")
+        self.state_dir.join("state.db")
     }
 }
 
 /// A proxy URL with credentials in the config is a secret in the file, like a literal `skey`.
-fn proxy_password_permission_warning(path: &Path, config: &Config) -> Option<String> {
-    let with_credentials = config
-        .integrations
+fn proxy_password_permission_warning(path: &Path, integrations: &[Integration]) -> Option<String> {
+    let with_credentials = integrations
         .iter()
         .find(|i| matches!(&i.proxy, ProxySetting::Explicit(url) if url.has_credentials()))?;
     secrets::others_can_read(path).map(|why| {
@@ -243,6 +235,3 @@ fn unreadable_config_hint(path: &Path, kind: std::io::ErrorKind) -> String {
         _ => String::new(),
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,5 +1,6 @@
 //! The config file as serde reads it: every field optional, so that validation can report all
-//! problems at once instead of stopping at the first missing field.
+//! problems at once instead of stopping at the first missing field. `[[sink]]` tables are
+//! not here: each sink type reads its own keys (`sink::config`).
 
 use serde::Deserialize;
 
@@ -35,55 +36,11 @@ pub const INTEGRATION_KEYS: &[&str] = &[
     "max_in_flight",
     "requests_per_minute",
     "auth_ikey",
+    "auth_skey",
     "auth_skey_file",
+    "auth_skey_env",
+    "auth_skey_credential",
 ];
-pub const SINK_KEYS: &[&str] = &[
-    "name",
-    "type",
-    "path",
-    "file_mode",
-    "format",
-    "exclude_fields",
-    // syslog
-    "transport",
-    "address",
-    "protocol",
-    "facility",
-    "hostname",
-    "app_name",
-    "max_message_size",
-    // TLS (syslog, http, nats)
-    "ca_file",
-    "cert_file",
-    "key_file",
-    "server_name",
-    // http
-    "url",
-    "flavor",
-    "headers",
-    "token_file",
-    "token_env",
-    "token_credential",
-    "username",
-    "password_file",
-    "password_env",
-    "gzip",
-    "index",
-    "source",
-    "idempotency_header",
-    // nats
-    "stream",
-    "subject",
-    "create_stream",
-    "creds_file",
-    "tls_required",
-    "ack_timeout",
-    // syslog, http, nats
-    "timeout",
-    "batch_max_events",
-    "batch_max_bytes",
-];
-
 #[derive(Debug, Default, Deserialize)]
 pub struct RawCollector {
     pub state_dir: Option<String>,
@@ -118,49 +75,8 @@ pub struct RawIntegration {
     pub max_in_flight: Option<usize>,
     pub requests_per_minute: Option<f64>,
     pub auth_ikey: Option<String>,
+    pub auth_skey: Option<String>,
     pub auth_skey_file: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct RawSink {
-    pub name: Option<String>,
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub path: Option<String>,
-    pub file_mode: Option<String>,
-    pub format: Option<String>,
-    pub exclude_fields: Option<Vec<String>>,
-    pub transport: Option<String>,
-    pub address: Option<String>,
-    pub protocol: Option<String>,
-    pub facility: Option<String>,
-    pub hostname: Option<String>,
-    pub app_name: Option<String>,
-    pub max_message_size: Option<usize>,
-    pub ca_file: Option<String>,
-    pub cert_file: Option<String>,
-    pub key_file: Option<String>,
-    pub server_name: Option<String>,
-    pub url: Option<String>,
-    pub flavor: Option<String>,
-    pub headers: Option<std::collections::BTreeMap<String, String>>,
-    pub token_file: Option<String>,
-    pub token_env: Option<String>,
-    pub token_credential: Option<String>,
-    pub username: Option<String>,
-    pub password_file: Option<String>,
-    pub password_env: Option<String>,
-    pub gzip: Option<bool>,
-    pub index: Option<String>,
-    pub source: Option<String>,
-    pub idempotency_header: Option<String>,
-    pub stream: Option<String>,
-    pub subject: Option<String>,
-    pub create_stream: Option<bool>,
-    pub creds_file: Option<String>,
-    pub tls_required: Option<bool>,
-    pub ack_timeout: Option<String>,
-    pub timeout: Option<String>,
-    pub batch_max_events: Option<usize>,
-    pub batch_max_bytes: Option<usize>,
+    pub auth_skey_env: Option<String>,
+    pub auth_skey_credential: Option<String>,
 }

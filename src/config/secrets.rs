@@ -3,12 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use super::credentials::{credential_path, CredentialError};
-use super::validate::{Env, Report};
-use super::Config;
+use super::report::{Env, Report};
 use crate::secret::Secret;
 
-/// The ways a secret key can be given; exactly one must be.
+/// The ways a secret key can be given; exactly one must be. `base` names the fields:
+/// `skey`, `skey_file`, `skey_env`, `skey_credential` (or `auth_skey…`).
 pub(super) struct SecretSources {
+    pub base: &'static str,
     pub literal: Option<String>,
     pub file: Option<String>,
     pub env_name: Option<String>,
@@ -30,6 +31,7 @@ pub(super) fn resolve_skey(
     placeholder: bool,
 ) -> Option<Secret> {
     let SecretSources {
+        base,
         literal,
         mut file,
         env_name,
@@ -51,13 +53,16 @@ pub(super) fn resolve_skey(
             "given more than once"
         };
         report.problems.push(format!(
-            "{scope}: field `skey`: secret key {what}; set exactly one of `skey_file` (recommended), `skey_credential` (systemd LoadCredential=), `skey_env` or `skey`"
+            "{scope}: field `{base}`: secret key {what}; set exactly one of `{base}_file` (recommended), `{base}_credential` (systemd LoadCredential=), `{base}_env` or `{base}`"
         ));
         return None;
     }
-    let mut field_name = "skey_file";
+    let file_field = format!("{base}_file");
+    let credential_field = format!("{base}_credential");
+    let env_field = format!("{base}_env");
+    let mut field_name = file_field.as_str();
     if let Some(name) = credential {
-        field_name = "skey_credential";
+        field_name = &credential_field;
         if !env.resolve_secrets {
             return Some(Secret::new(String::new()));
         }
@@ -66,13 +71,13 @@ pub(super) fn resolve_skey(
             Err(CredentialError::NotFound(why)) if placeholder => {
                 report.warn(
                     scope,
-                    "skey_credential",
+                    &credential_field,
                     format!("{why} (not needed until the placeholders are replaced)"),
                 );
                 return Some(Secret::new(String::new()));
             }
             Err(e) => {
-                report.error(scope, "skey_credential", e);
+                report.error(scope, &credential_field, e);
                 return None;
             }
         }
@@ -82,7 +87,7 @@ pub(super) fn resolve_skey(
     }
     let (field, value) = if let Some(v) = literal {
         report.literal_secret = true;
-        ("skey", v)
+        (base, v)
     } else if let Some(path) = file {
         let path = PathBuf::from(path);
         match std::fs::read_to_string(&path) {
@@ -108,11 +113,11 @@ pub(super) fn resolve_skey(
     } else {
         let name = env_name.unwrap_or_default();
         match env.var(&name) {
-            Some(v) => ("skey_env", v),
+            Some(v) => (env_field.as_str(), v),
             None => {
                 report.error(
                     scope,
-                    "skey_env",
+                    &env_field,
                     format!("environment variable {name:?} is not set"),
                 );
                 return None;
@@ -153,8 +158,8 @@ pub(super) fn others_can_read(path: &Path) -> Option<&'static str> {
 }
 
 /// A config that holds a literal `skey` must not be readable by others.
-pub fn config_file_permission_warning(path: &Path, config: &Config) -> Option<String> {
-    if !config.literal_secret {
+pub fn config_file_permission_warning(path: &Path, literal_secret: bool) -> Option<String> {
+    if !literal_secret {
         return None;
     }
     others_can_read(path).map(|why| {
@@ -163,4 +168,81 @@ pub fn config_file_permission_warning(path: &Path, config: &Config) -> Option<St
             path.display()
         )
     })
+}
+
+/// A secret from exactly one of `<base>_file`, `<base>_env`, `<base>_credential`, or none.
+/// `Some(None)`: none given; `None`: an error was reported.
+pub fn optional_secret(
+    report: &mut Report,
+    env: &Env,
+    scope: &str,
+    base: &str,
+    file: Option<&str>,
+    env_name: Option<&str>,
+    credential: Option<&str>,
+) -> Option<Option<Secret>> {
+    let given = [file.is_some(), env_name.is_some(), credential.is_some()]
+        .into_iter()
+        .filter(|g| *g)
+        .count();
+    if given == 0 {
+        return Some(None);
+    }
+    if given > 1 {
+        report.error(
+            scope,
+            &format!("{base}_file"),
+            format!("set only one of `{base}_file`, `{base}_env` and `{base}_credential`"),
+        );
+        return None;
+    }
+    if !env.resolve_secrets {
+        return Some(Some(Secret::new(String::new())));
+    }
+    let (field, value) = if let Some(name) = env_name {
+        let field = format!("{base}_env");
+        match env.var(name) {
+            Some(v) => (field, v),
+            None => {
+                report.error(
+                    scope,
+                    &field,
+                    format!("environment variable {name:?} is not set"),
+                );
+                return None;
+            }
+        }
+    } else {
+        let (field, path) = match (file, credential) {
+            (Some(path), _) => (format!("{base}_file"), PathBuf::from(path)),
+            (None, Some(name)) => {
+                let field = format!("{base}_credential");
+                match credential_path(env, name) {
+                    Ok(path) => (field, path),
+                    Err(e) => {
+                        report.error(scope, &field, e);
+                        return None;
+                    }
+                }
+            }
+            (None, None) => return Some(None),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(v) => (field, v),
+            Err(e) => {
+                report.error(
+                    scope,
+                    &field,
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                return None;
+            }
+        }
+    };
+    let value = value.trim();
+    if value.is_empty() {
+        report.error(scope, &field, "the secret is empty");
+        return None;
+    }
+    Some(Some(Secret::new(value)))
 }

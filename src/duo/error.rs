@@ -46,6 +46,30 @@ impl DuoError {
         matches!(self, DuoError::Api { status: 400, .. })
     }
 
+    /// What to do about it, from the one table of Duo's codes; `None` when there is nothing
+    /// to add to the message.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            DuoError::Api { status, code, .. } => {
+                Some(hint(*status, *code)).filter(|h| !h.is_empty())
+            }
+            _ => None,
+        }
+    }
+
+    /// The message without the hint, for a report that shows the hint on a line of its own.
+    pub fn without_hint(&self) -> String {
+        match self {
+            DuoError::Api {
+                status,
+                code,
+                message,
+                detail,
+            } => api_summary(*status, *code, message, detail.as_deref()),
+            other => other.to_string(),
+        }
+    }
+
     /// Duo's 5-digit code, when it sent one.
     pub fn code(&self) -> Option<u32> {
         match self {
@@ -59,7 +83,7 @@ fn hint(status: u16, code: Option<u32>) -> &'static str {
     match (code, status) {
         (Some(40101), _) => "the request carried no credentials",
         (Some(40102), _) => "invalid integration key: check `ikey` against the Admin API application in the Duo Admin Panel",
-        (Some(40103), _) => "invalid signature: check the secret key (`skey`/`skey_file`) and that `api_hostname` is the application's own host",
+        (Some(40103), _) => "invalid signature: the secret key is wrong (check skey / skey_file / skey_credential), or `api_hostname` is not the application's own host",
         (Some(40105), _) => "request timestamp rejected: check this host's clock (NTP); Duo refuses requests whose Date is too far off",
         (Some(40301), _) | (None, 403) => "access forbidden: the Admin API application needs the \"Grant read log\" permission (or this log kind is not licensed for the account)",
         (Some(42901), _) | (None, 429) => "rate limited: Duo allows few log requests per minute; collection backs off and resumes",
@@ -71,6 +95,16 @@ fn hint(status: u16, code: Option<u32>) -> &'static str {
 }
 
 fn api_message(status: u16, code: Option<u32>, message: &str, detail: Option<&str>) -> String {
+    let mut s = api_summary(status, code, message, detail);
+    let h = hint(status, code);
+    if !h.is_empty() {
+        s.push_str(" — ");
+        s.push_str(h);
+    }
+    s
+}
+
+fn api_summary(status: u16, code: Option<u32>, message: &str, detail: Option<&str>) -> String {
     let mut s = format!("Duo API error HTTP {status}");
     if let Some(c) = code {
         s.push_str(&format!(" code {c}"));
@@ -80,11 +114,6 @@ fn api_message(status: u16, code: Option<u32>, message: &str, detail: Option<&st
     }
     if let Some(d) = detail.filter(|d| !d.is_empty()) {
         s.push_str(&format!(" ({d})"));
-    }
-    let h = hint(status, code);
-    if !h.is_empty() {
-        s.push_str(" — ");
-        s.push_str(h);
     }
     s
 }
@@ -105,7 +134,7 @@ pub fn from_response(status: u16, body: &[u8]) -> DuoError {
     let (code, message, detail) = match parsed {
         Some(b) => (
             b.code.and_then(|c| match c {
-                serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
+                serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
                 serde_json::Value::String(s) => s.parse().ok(),
                 _ => None,
             }),

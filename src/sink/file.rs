@@ -75,6 +75,31 @@ fn repair_torn_tail(file: &mut File) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Whether the file can be opened for appending (its directory created if need be), as the
+/// sink will; writes nothing.
+pub fn probe(path: &Path) -> Result<String, super::DriverError> {
+    const FIX: &str = "create the directory and give the service user write access (systemd: LogsDirectory= or ReadWritePaths=)";
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            super::DriverError::permanent(
+                format!("cannot create the directory of {}: {e}", path.display()),
+                FIX,
+            )
+        })?;
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map(|_| format!("{} is writable", path.display()))
+        .map_err(|e| {
+            super::DriverError::permanent(
+                format!("cannot open {} for appending: {e}", path.display()),
+                FIX,
+            )
+        })
+}
+
 impl FileSink {
     /// Opens without a state database: a crash can leave the page in flight written twice.
     pub fn open(path: &Path, mode: Option<u32>) -> std::io::Result<FileSink> {

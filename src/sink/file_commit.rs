@@ -239,11 +239,11 @@ mod tests {
 
     use tokio_util::sync::CancellationToken;
 
-    use crate::config::{SinkKind, SinkSettings};
     use crate::event::{Batch, Event, StreamId};
     use crate::logs::LogKind;
     use crate::normalize::Format;
-    use crate::sink::{deliver_all, Sink, SinkRetry};
+    use crate::sink::{deliver_all, Sink, SinkReporting, SinkRetry};
+    use crate::sink::{SinkKind, SinkSettings};
     use crate::state::{Checkpoint, State};
 
     struct Fixture {
@@ -282,7 +282,14 @@ mod tests {
                     mode: None,
                 },
             };
-            Arc::new(Sink::open_with_state(&settings, Some(self.state.clone())).unwrap())
+            Arc::new(Sink::open(&settings, self.reporting()).unwrap())
+        }
+
+        fn reporting(&self) -> SinkReporting {
+            SinkReporting {
+                state: self.state.clone(),
+                observer: Arc::new(crate::observe::Observer::new(1)),
+            }
         }
 
         /// Delivers events `ids` to `sinks`; commits the checkpoint (with the files) if asked.
@@ -462,8 +469,9 @@ mod tests {
         (url, accepted)
     }
 
-    fn http_sink(name: &str, url: &str) -> Arc<Sink> {
-        use crate::config::{Batching, HttpAuth, HttpFlavor, HttpSettings};
+    fn http_sink(fx: &Fixture, name: &str, url: &str) -> Arc<Sink> {
+        use crate::sink::config::{HttpAuth, HttpFlavor, HttpSettings};
+        use crate::sink::Batching;
         let settings = SinkSettings {
             name: name.into(),
             format: Format::Raw,
@@ -485,7 +493,7 @@ mod tests {
                 },
             }),
         };
-        Arc::new(Sink::open(&settings).unwrap())
+        Arc::new(Sink::open(&settings, fx.reporting()).unwrap())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,7 +504,10 @@ mod tests {
         let (other_url, other_accepted) = silent_server().await;
         // Page 1 holds the file's turn while its network sink does not answer.
         let first = {
-            let (fx, sinks) = (fx.clone(), vec![file.clone(), http_sink("slow", &slow_url)]);
+            let (fx, sinks) = (
+                fx.clone(),
+                vec![file.clone(), http_sink(&fx, "slow", &slow_url)],
+            );
             tokio::spawn(async move { fx.page(&sinks, &["a"], true).await })
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -511,7 +522,7 @@ mod tests {
         let second = {
             let (fx, sinks) = (
                 fx.clone(),
-                vec![file.clone(), http_sink("other", &other_url)],
+                vec![file.clone(), http_sink(&fx, "other", &other_url)],
             );
             tokio::spawn(async move { fx.page(&sinks, &["b"], true).await })
         };

@@ -17,8 +17,8 @@ use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
 };
 
-use super::{Failure, Rendered};
-use crate::config::{Batching, HttpAuth, HttpFlavor, HttpSettings};
+use super::config::{Batching, HttpAuth, HttpFlavor, HttpSettings};
+use super::{DriverError, Rendered};
 
 pub struct HttpSink {
     settings: HttpSettings,
@@ -72,19 +72,25 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 impl HttpSink {
-    pub fn open(settings: &HttpSettings) -> Result<HttpSink, String> {
+    pub fn open(settings: &HttpSettings) -> Result<HttpSink, DriverError> {
         let mut headers = HeaderMap::new();
         for (name, value) in &settings.headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
-            let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+            let bad = |e: &dyn std::fmt::Display| {
+                DriverError::permanent(format!("header {name:?}: {e}"), "fix `headers`")
+            };
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(&e))?;
+            let value = HeaderValue::from_str(value).map_err(|e| bad(&e))?;
             headers.insert(name, value);
         }
         let secret_header = |text: String| {
             let mut v = HeaderValue::from_str(&text).map_err(|_| {
-                "the token or password has characters not allowed in an HTTP header".to_string()
+                DriverError::permanent(
+                    "the token or password has characters not allowed in an HTTP header",
+                    "check the token or password file for stray characters",
+                )
             })?;
             v.set_sensitive(true);
-            Ok::<_, String>(v)
+            Ok::<_, DriverError>(v)
         };
         match &settings.auth {
             HttpAuth::None => {}
@@ -121,17 +127,23 @@ impl HttpSink {
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)));
         if let Some(path) = &settings.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?
-            {
+            let unusable = |e: &dyn std::fmt::Display| {
+                DriverError::permanent(
+                    format!("ca_file {}: {e}", path.display()),
+                    "point `ca_file` at a readable PEM file of CA certificates",
+                )
+            };
+            let pem = std::fs::read(path).map_err(|e| unusable(&e))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| unusable(&e))? {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let client = builder
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let client = builder.build().map_err(|e| {
+            DriverError::permanent(
+                format!("cannot build the HTTP client: {e}"),
+                "check ca_file and the system's TLS roots",
+            )
+        })?;
         Ok(HttpSink {
             settings: settings.clone(),
             client,
@@ -139,6 +151,22 @@ impl HttpSink {
                 .map(|h| h.trim().to_string())
                 .unwrap_or_default(),
         })
+    }
+
+    /// A GET of the URL with the sink's own client (its `ca_file`, timeout and headers): any
+    /// HTTP answer shows the receiver is reachable and its certificate trusted.
+    pub async fn probe(&self) -> Result<String, DriverError> {
+        let url = &self.settings.url;
+        match self.client.get(url.clone()).send().await {
+            Ok(response) => Ok(format!(
+                "{url} answered (HTTP {})",
+                response.status().as_u16()
+            )),
+            Err(e) => Err(DriverError::transient(format!(
+                "{url}: {}",
+                crate::duo::client::error_chain(&e)
+            ))),
+        }
     }
 
     pub fn limits(&self) -> (Batching, usize) {
@@ -199,7 +227,11 @@ impl HttpSink {
         out
     }
 
-    pub async fn send(&mut self, page: &Rendered<'_>, range: Range<usize>) -> Result<(), Failure> {
+    pub async fn send(
+        &mut self,
+        page: &Rendered<'_>,
+        range: Range<usize>,
+    ) -> Result<(), DriverError> {
         let key = piece_key(page.batch, range.clone());
         let mut body = self.body(page, range);
         if self.settings.gzip {
@@ -210,7 +242,7 @@ impl HttpSink {
             body = gz
                 .write_all(&body)
                 .and_then(|()| gz.finish())
-                .map_err(|e| Failure::transient(format!("gzip: {e}")))?;
+                .map_err(|e| DriverError::transient(format!("gzip: {e}")))?;
         }
         let url = &self.settings.url;
         let mut request = self.client.post(url.clone()).body(body);
@@ -226,13 +258,11 @@ impl HttpSink {
                     "failed"
                 };
                 // The error chain names the host and the cause; it never holds our headers.
-                let mut detail = format!("POST {} {what}: {e}", url.host_str().unwrap_or(""));
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    detail.push_str(&format!(": {s}"));
-                    source = s.source();
-                }
-                return Err(Failure::transient(detail));
+                return Err(DriverError::transient(format!(
+                    "POST {} {what}: {}",
+                    url.host_str().unwrap_or(""),
+                    crate::duo::client::error_chain(&e)
+                )));
             }
         };
         let status = response.status();
@@ -253,15 +283,7 @@ impl HttpSink {
         if !text.is_empty() {
             detail.push_str(&format!("; response: {text}"));
         }
-        let retryable = matches!(status.as_u16(), 408 | 429) || status.is_server_error();
-        Err(if retryable {
-            Failure {
-                retry_after: after,
-                ..Failure::transient(detail)
-            }
-        } else {
-            Failure::permanent(detail)
-        })
+        Err(classify(status.as_u16(), detail, after))
     }
 }
 
@@ -276,6 +298,25 @@ pub fn piece_key(batch: &crate::event::Batch<'_>, range: Range<usize>) -> String
         hash.update(event.event_id.as_bytes());
     }
     hex::encode(&hash.finalize()[..16])
+}
+
+/// Whether sending the same request again can succeed: 408, 429 and 5xx may (waiting
+/// `retry_after` if the server said so); any other status will not, and says what to fix.
+pub fn classify(status: u16, detail: String, retry_after: Option<Duration>) -> DriverError {
+    if matches!(status, 408 | 429) || (500..600).contains(&status) {
+        return DriverError::Transient {
+            detail,
+            retry_after,
+        };
+    }
+    let fix = match status {
+        401 => "the receiver refused the credentials: check the token (token_file / token_env / token_credential) or username and password",
+        403 => "the credentials are valid but not allowed to write here: grant them access on the receiver (for Splunk HEC, the token's allowed indexes), or change `url`",
+        404 | 405 => "the receiver has no such endpoint: check the path in `url`",
+        413 => "the request is larger than the receiver accepts: lower `batch_max_bytes` or `batch_max_events`",
+        _ => "the receiver refused the events as sent: check `flavor` and `format` against what it expects, and its logs",
+    };
+    DriverError::permanent(detail, fix)
 }
 
 /// What to do about a Splunk HEC error code.

@@ -9,10 +9,13 @@
 //! pieces are. A failed piece is retried (capped exponential backoff with jitter, honouring a
 //! server's Retry-After) without resending the pieces already acknowledged.
 
+pub mod config;
+mod error;
 mod file;
 mod file_commit;
 mod http;
 mod nats;
+mod probe;
 mod stdout;
 mod syslog;
 pub mod syslog_frame;
@@ -25,60 +28,19 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Batching, SinkKind, SinkSettings};
 use crate::event::Batch;
 use crate::normalize::Formatter;
 use crate::state::State;
+pub use config::{Batching, SinkKind, SinkSettings};
 
+pub use error::{DriverError, SinkError};
 pub use file::FileSink;
 pub use file_commit::PageReceipt;
 pub use http::HttpSink;
 pub use nats::NatsSink;
+pub use probe::{probe, Probe};
 pub use stdout::{closed as stdout_closed, is_closed as stdout_is_closed, StdoutSink};
 pub use syslog::SyslogSink;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("sink {sink:?}: {detail}")]
-    Io { sink: String, detail: String },
-    #[error("sink {sink:?}: permanent failure, not retried: {detail}")]
-    Permanent { sink: String, detail: String },
-    #[error("sink {sink:?}: gave up after {attempts} attempts: {last}")]
-    GaveUp {
-        sink: String,
-        attempts: u32,
-        last: String,
-    },
-    #[error("sink delivery cancelled by shutdown")]
-    Cancelled,
-}
-
-/// Why one piece was not acknowledged.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub detail: String,
-    /// Retrying the same bytes cannot succeed (e.g. HTTP 400): the page fails at once.
-    pub permanent: bool,
-    /// The server asked us to wait this long (HTTP Retry-After).
-    pub retry_after: Option<Duration>,
-}
-
-impl Failure {
-    pub fn transient(detail: impl Into<String>) -> Self {
-        Failure {
-            detail: detail.into(),
-            permanent: false,
-            retry_after: None,
-        }
-    }
-
-    pub fn permanent(detail: impl Into<String>) -> Self {
-        Failure {
-            permanent: true,
-            ..Failure::transient(detail)
-        }
-    }
-}
 
 /// The closed set of sink implementations.
 #[derive(Debug)]
@@ -100,11 +62,18 @@ pub struct Sink {
     /// and a fresh buffer per page costs page faults (the allocator returns such blocks to the
     /// kernel on free) and reallocation copies.
     spare: std::sync::Mutex<Vec<u8>>,
-    /// Where the delivery state (last success, failing since, last error) is recorded.
-    status: Option<State>,
+    reporting: SinkReporting,
+}
+
+/// Where a sink reports to while it delivers.
+#[derive(Debug, Clone)]
+pub struct SinkReporting {
+    /// Where the delivery state (last success, failing since, last error) and a file sink's
+    /// committed length are recorded.
+    pub state: State,
     /// Counts failed attempts, and tells the watchdog that a stream waiting for this sink is
     /// alive (backpressure is not a wedge).
-    observer: Option<Arc<crate::observe::Observer>>,
+    pub observer: Arc<crate::observe::Observer>,
 }
 
 /// How a failing sink is retried before the page is given up for this run.
@@ -201,47 +170,40 @@ pub fn pieces(lines: &[Range<usize>], overhead: usize, limits: Batching) -> Vec<
     out
 }
 
-fn io_error(sink: &str, detail: String) -> SinkError {
-    SinkError::Io {
+fn open_error(sink: &str) -> impl Fn(DriverError) -> SinkError + '_ {
+    move |error| SinkError::Open {
         sink: sink.to_string(),
-        detail,
+        error,
     }
 }
 
 impl Sink {
-    pub fn open(settings: &SinkSettings) -> Result<Sink, SinkError> {
-        Sink::open_with_state(settings, None)
-    }
-
-    /// Opens the sink, recording its delivery state (and a file's committed length) in `status`.
-    pub fn open_with_state(
-        settings: &SinkSettings,
-        status: Option<State>,
-    ) -> Result<Sink, SinkError> {
+    /// Opens the sink; it records its delivery state (and a file's committed length) and
+    /// counts its failures where `reporting` says.
+    pub fn open(settings: &SinkSettings, reporting: SinkReporting) -> Result<Sink, SinkError> {
         let name = &settings.name;
         let driver = match &settings.kind {
             SinkKind::File { path, mode } => Driver::File(
-                FileSink::open_committed(name, path, *mode, status.clone())
-                    .map_err(|e| io_error(name, format!("cannot open {}: {e}", path.display())))?,
+                FileSink::open_committed(name, path, *mode, Some(reporting.state.clone())).map_err(|e| {
+                    open_error(name)(DriverError::permanent(
+                        format!("cannot open {}: {e}", path.display()),
+                        "create its directory and give the service user write access (systemd: LogsDirectory= or ReadWritePaths=)",
+                    ))
+                })?,
             ),
             SinkKind::Stdout => Driver::Stdout(StdoutSink::new()),
             SinkKind::Syslog(s) => Driver::Syslog(Box::new(
-                SyslogSink::open(name, s).map_err(|e| io_error(name, e))?,
+                SyslogSink::open(name, s).map_err(open_error(name))?,
             )),
-            SinkKind::Http(s) => {
-                Driver::Http(Box::new(HttpSink::open(s).map_err(|e| io_error(name, e))?))
-            }
-            SinkKind::Nats(s) => {
-                Driver::Nats(Box::new(NatsSink::open(s).map_err(|e| io_error(name, e))?))
-            }
+            SinkKind::Http(s) => Driver::Http(Box::new(HttpSink::open(s).map_err(open_error(name))?)),
+            SinkKind::Nats(s) => Driver::Nats(Box::new(NatsSink::open(s).map_err(open_error(name))?)),
         };
         Ok(Sink {
             name: settings.name.clone(),
             formatter: Formatter::new(settings.format, settings.exclude_fields.clone()),
             driver: tokio::sync::Mutex::new(driver),
             spare: std::sync::Mutex::new(Vec::new()),
-            status,
-            observer: None,
+            reporting,
         })
     }
 
@@ -281,7 +243,7 @@ impl Sink {
     }
 
     /// Writes one piece of a page; returns once the destination has acknowledged it.
-    async fn send(&self, page: &Rendered<'_>, events: Range<usize>) -> Result<(), Failure> {
+    async fn send(&self, page: &Rendered<'_>, events: Range<usize>) -> Result<(), DriverError> {
         let mut driver = self.driver.lock().await;
         match &mut *driver {
             Driver::File(f) => {
@@ -289,16 +251,17 @@ impl Sink {
                 page.append_lines(events, &mut bytes);
                 f.write_durably(bytes)
                     .await
-                    .map_err(|e| Failure::transient(e.to_string()))
+                    .map_err(|e| DriverError::transient(e.to_string()))
             }
             Driver::Stdout(s) => s
                 .write_flushed(&page.newline_joined(events))
                 .await
                 .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::BrokenPipe => Failure::permanent(
+                    std::io::ErrorKind::BrokenPipe => DriverError::permanent(
                         "standard output was closed (EPIPE): its reader went away",
+                        "keep the reader of standard output running (or use a file sink)",
                     ),
-                    _ => Failure::transient(e.to_string()),
+                    _ => DriverError::transient(e.to_string()),
                 }),
             Driver::Syslog(s) => s.send(page, events).await,
             Driver::Http(s) => s.send(page, events).await,
@@ -342,32 +305,30 @@ impl Sink {
                 Err(f) => f,
             };
             failed += 1;
-            self.record_failure(&failure.detail);
-            if let Some(observer) = &self.observer {
-                observer.sink_error(&self.name);
-            }
-            if failure.permanent {
-                tracing::error!(sink = %self.name, stream = %batch.stream, error = %failure.detail, "sink refused the batch permanently; the checkpoint stays before it");
+            self.record_failure(&failure.to_string());
+            self.reporting.observer.sink_error(&self.name);
+            if failure.is_permanent() {
+                tracing::error!(sink = %self.name, stream = %batch.stream, error = %failure, "sink refused the batch permanently; the checkpoint stays before it");
                 return Err(SinkError::Permanent {
                     sink: self.name.clone(),
-                    detail: failure.detail,
+                    error: failure,
                 });
             }
             if retry.attempts.is_some_and(|max| failed >= max) {
                 return Err(SinkError::GaveUp {
                     sink: self.name.clone(),
                     attempts: failed,
-                    last: failure.detail,
+                    last: failure,
                 });
             }
-            let pause = match failure.retry_after {
+            let pause = match failure.retry_after() {
                 Some(after) => after.min(Duration::from_secs(300)),
                 None => retry.wait(wait),
             };
-            if let Some(observer) = &self.observer {
-                observer.waiting(&batch.stream.integration, pause);
-            }
-            tracing::warn!(sink = %self.name, stream = %batch.stream, attempt = failed, retry_in = ?pause, error = %failure.detail, "sink delivery failed; retrying (collection of this stream waits)");
+            self.reporting
+                .observer
+                .waiting(&batch.stream.integration, pause);
+            tracing::warn!(sink = %self.name, stream = %batch.stream, attempt = failed, retry_in = ?pause, error = %failure, "sink delivery failed; retrying (collection of this stream waits)");
             tokio::select! {
                 _ = cancel.cancelled() => return Err(SinkError::Cancelled),
                 _ = tokio::time::sleep(pause) => {}
@@ -379,19 +340,16 @@ impl Sink {
     }
 
     fn record_success(&self) {
-        if let Some(state) = &self.status {
-            if let Err(e) = state.record_sink_success(&self.name, crate::collector::now_ms()) {
-                tracing::warn!(sink = %self.name, error = %e, "cannot record the sink's delivery state");
-            }
+        let state = &self.reporting.state;
+        if let Err(e) = state.record_sink_success(&self.name, crate::collector::now_ms()) {
+            tracing::warn!(sink = %self.name, error = %e, "cannot record the sink's delivery state");
         }
     }
 
     fn record_failure(&self, error: &str) {
-        if let Some(state) = &self.status {
-            if let Err(e) = state.record_sink_failure(&self.name, crate::collector::now_ms(), error)
-            {
-                tracing::warn!(sink = %self.name, error = %e, "cannot record the sink's delivery state");
-            }
+        let state = &self.reporting.state;
+        if let Err(e) = state.record_sink_failure(&self.name, crate::collector::now_ms(), error) {
+            tracing::warn!(sink = %self.name, error = %e, "cannot record the sink's delivery state");
         }
     }
 }
@@ -404,35 +362,14 @@ pub struct SinkSet {
 
 impl SinkSet {
     /// Opens every sink; all failures are reported together.
-    pub fn open(settings: &[SinkSettings]) -> Result<SinkSet, Vec<SinkError>> {
-        SinkSet::open_recording(settings, None)
-    }
-
-    /// Opens every sink, recording each one's delivery state in `status` (for `status`).
-    /// Opens every sink, recording delivery state in `status` and counting attempts in
-    /// `observer`; all failures are reported together.
-    pub fn open_observed(
+    pub fn open(
         settings: &[SinkSettings],
-        status: Option<State>,
-        observer: Option<Arc<crate::observe::Observer>>,
-    ) -> Result<SinkSet, Vec<SinkError>> {
-        let mut set = SinkSet::open_recording(settings, status)?;
-        for sink in set.by_name.values_mut() {
-            if let Some(s) = Arc::get_mut(sink) {
-                s.observer = observer.clone();
-            }
-        }
-        Ok(set)
-    }
-
-    pub fn open_recording(
-        settings: &[SinkSettings],
-        status: Option<State>,
+        reporting: &SinkReporting,
     ) -> Result<SinkSet, Vec<SinkError>> {
         let mut by_name = HashMap::new();
         let mut errors = Vec::new();
         for s in settings {
-            match Sink::open_with_state(s, status.clone()) {
+            match Sink::open(s, reporting.clone()) {
                 Ok(sink) => {
                     by_name.insert(s.name.clone(), Arc::new(sink));
                 }

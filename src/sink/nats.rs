@@ -6,8 +6,8 @@ use std::ops::Range;
 
 use async_nats::jetstream;
 
-use super::{Failure, Rendered};
-use crate::config::{Batching, NatsAuth, NatsSettings};
+use super::config::{Batching, NatsAuth, NatsSettings};
+use super::{DriverError, Rendered};
 use crate::event::StreamId;
 
 pub struct NatsSink {
@@ -42,7 +42,7 @@ pub fn subject_filter(template: &str) -> String {
 }
 
 impl NatsSink {
-    pub fn open(settings: &NatsSettings) -> Result<NatsSink, String> {
+    pub fn open(settings: &NatsSettings) -> Result<NatsSink, DriverError> {
         if settings.tls_required || !settings.tls.is_empty() {
             // Fail at startup on unreadable certificates rather than at the first page.
             super::tls::client_config(&settings.tls)?;
@@ -57,7 +57,53 @@ impl NatsSink {
         (self.settings.batch, 64)
     }
 
-    async fn connect(&self) -> Result<jetstream::Context, String> {
+    /// Logs in as a delivery would and checks the stream; creates nothing (a stream that
+    /// `create_stream` would create is reported as such).
+    pub async fn probe(&self) -> Result<String, DriverError> {
+        let s = &self.settings;
+        let js = self.login().await?;
+        match js.get_stream(&s.stream).await {
+            Ok(_) => Ok(format!("{} accepted the login; stream {:?} exists", s.url, s.stream)),
+            Err(e) => match stream_error(&s.stream, &s.subject, &e) {
+                DriverError::Permanent { .. } if s.create_stream && is_not_found(&e) => Ok(format!(
+                    "{} accepted the login; stream {:?} does not exist yet and is created at the first delivery (create_stream = true)",
+                    s.url, s.stream
+                )),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn connect(&self) -> Result<jetstream::Context, DriverError> {
+        let s = &self.settings;
+        let js = self.login().await?;
+        if s.create_stream {
+            let config = jetstream::stream::Config {
+                name: s.stream.clone(),
+                subjects: vec![subject_filter(&s.subject)],
+                ..Default::default()
+            };
+            js.get_or_create_stream(config).await.map_err(|e| {
+                let detail = format!("cannot create JetStream stream {:?}: {e}", s.stream);
+                match e.kind() {
+                    // The server answered and refused this stream (its subjects overlap
+                    // another's, no permission, ...): the same request fails again.
+                    jetstream::context::CreateStreamErrorKind::JetStream(_) => DriverError::permanent(
+                        detail,
+                        "create the stream on the server yourself, or fix `stream` / `subject` so they do not clash with an existing stream",
+                    ),
+                    _ => DriverError::transient(detail),
+                }
+            })?;
+        } else {
+            js.get_stream(&s.stream)
+                .await
+                .map_err(|e| stream_error(&s.stream, &s.subject, &e))?;
+        }
+        Ok(js)
+    }
+
+    async fn login(&self) -> Result<jetstream::Context, DriverError> {
         let s = &self.settings;
         let mut options = async_nats::ConnectOptions::new()
             .name("duo-collector")
@@ -68,9 +114,12 @@ impl NatsSink {
             NatsAuth::UserPassword { username, password } => {
                 options.user_and_password(username.clone(), password.expose().to_string())
             }
-            NatsAuth::Credentials(c) => options
-                .credentials(c.expose())
-                .map_err(|e| format!("creds_file is not a valid NATS credentials file: {e}"))?,
+            NatsAuth::Credentials(c) => options.credentials(c.expose()).map_err(|e| {
+                DriverError::permanent(
+                    format!("creds_file is not a valid NATS credentials file: {e}"),
+                    "point creds_file at the .creds file `nsc generate creds` wrote",
+                )
+            })?,
         };
         if s.tls_required || !s.tls.is_empty() {
             options = options
@@ -80,33 +129,22 @@ impl NatsSink {
         let client = options
             .connect(s.url.as_str())
             .await
-            .map_err(|e| format!("cannot connect to NATS at {}: {e}", s.url))?;
-        let js = jetstream::ContextBuilder::new()
+            .map_err(|e| connect_error(&s.url, &e))?;
+        Ok(jetstream::ContextBuilder::new()
             .timeout(s.ack_timeout)
-            .build(client);
-        if s.create_stream {
-            let config = jetstream::stream::Config {
-                name: s.stream.clone(),
-                subjects: vec![subject_filter(&s.subject)],
-                ..Default::default()
-            };
-            js.get_or_create_stream(config)
-                .await
-                .map_err(|e| format!("cannot create JetStream stream {:?}: {e}", s.stream))?;
-        } else {
-            js.get_stream(&s.stream).await.map_err(|e| {
-                format!("JetStream stream {:?} is not available ({e}); create it with subjects {:?}, or set create_stream = true", s.stream, subject_filter(&s.subject))
-            })?;
-        }
-        Ok(js)
+            .build(client))
     }
 
-    pub async fn send(&mut self, page: &Rendered<'_>, range: Range<usize>) -> Result<(), Failure> {
+    pub async fn send(
+        &mut self,
+        page: &Rendered<'_>,
+        range: Range<usize>,
+    ) -> Result<(), DriverError> {
         if self.js.is_none() {
-            self.js = Some(self.connect().await.map_err(Failure::transient)?);
+            self.js = Some(self.connect().await?);
         }
         let Some(js) = &self.js else {
-            return Err(Failure::transient("not connected"));
+            return Err(DriverError::transient("not connected"));
         };
         let subject = subject(&self.settings.subject, page.batch.stream);
         // Publish the whole piece, then wait for every PubAck.
@@ -118,13 +156,13 @@ impl NatsSink {
             let ack = js
                 .publish_with_headers(subject.clone(), headers, payload)
                 .await
-                .map_err(|e| Failure::transient(format!("publish to {subject}: {e}")))?;
+                .map_err(|e| DriverError::transient(format!("publish to {subject}: {e}")))?;
             acks.push(ack);
         }
         let mut duplicates = 0;
         for ack in acks {
             let ack = ack.await.map_err(|e| {
-                Failure::transient(format!(
+                DriverError::transient(format!(
                     "no PubAck from stream {:?} on {subject}: {e}",
                     self.settings.stream
                 ))
@@ -135,6 +173,53 @@ impl NatsSink {
             tracing::info!(stream = %self.settings.stream, subject = %subject, duplicates, "JetStream dropped re-sent events (same Nats-Msg-Id)");
         }
         Ok(())
+    }
+}
+
+/// A refused login is permanent (the same credentials are refused again); a server that is
+/// down, unreachable or slow is transient.
+fn connect_error(url: &str, e: &async_nats::ConnectError) -> DriverError {
+    use async_nats::ConnectErrorKind;
+    let detail = format!("cannot connect to NATS at {url}: {e}");
+    match e.kind() {
+        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+            DriverError::permanent(
+                detail,
+                "the server refused the credentials: check token_file / token_env, username and password_file, or creds_file against the server's authorization",
+            )
+        }
+        ConnectErrorKind::ServerParse => {
+            DriverError::permanent(detail, "check `url`, e.g. \"nats://127.0.0.1:4222\"")
+        }
+        _ => DriverError::transient(detail),
+    }
+}
+
+fn is_not_found(e: &async_nats::jetstream::context::GetStreamError) -> bool {
+    matches!(e.kind(), async_nats::jetstream::context::GetStreamErrorKind::JetStream(js)
+        if js.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// A stream the server says does not exist is permanent; no answer is transient.
+fn stream_error(
+    stream: &str,
+    subject: &str,
+    e: &async_nats::jetstream::context::GetStreamError,
+) -> DriverError {
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    let detail = format!("JetStream stream {stream:?} is not available ({e})");
+    match e.kind() {
+        _ if is_not_found(e) => DriverError::permanent(
+            detail,
+            format!(
+                "create it with subjects {:?} (nats stream add), or set create_stream = true",
+                subject_filter(subject)
+            ),
+        ),
+        GetStreamErrorKind::InvalidStreamName | GetStreamErrorKind::EmptyName => {
+            DriverError::permanent(detail, "fix `stream`")
+        }
+        _ => DriverError::transient(detail),
     }
 }
 

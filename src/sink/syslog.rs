@@ -18,9 +18,9 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use super::config::{Batching, SyslogProtocol, SyslogSettings, SyslogTransport};
 use super::syslog_frame::{self, Header, SdElement};
-use super::{Failure, Rendered};
-use crate::config::{Batching, SyslogProtocol, SyslogSettings, SyslogTransport};
+use super::{DriverError, Rendered};
 
 /// The SD-ID of the element that carries the collector's metadata (32473 is the enterprise
 /// number RFC 5612 reserves for examples and documentation).
@@ -66,7 +66,7 @@ fn io_text(e: &std::io::Error) -> String {
 }
 
 impl SyslogSink {
-    pub fn open(name: &str, settings: &SyslogSettings) -> Result<SyslogSink, String> {
+    pub fn open(name: &str, settings: &SyslogSettings) -> Result<SyslogSink, DriverError> {
         let tls = match settings.transport {
             SyslogTransport::Tls => Some(TlsConnector::from(Arc::new(super::tls::client_config(
                 &settings.tls,
@@ -84,6 +84,32 @@ impl SyslogSink {
         })
     }
 
+    /// Connects as a delivery would (TCP, and the TLS handshake with the sink's certificates);
+    /// UDP has no handshake, so only the address is resolved.
+    pub async fn probe(&self) -> Result<super::Probe, DriverError> {
+        let address = &self.settings.address;
+        if self.settings.transport == SyslogTransport::Udp {
+            return match tokio::net::lookup_host(address.as_str()).await {
+                Ok(_) => Ok(super::Probe::Unverified {
+                    detail: format!(
+                        "{address} resolves; UDP has no handshake, so reachability cannot be tested"
+                    ),
+                    hint: "prefer transport = \"tcp\" or \"tls\" for delivery you can verify",
+                }),
+                Err(e) => Err(DriverError::permanent(
+                    format!("{address}: {e}"),
+                    "check the address",
+                )),
+            };
+        }
+        self.connect()
+            .await
+            .map(|_| {
+                super::Probe::Reached(format!("syslog receiver {address} accepts connections"))
+            })
+            .map_err(DriverError::transient)
+    }
+
     /// Batch limits, and the header bytes each message adds to its line.
     pub fn limits(&self) -> (Batching, usize) {
         (self.settings.batch, 200)
@@ -99,7 +125,7 @@ impl SyslogSink {
         let batch = page.batch;
         let event = &batch.events[i];
         let header = Header {
-            facility: self.settings.facility,
+            facility: self.settings.facility.code(),
             severity: crate::normalize::syslog_severity(batch.stream.log, event),
             timestamp_ms: Some(event.ts_ms),
             hostname: &self.hostname,
@@ -168,13 +194,18 @@ impl SyslogSink {
         Ok(conn)
     }
 
-    pub async fn send(&mut self, page: &Rendered<'_>, events: Range<usize>) -> Result<(), Failure> {
+    /// Every failure here is a connection or a write that may work again on a new connection.
+    pub async fn send(
+        &mut self,
+        page: &Rendered<'_>,
+        events: Range<usize>,
+    ) -> Result<(), DriverError> {
         let result = self.try_send(page, events).await;
         if result.is_err() {
             // Whatever state the connection is in, a retry starts on a fresh one.
             self.conn = None;
         }
-        result.map_err(Failure::transient)
+        result.map_err(DriverError::transient)
     }
 
     async fn try_send(&mut self, page: &Rendered<'_>, events: Range<usize>) -> Result<(), String> {

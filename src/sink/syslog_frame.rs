@@ -29,17 +29,6 @@ pub struct SdElement<'a> {
     pub params: &'a [(&'a str, &'a str)],
 }
 
-/// The facility names of RFC 5424 §6.2.1, by code.
-pub const FACILITIES: [&str; 24] = [
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
-    "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2", "local3", "local4",
-    "local5", "local6", "local7",
-];
-
-pub fn facility_code(name: &str) -> Option<u8> {
-    FACILITIES.iter().position(|f| *f == name).map(|i| i as u8)
-}
-
 pub fn pri(facility: u8, severity: u8) -> u16 {
     u16::from(facility.min(23)) * 8 + u16::from(severity.min(7))
 }
@@ -297,9 +286,6 @@ mod tests {
     fn pri_and_facility_names() {
         assert_eq!(pri(0, 0), 0);
         assert_eq!(pri(23, 7), 191);
-        assert_eq!(facility_code("local0"), Some(16));
-        assert_eq!(facility_code("auth"), Some(4));
-        assert_eq!(facility_code("nope"), None);
     }
 
     #[test]

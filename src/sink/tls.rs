@@ -6,11 +6,20 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
-use crate::config::TlsFiles;
+use super::config::TlsFiles;
 
 /// Server verification against `ca_file` (or the system's roots), plus an optional client
-/// certificate for mutual TLS.
-pub fn client_config(files: &TlsFiles) -> Result<ClientConfig, String> {
+/// certificate for mutual TLS. Nothing here gets better by trying again: permanent.
+pub fn client_config(files: &TlsFiles) -> Result<ClientConfig, super::DriverError> {
+    build(files).map_err(|detail| {
+        super::DriverError::permanent(
+            detail,
+            "check ca_file, cert_file and key_file (readable PEM files), or install ca-certificates",
+        )
+    })
+}
+
+fn build(files: &TlsFiles) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -2,6 +2,8 @@
 
 use crate::common::*;
 
+use std::sync::Arc;
+
 const AUTH_IKEY: &str = "DIAUTHAP1KEYAUTHAP1K";
 const AUTH_SKEY: &str = "authapisecretauthapisecretauthapisecret0";
 
@@ -202,4 +204,193 @@ async fn precise_failures() {
         "{keys}"
     );
     s.shutdown().await;
+}
+
+/// An HTTPS server with a certificate from the test's private CA: answers every request 200.
+async fn https_server(certs: &crate::sink_support::Certs) -> u16 {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let chain = CertificateDer::pem_file_iter(&certs.server_cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&certs.server_key).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// The HTTP sink is probed by its own driver, so its `ca_file` counts: a receiver whose
+/// certificate comes from a private CA passes (and fails without the `ca_file`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_sink_is_probed_with_its_own_ca_file() {
+    let sim = start_sim(sim(|_| {})).await;
+    let setup = Setup::new(&sim.base_url(), "");
+    let certs = crate::sink_support::make_certs(setup.dir.path());
+    let port = https_server(&certs).await;
+    let base = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("sinks = [\"local\"]\n", "sinks = [\"local\", \"web\"]\n");
+    let web = |ca: &str| {
+        format!(
+            "{base}\n[[sink]]\nname = \"web\"\ntype = \"http\"\nurl = \"https://localhost:{port}/ingest\"\nformat = \"raw\"\n{ca}"
+        )
+    };
+
+    let ca_line = format!("ca_file = {:?}\n", certs.ca.display().to_string());
+    std::fs::write(&setup.config, web(&ca_line)).unwrap();
+    let (code, report, text) = check(&setup).await;
+    let http = verdict(&report, "http sink");
+    assert_eq!(http["verdict"], "PASS", "{text}");
+    assert!(
+        http["detail"]
+            .as_str()
+            .unwrap()
+            .contains("answered (HTTP 200)"),
+        "{http}"
+    );
+    assert_eq!(code, Some(0), "{text}");
+
+    // The same receiver without the private CA: its certificate is not trusted.
+    std::fs::write(&setup.config, web("")).unwrap();
+    let (code, report, text) = check(&setup).await;
+    assert_eq!(verdict(&report, "http sink")["verdict"], "FAIL", "{text}");
+    assert_eq!(code, Some(1));
+    sim.shutdown().await;
+}
+
+/// A FAIL line carries one hint: Duo's message on the line, the fix for its code below it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_key_check_carries_one_hint() {
+    let sim = start_sim(sim(|_| {})).await;
+    let setup = Setup::new(&sim.base_url(), "");
+    std::fs::write(
+        setup.dir.path().join("corp.skey"),
+        "wrongwrongwrongwrongwrongwrongwrongwrong",
+    )
+    .unwrap();
+    let (code, report, text) = check(&setup).await;
+    assert_eq!(code, Some(1), "{text}");
+    let keys = verdict(&report, "Admin API keys");
+    let detail = keys["detail"].as_str().unwrap();
+    let hint = keys["hint"].as_str().unwrap();
+    assert!(
+        detail.contains("40103") && hint.contains("secret key"),
+        "{keys}"
+    );
+    assert!(
+        !detail.contains("secret key") && !detail.contains(" — "),
+        "the hint is not repeated in the detail: {detail}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim_start().starts_with("FAIL") {
+            let fixes = lines[i + 1..]
+                .iter()
+                .take_while(|l| !l.trim_start().starts_with(['P', 'W', 'F']))
+                .filter(|l| l.trim_start().starts_with("fix:"))
+                .count();
+            assert_eq!(fixes, 1, "one fix line per FAIL: {text}");
+            assert!(!line.contains(" — "), "one hint per FAIL line: {line}");
+        }
+    }
+    sim.shutdown().await;
+}
+
+/// The NATS sink is probed by logging in and looking up its stream, as a delivery would: a
+/// server that only accepts connections is not enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_sink_is_probed_with_its_credentials_and_stream() {
+    const TOKEN: &str = "nats-probe-token-71";
+    let sim = start_sim(sim(|_| {})).await;
+    let setup = Setup::new(&sim.base_url(), "");
+    let nats = crate::sink_support::NatsServer::start_with(
+        setup.dir.path(),
+        crate::sink_support::free_port(),
+        &["--auth", TOKEN],
+    )
+    .await;
+    let token_file = setup.dir.path().join("nats.token");
+    let base = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("sinks = [\"local\"]\n", "sinks = [\"local\", \"bus\"]\n");
+    let probe = |token: &str, stream_line: &str| {
+        std::fs::write(&token_file, token).unwrap();
+        set_mode(&token_file, 0o600);
+        let sink = format!(
+            "\n[[sink]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"{}\"\ntoken_file = {:?}\n{stream_line}\n",
+            nats.url(),
+            token_file.display().to_string()
+        );
+        std::fs::write(&setup.config, format!("{base}{sink}")).unwrap();
+        check(&setup)
+    };
+
+    let (code, report, text) = probe("wrong", "stream = \"DUO\"\ncreate_stream = true").await;
+    let bus = verdict(&report, "nats sink");
+    assert_eq!(bus["verdict"], "FAIL", "{text}");
+    assert!(
+        bus["hint"]
+            .as_str()
+            .unwrap()
+            .contains("refused the credentials"),
+        "{bus}"
+    );
+    assert_eq!(code, Some(1));
+
+    let (_, report, text) = probe(TOKEN, "stream = \"DUO\"").await;
+    let bus = verdict(&report, "nats sink");
+    assert_eq!(bus["verdict"], "FAIL", "{text}");
+    assert!(
+        bus["hint"]
+            .as_str()
+            .unwrap()
+            .contains("create_stream = true"),
+        "{bus}"
+    );
+
+    let (code, report, text) = probe(TOKEN, "stream = \"DUO\"\ncreate_stream = true").await;
+    let bus = verdict(&report, "nats sink");
+    assert_eq!(bus["verdict"], "PASS", "{text}");
+    assert!(
+        bus["detail"]
+            .as_str()
+            .unwrap()
+            .contains("created at the first delivery"),
+        "{bus}"
+    );
+    assert_eq!(code, Some(0), "{text}");
+    sim.shutdown().await;
 }

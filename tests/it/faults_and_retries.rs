@@ -4,9 +4,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::common::*;
-use duo_collector::config::Config;
 use duo_collector::daemon::{collect_once, Runtime, RuntimeOptions};
 use duo_collector::duo::RetryPolicy;
+use duo_collector::settings::Config;
 use duo_collector::simulator::{Fault, FaultRule};
 use duo_collector::state::RunOutcome;
 use tokio_util::sync::CancellationToken;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::common::*;
 use duo_collector::collector::IntegrationReport;
-use duo_collector::config::Config;
 use duo_collector::daemon::{collect_once, Runtime, RuntimeOptions};
+use duo_collector::settings::Config;
 use duo_collector::simulator::{
     AccountsConfig, ChildAccount, Fault, FaultRule, KindCounts, SimHandle,
 };

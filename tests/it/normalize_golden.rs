@@ -251,7 +251,7 @@ fn golden_every_kind_and_format() {
 fn ocsf_is_the_default_format() {
     assert_eq!(Format::default(), Format::Ocsf);
     assert_eq!(Formatter::default().format, Format::Ocsf);
-    let cfg = duo_collector::config::parse_config_str(
+    let cfg = duo_collector::settings::parse_config_str(
         "[[integration]]\nname=\"a\"\napi_hostname=\"api-1.duosecurity.com\"\nikey=\"DIXXXXXXXXXXXXXXXXXX\"\nskey=\"s\"\nsinks=[\"f\"]\n[[sink]]\nname=\"f\"\ntype=\"file\"\npath=\"/tmp/x.jsonl\"\n",
         "test",
         &duo_collector::config::Env::from_pairs(&[]),

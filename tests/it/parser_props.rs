@@ -3,11 +3,12 @@
 //! well-formed page keeps every record. The same entry points are fuzzed by `fuzz/run`.
 
 use duo_collector::collector::parse_children;
-use duo_collector::config::{parse_config_str, Env};
+use duo_collector::config::Env;
 use duo_collector::duo::error::from_response;
 use duo_collector::duo::DuoError;
 use duo_collector::logs::page::{parse, Page, PageError};
 use duo_collector::logs::LogKind;
+use duo_collector::settings::parse_config_str;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

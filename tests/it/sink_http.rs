@@ -232,7 +232,7 @@ async fn shutdown_while_a_sink_is_retried_commits_nothing() {
         &http_sink(dir.path(), &url, ""),
         "",
     );
-    let config = duo_collector::config::Config::load(&setup.config).unwrap();
+    let config = duo_collector::settings::Config::load(&setup.config).unwrap();
     let runtime = duo_collector::daemon::Runtime::build(&config, &options(None)).unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
     let stop = cancel.clone();
@@ -251,5 +251,62 @@ async fn shutdown_while_a_sink_is_retried_commits_nothing() {
         setup.checkpoint().is_none(),
         "a cancelled delivery commits nothing"
     );
+    sim.shutdown().await;
+}
+
+/// Under the service's policy (retry until delivered): 401, 403 and 400 end the run at the
+/// first answer, with what to fix; 503, 429 and 408 are retried until the receiver takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_are_permanent_with_the_fix_and_408_429_503_are_retried() {
+    let now = now_ms();
+    let sim = start_sim(sim_config(50, now - 3_600_000, now - 60_000)).await;
+    let until_delivered = |config: std::path::PathBuf| async move {
+        tokio::time::timeout(Duration::from_secs(30), collect(&config, &options(None)))
+            .await
+            .expect("the run ends: a permanent error is not retried forever")
+    };
+    for (status, fix) in [
+        (401, "fix: the receiver refused the credentials"),
+        (403, "fix: the credentials are valid but not allowed"),
+        (400, "fix: the receiver refused the events as sent"),
+    ] {
+        let hook = Hook::start(0, vec![(status, vec![], "no".into())]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let sink = http_sink(dir.path(), &hook.url(), "");
+        let setup = SinkSetup::new(&sim.base_url(), &["web"], &sink, "");
+        let report = until_delivered(setup.config.clone()).await;
+        assert_eq!(report.outcome, RunOutcome::Failed, "HTTP {status}");
+        let error = report.error.unwrap_or_default();
+        assert!(
+            error.contains(&format!("HTTP {status}")) && error.contains(fix),
+            "HTTP {status}: {error}"
+        );
+        assert_eq!(hook.requests().len(), 1, "HTTP {status} is not retried");
+        assert!(
+            setup.checkpoint().is_none(),
+            "HTTP {status}: checkpoint unmoved"
+        );
+        hook.stop().await;
+    }
+    for status in [503, 429, 408] {
+        let hook = Hook::start(0, vec![(status, vec![], "later".into())]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let sink = http_sink(dir.path(), &hook.url(), "");
+        let setup = SinkSetup::new(&sim.base_url(), &["web"], &sink, "");
+        let report = until_delivered(setup.config.clone()).await;
+        assert_eq!(
+            report.outcome,
+            RunOutcome::Ok,
+            "HTTP {status}: {:?}",
+            report.error
+        );
+        let statuses: Vec<u16> = hook.requests().iter().map(|r| r.status).collect();
+        assert_eq!(statuses[..2], [status, 200], "HTTP {status} is retried");
+        assert!(
+            setup.checkpoint().is_some(),
+            "HTTP {status}: delivered and committed"
+        );
+        hook.stop().await;
+    }
     sim.shutdown().await;
 }

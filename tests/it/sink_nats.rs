@@ -141,3 +141,79 @@ async fn an_unreachable_server_blocks_the_checkpoint_then_recovery_delivers_ever
     check_stream(&stream_contents(&nats.url()).await, &expected_ids(&handle));
     sim.shutdown().await;
 }
+
+/// The service's policy (retry until delivered) with a bound: a permanent error must end the
+/// run long before it.
+async fn collect_until_delivered(
+    config: &std::path::Path,
+) -> duo_collector::collector::StreamReport {
+    tokio::time::timeout(Duration::from_secs(30), collect(config, &options(None)))
+        .await
+        .expect("a permanent sink error ends the run instead of being retried forever")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_fail_the_run_at_once_with_the_fix() {
+    const TOKEN: &str = "right-token-4f1c";
+    let now = now_ms();
+    let sim = start_sim(sim_config(600, now - 3_600_000, now - 60_000)).await;
+    let peer_dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start_with(peer_dir.path(), free_port(), &["--auth", TOKEN]).await;
+    let token_file = peer_dir.path().join("token");
+    let sink = |token: &str| {
+        std::fs::write(&token_file, token).unwrap();
+        set_mode(&token_file, 0o600);
+        format!(
+            "{}token_file = {:?}\n",
+            nats_sink(&nats.url()),
+            token_file.display().to_string()
+        )
+    };
+
+    let wrong = SinkSetup::new(&sim.base_url(), &["bus"], &sink("wrong-token"), "");
+    let report = collect_until_delivered(&wrong.config).await;
+    assert_eq!(report.outcome, RunOutcome::Failed);
+    let error = report.error.unwrap_or_default();
+    assert!(
+        error.contains("permanent") && error.contains("authorization violation"),
+        "{error}"
+    );
+    assert!(
+        error.contains("fix: the server refused the credentials"),
+        "{error}"
+    );
+    assert!(!error.contains("wrong-token"), "{error}");
+    assert!(
+        wrong.checkpoint().is_none(),
+        "nothing delivered, nothing committed"
+    );
+
+    // The same server with its token: delivered, so the failure above was the credentials.
+    let right = SinkSetup::new(&sim.base_url(), &["bus"], &sink(TOKEN), "");
+    let report = collect_until_delivered(&right.config).await;
+    assert_eq!(report.outcome, RunOutcome::Ok, "{:?}", report.error);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_does_not_exist_fails_the_run_at_once_with_the_fix() {
+    let now = now_ms();
+    let sim = start_sim(sim_config(600, now - 3_600_000, now - 60_000)).await;
+    let peer_dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(peer_dir.path(), free_port()).await;
+    let sink = nats_sink(&nats.url()).replace("create_stream = true", "create_stream = false");
+    let setup = SinkSetup::new(&sim.base_url(), &["bus"], &sink, "");
+    let report = collect_until_delivered(&setup.config).await;
+    assert_eq!(report.outcome, RunOutcome::Failed);
+    let error = report.error.unwrap_or_default();
+    assert!(
+        error.contains("permanent") && error.contains("JetStream stream \"DUO\" is not available"),
+        "{error}"
+    );
+    assert!(
+        error.contains("fix: create it with subjects") && error.contains("create_stream = true"),
+        "{error}"
+    );
+    assert!(setup.checkpoint().is_none());
+    sim.shutdown().await;
+}

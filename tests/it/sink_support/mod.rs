@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use duo_collector::config::Config;
 use duo_collector::daemon::{collect_once, Runtime, RuntimeOptions};
 use duo_collector::duo::RetryPolicy;
 use duo_collector::event::StreamId;
 use duo_collector::logs::LogKind;
+use duo_collector::settings::Config;
 use duo_collector::sink::SinkRetry;
 use duo_collector::state::{Checkpoint, State};
 use tokio_util::sync::CancellationToken;
@@ -260,13 +260,19 @@ pub struct NatsServer {
 
 impl NatsServer {
     pub async fn start(dir: &Path, port: u16) -> NatsServer {
+        NatsServer::start_with(dir, port, &[]).await
+    }
+
+    /// With more command-line options, e.g. `["--auth", TOKEN]`.
+    pub async fn start_with(dir: &Path, port: u16, extra: &[&str]) -> NatsServer {
         let bin = require_binary("nats-server", "nats-server");
         let store = dir.join("jetstream");
         std::fs::create_dir_all(&store).unwrap();
         let peer = Peer::spawn(
             Command::new(bin)
                 .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-                .arg(&store),
+                .arg(&store)
+                .args(extra),
             dir.join(format!("nats-{port}.log")),
         );
         wait_for_tcp(port, "nats-server").await;

@@ -1,20 +1,15 @@
-use super::super::validate::Env;
-use super::super::{parse_config_str, Config, ConfigError, SinkKind};
-use super::*;
+//! Each sink type's settings, validated through the whole config (the assembly point).
+
+use crate::config::{ConfigError, Env};
+use crate::settings::{parse_config_str, Config};
+use crate::sink::config::*;
 
 const TOKEN: &str = "hec-token-0f9e8d7c6b5a";
 
 fn parse(sinks: &str, dir: &std::path::Path) -> Result<Config, ConfigError> {
     let text = format!(
-        r#"
-[[integration]]
-name = "corp"
-api_hostname = "api-abcd1234.duosecurity.com"
-ikey = "DIWJ8X6AEYOR5OMC6TQ1"
-skey_env = "DUO_SKEY"
-sinks = ["out"]
-{sinks}
-"#
+        "{}{sinks}",
+        crate::settings::tests::corp_integration("[\"out\"]", "")
     );
     let token_file = dir.join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
@@ -60,7 +55,7 @@ token_env = "NATS_TOKEN"
     };
     assert_eq!(s.transport, SyslogTransport::Tcp);
     assert_eq!(
-        (s.facility, s.app_name.as_str(), s.host.as_str()),
+        (s.facility.code(), s.app_name.as_str(), s.host.as_str()),
         (16, "duo-collector", "siem.example.com")
     );
     assert_eq!(
@@ -226,18 +221,55 @@ password_file = "TOKEN_FILE"
     );
 }
 
-/// The accepted keys (`raw::SINK_KEYS`) and the per-type field lists are written out twice;
-/// they must describe the same set, or a key would be accepted and then ignored (or refused).
+/// Every key a type's table holds is read by that type's validator: none is accepted and
+/// then ignored; and a key of another type is refused with the fix.
 #[test]
-fn sink_keys_are_exactly_the_common_keys_plus_every_type_s_fields() {
-    use std::collections::BTreeSet;
-    let common = ["name", "type", "format", "exclude_fields"];
-    let mut per_type: BTreeSet<&str> = common.into_iter().collect();
-    for kind in ["file", "stdout", "syslog", "http", "nats"] {
-        per_type.extend(fields_for(kind).iter().copied());
+fn every_key_in_a_type_s_table_is_read_by_its_validator() {
+    let env = Env::from_pairs(&[("X", "secret")]);
+    for sink_type in TYPES {
+        let mut table = toml::Table::new();
+        for name in sink_type.key_names() {
+            let value = match sink_type.key(name).map(|k| k.kind) {
+                Some(Kind::Flag) => toml::Value::Boolean(true),
+                Some(Kind::Count) => toml::Value::Integer(1),
+                Some(Kind::TextList) => toml::Value::Array(vec!["x".into()]),
+                Some(Kind::TextTable) => {
+                    toml::Value::Table([("X-A".to_string(), "x".into())].into_iter().collect())
+                }
+                _ => toml::Value::String("x".into()),
+            };
+            table.insert(name.to_string(), value);
+        }
+        let raw = Fragment::new(&table, Some(sink_type));
+        let mut report = crate::config::Report::default();
+        assert!(raw.check(&mut report, "sink"), "{:?}", report.problems);
+        let _ = (sink_type.validate)(&mut report, &env, "sink", &raw);
+        assert!(
+            raw.unread().is_empty(),
+            "{} sink: keys in the table but never read: {:?}",
+            sink_type.name,
+            raw.unread()
+        );
     }
-    let accepted: BTreeSet<&str> = super::super::raw::SINK_KEYS.iter().copied().collect();
-    assert_eq!(accepted, per_type);
+    let err = parse(
+        "[[sink]]\nname = \"out\"\ntype = \"file\"\npath = \"/tmp/x\"\nstream = \"DUO\"\ncolour = 1\n",
+        tempfile::tempdir().unwrap().path(),
+    )
+    .unwrap_err();
+    assert!(
+        err.problems
+            .iter()
+            .any(|p| p.contains("field `stream`: not used by a file sink")),
+        "{:?}",
+        err.problems
+    );
+    assert!(
+        err.problems
+            .iter()
+            .any(|p| p.contains("unknown key `colour`") && p.contains("batch_max_bytes")),
+        "{:?}",
+        err.problems
+    );
 }
 
 #[test]
@@ -300,4 +332,36 @@ fn two_file_sinks_cannot_share_a_path() {
         file("copy", "/var/log/duo/b.jsonl")
     );
     parse(&apart, dir.path()).unwrap();
+}
+
+/// The README's section on each sink type shows every key of that type's table.
+#[test]
+fn the_readme_shows_every_key_of_each_sink_type() {
+    let readme = include_str!("../../README.md");
+    let section = |heading: &str| {
+        let start = readme
+            .find(heading)
+            .unwrap_or_else(|| panic!("README has no {heading:?}"));
+        let rest = &readme[start + heading.len()..];
+        &rest[..rest.find("\n### ").unwrap_or(rest.len())]
+    };
+    let mut missing = Vec::new();
+    for (sink_type, heading) in [
+        ("syslog", "### syslog"),
+        ("http", "### HTTP"),
+        ("nats", "### NATS"),
+    ] {
+        let text = section(heading);
+        let keys = TYPES.iter().find(|t| t.name == sink_type).unwrap();
+        for key in keys.key_names() {
+            let shown = text.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l.starts_with(&format!("{key} =")) || l.contains(&format!("`{key}`"))
+            });
+            if !shown {
+                missing.push(format!("{sink_type}.{key}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "README lacks {missing:?}");
 }

@@ -1,7 +1,14 @@
 use std::os::unix::fs::PermissionsExt;
 
-use super::validate::Env;
+use std::path::PathBuf;
+use std::time::Duration;
+
 use super::*;
+use crate::config::{
+    ConfigError, Env, LogFormat, DEFAULT_REQUESTS_PER_MINUTE, DEFAULT_STATE_DIR, MAX_LOOKBACK,
+};
+use crate::duo::sign::SigVersion;
+use crate::logs::LogKind;
 
 const SECRET: &str = "s3cr3t-Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk";
 
@@ -9,7 +16,9 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
     parse_config_str(text, "test.toml", &Env::from_pairs(&[("DUO_SKEY", SECRET)]))
 }
 
-fn valid_integration(extra: &str) -> String {
+/// A valid integration "corp" (secret key from `DUO_SKEY`) sending to the sinks `sinks`
+/// names, with `extra` keys.
+pub(crate) fn corp_integration(sinks: &str, extra: &str) -> String {
     format!(
         r#"
 [[integration]]
@@ -17,14 +26,21 @@ name = "corp"
 api_hostname = "api-abcd1234.duosecurity.com"
 ikey = "DIWJ8X6AEYOR5OMC6TQ1"
 skey_env = "DUO_SKEY"
-sinks = ["local"]
+sinks = {sinks}
 {extra}
+"#
+    )
+}
 
+fn valid_integration(extra: &str) -> String {
+    format!(
+        r#"{}
 [[sink]]
 name = "local"
 type = "file"
 path = "/tmp/x.jsonl"
-"#
+"#,
+        corp_integration("[\"local\"]", extra)
     )
 }
 
@@ -51,9 +67,9 @@ fn minimal_config_gets_defaults() {
     assert_eq!(i.logs, LogKind::ALL.to_vec());
     assert!(!i.logs_explicit && !i.accounts_api);
     assert_eq!(i.max_in_flight, 4);
-    assert_eq!(i.requests_per_minute, super::DEFAULT_REQUESTS_PER_MINUTE);
+    assert_eq!(i.requests_per_minute, DEFAULT_REQUESTS_PER_MINUTE);
     assert_eq!(i.account_refresh, Duration::from_secs(3600));
-    assert_eq!(i.schedule, "0 */5 * * * *");
+    assert_eq!(i.schedule.as_str(), "0 */5 * * * *");
     assert_eq!(i.initial_lookback, Duration::from_secs(86_400));
     assert_eq!(i.delay, Duration::from_secs(120));
     assert_eq!(i.signature, SigVersion::V5);
@@ -439,10 +455,10 @@ fn a_readable_config_with_proxy_credentials_is_warned_about() {
 fn the_example_config_shows_every_accepted_key() {
     let example = include_str!("../../config.toml.example");
     let mut missing = Vec::new();
-    for key in super::raw::COLLECTOR_KEYS
+    for key in crate::config::COLLECTOR_KEYS
         .iter()
-        .chain(super::raw::INTEGRATION_KEYS)
-        .chain(super::raw::SINK_KEYS)
+        .chain(crate::config::INTEGRATION_KEYS)
+        .chain(&crate::sink::config::accepted_keys())
     {
         let shown = example
             .lines()
@@ -453,4 +469,67 @@ fn the_example_config_shows_every_accepted_key() {
         }
     }
     assert!(missing.is_empty(), "config.toml.example lacks {missing:?}");
+}
+
+#[test]
+fn auth_api_secret_keys_are_read_like_skey() {
+    let from_env = parse(&valid_integration(
+        "auth_ikey = \"DIAUTHAUTHAUTHAUTH01\"\nauth_skey_env = \"DUO_SKEY\"",
+    ))
+    .unwrap();
+    let keys = from_env.integrations[0].auth_api.as_ref().unwrap();
+    assert_eq!(
+        (keys.ikey.as_str(), keys.skey.expose()),
+        ("DIAUTHAUTHAUTHAUTH01", SECRET)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("corp-auth.skey"), SECRET).unwrap();
+    let env = Env::from_pairs(&[("DUO_SKEY", SECRET)])
+        .with_credentials_directory(Some(dir.path().to_path_buf()));
+    let text = valid_integration(
+        "auth_ikey = \"DIAUTHAUTHAUTHAUTH01\"\nauth_skey_credential = \"corp-auth.skey\"",
+    );
+    let from_credential = parse_config_str(&text, "test.toml", &env).unwrap();
+    let keys = from_credential.integrations[0].auth_api.as_ref().unwrap();
+    assert_eq!(keys.skey.expose(), SECRET);
+
+    assert_problem(
+        &valid_integration(
+            "auth_ikey = \"DIAUTHAUTHAUTHAUTH01\"\nauth_skey_file = \"/nonexistent/auth.skey\"",
+        ),
+        &[
+            "field `auth_skey_file`",
+            "cannot read /nonexistent/auth.skey",
+        ],
+    );
+    assert_problem(
+        &valid_integration("auth_ikey = \"DIAUTHAUTHAUTHAUTH01\"\nauth_skey_env = \"DUO_SKEY\"\nauth_skey_file = \"/x\""),
+        &["field `auth_skey`", "set exactly one of `auth_skey_file`"],
+    );
+    assert_problem(
+        &valid_integration("auth_skey_env = \"DUO_SKEY\""),
+        &["field `auth_ikey`", "need both"],
+    );
+}
+
+#[test]
+fn log_format_and_schedule_are_typed() {
+    let c = parse(&format!(
+        "[collector]\nlog_format = \"json\"\n{}",
+        valid_integration("schedule = \"*/10 * * * * *\"")
+    ))
+    .unwrap();
+    assert_eq!(c.collector.log_format, Some(LogFormat::Json));
+    assert_eq!(c.integrations[0].schedule.as_str(), "*/10 * * * * *");
+    assert_problem(
+        &format!(
+            "[collector]\nlog_format = \"xml\"\n{}",
+            valid_integration("")
+        ),
+        &[
+            "[collector]: field `log_format`",
+            "use \"text\" or \"json\"",
+        ],
+    );
 }
