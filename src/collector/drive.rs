@@ -88,7 +88,7 @@ pub(super) async fn drain(
                 .await?;
                 drop(permit);
                 tracing::debug!(integration = %stream.integration, account = account(target), log = %stream.log, events = count,
-                    cursor = delivery.checkpoint.cursor.as_deref().unwrap_or("-"), finished = delivery.finished, "page committed");
+                    cursor = %delivery.checkpoint.cursor().map_or_else(|| "-".to_string(), ToString::to_string), finished = delivery.finished, "page committed");
             }
             Err(e) if e.is_refused() => {
                 let restart = pager.on_refused(&e.to_string(), rt.duo_clock.now_ms());

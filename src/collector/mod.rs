@@ -14,19 +14,17 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::SystemClock;
+use crate::clock::{now_ms, SystemClock};
 use crate::config::Integration;
 use crate::duo::{DuoClient, DuoClock, DuoError, RetryPolicy};
 use crate::event::{Batch, Event, StreamId};
-use crate::observe::Observer;
+use crate::observe::{CommittedPage, Observer};
 use crate::pacing::Pacers;
 use crate::pager::PagerError;
 use crate::sink::{deliver_all, PageReceipt, Sink, SinkError, SinkRetry, SinkSet};
 use crate::state::{Checkpoint, RunOutcome, State, StateError};
 
 pub use accounts::{parse_children, ChildAccount, ACCOUNT_LIST_PATH};
-
-pub use crate::clock::now_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
@@ -338,21 +336,23 @@ async fn deliver_and_commit(
         &receipt.files(),
     )?;
     receipt.committed();
-    let position = crate::status::position_ms(cp);
-    let lag_seconds = crate::status::lag_ms(
+    let position_ms = cp.position_ms();
+    let lag_ms = crate::checkpoint::lag_ms(
         rt.duo_clock.now_ms(),
         rt.settings.delay.as_millis() as i64,
-        position,
-    ) / 1000;
+        position_ms,
+    );
     let sink_names: Vec<String> = rt.sinks.iter().map(|s| s.name.clone()).collect();
-    rt.observer
-        .page_committed(&target.stream, events.len(), &sink_names, position);
-    crate::service::status(&format!(
-        "collecting {}: {} behind, {} events this run",
-        target.stream,
-        crate::human::duration_secs(lag_seconds),
-        progress.events + events.len() as u64
-    ));
+    rt.observer.page_committed(
+        &CommittedPage {
+            stream: &target.stream,
+            events: events.len(),
+            position_ms,
+            duo_lag_ms: lag_ms,
+            run_events: progress.events + events.len() as u64,
+        },
+        &sink_names,
+    );
     progress.pages += 1;
     progress.events += events.len() as u64;
     Ok(())

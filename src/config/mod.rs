@@ -13,11 +13,11 @@ mod validate;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::duo::sign::SigVersion;
-use crate::duo::ProxySetting;
-use crate::logs::LogKind;
+use crate::log_kind::LogKind;
 use crate::normalize::Format;
+use crate::proxy_setting::ProxySetting;
 use crate::secret::Secret;
+use crate::sig_version::SigVersion;
 
 pub use credentials::{UNIT_CREDENTIALS_DIR, UNIT_CREDENTIAL_ID};
 pub use sinks::{

@@ -368,10 +368,13 @@ fn proxy_key_is_validated_and_its_credentials_stay_hidden() {
     let c = parse(&valid_integration("")).unwrap();
     assert_eq!(
         c.integrations[0].proxy,
-        crate::duo::ProxySetting::FromEnvironment
+        crate::proxy_setting::ProxySetting::FromEnvironment
     );
     let c = parse(&valid_integration("proxy = \"none\"")).unwrap();
-    assert_eq!(c.integrations[0].proxy, crate::duo::ProxySetting::Disabled);
+    assert_eq!(
+        c.integrations[0].proxy,
+        crate::proxy_setting::ProxySetting::Disabled
+    );
 
     let c = parse(&valid_integration(&format!(
         "proxy = \"http://svc-duo:{SECRET}@proxy.corp:3128\""
@@ -379,7 +382,7 @@ fn proxy_key_is_validated_and_its_credentials_stay_hidden() {
     .unwrap();
     assert!(matches!(
         &c.integrations[0].proxy,
-        crate::duo::ProxySetting::Explicit(url) if url.has_credentials()
+        crate::proxy_setting::ProxySetting::Explicit(url) if url.has_credentials()
     ));
     assert!(!format!("{c:?}").contains(SECRET));
     assert!(format!("{c:?}").contains("http://***@proxy.corp:3128"));

@@ -13,9 +13,9 @@ use super::{
     CollectorSettings, Config, ConfigError, Integration, DEFAULT_REQUESTS_PER_MINUTE,
     DEFAULT_STATE_DIR, MAX_LOOKBACK,
 };
-use crate::duo::sign::SigVersion;
-use crate::logs::LogKind;
+use crate::log_kind::LogKind;
 use crate::pacing::rate::MIN_RATE_PER_MINUTE;
+use crate::sig_version::SigVersion;
 
 pub const DEFAULT_SCHEDULE: &str = "0 */5 * * * *";
 const DEFAULT_LOOKBACK: Duration = Duration::from_secs(86_400);

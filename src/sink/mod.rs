@@ -380,7 +380,7 @@ impl Sink {
 
     fn record_success(&self) {
         if let Some(state) = &self.status {
-            if let Err(e) = state.record_sink_success(&self.name, crate::collector::now_ms()) {
+            if let Err(e) = state.record_sink_success(&self.name, crate::clock::now_ms()) {
                 tracing::warn!(sink = %self.name, error = %e, "cannot record the sink's delivery state");
             }
         }
@@ -388,8 +388,7 @@ impl Sink {
 
     fn record_failure(&self, error: &str) {
         if let Some(state) = &self.status {
-            if let Err(e) = state.record_sink_failure(&self.name, crate::collector::now_ms(), error)
-            {
+            if let Err(e) = state.record_sink_failure(&self.name, crate::clock::now_ms(), error) {
                 tracing::warn!(sink = %self.name, error = %e, "cannot record the sink's delivery state");
             }
         }

@@ -16,6 +16,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::event::StreamId;
 use crate::logs::LogKind;
 
+pub use crate::checkpoint::{Checkpoint, Cursor, V1Checkpoint, WindowedCheckpoint};
+
 pub use files::FileMark;
 pub use pacing::{ClockStatus, PaceStatus};
 pub use sinks::SinkStatus;
@@ -38,21 +40,6 @@ pub enum StateError {
     Corrupt { stream: String, detail: String },
 }
 
-/// Where a stream resumes.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct Checkpoint {
-    /// The start of the next window, epoch ms (v1 kinds: a whole second, in ms).
-    pub mintime_ms: i64,
-    /// The end of the window being paged through, if a window is open.
-    pub window_max_ms: Option<i64>,
-    /// The endpoint's own cursor inside the open window.
-    pub cursor: Option<String>,
-    /// v1 kinds: fingerprints of the events already delivered at `mintime_ms`'s second.
-    pub seen: Vec<String>,
-    /// The newest event time delivered so far.
-    pub newest_event_ms: Option<i64>,
-}
-
 /// One row of `status`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StreamStatus {
@@ -71,12 +58,18 @@ pub struct RunRecord {
     pub ended_ms: Option<i64>,
     pub pages: i64,
     pub events: i64,
-    pub outcome: String,
+    /// `None` while the run has not ended (or its process died before ending it: see
+    /// [`State::close_abandoned_runs`]).
+    pub outcome: Option<RunOutcome>,
     pub error: Option<String>,
 }
 
+/// What `runs.outcome` holds for a run that has not ended.
+const RUNNING: &str = "running";
+
 /// Outcome of a run, as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
     Ok,
     Failed,
@@ -93,6 +86,33 @@ impl RunOutcome {
             RunOutcome::Interrupted => "interrupted",
             RunOutcome::NotPermitted => "not_permitted",
         }
+    }
+
+    const ALL: [RunOutcome; 4] = [
+        RunOutcome::Ok,
+        RunOutcome::Failed,
+        RunOutcome::Interrupted,
+        RunOutcome::NotPermitted,
+    ];
+
+    /// The stored text back; `None` for text no build of this program writes.
+    pub fn from_stored(text: &str) -> Option<RunOutcome> {
+        RunOutcome::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+}
+
+impl rusqlite::types::ToSql for RunOutcome {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for RunOutcome {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        RunOutcome::from_stored(text).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(format!("unknown run outcome {text:?}").into())
+        })
     }
 }
 
@@ -165,8 +185,8 @@ impl State {
     pub fn begin_run(&self, stream: &StreamId, now_ms: i64) -> Result<i64, StateError> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO runs(integration, account_id, log, started_ms, pages, events, outcome) VALUES (?1, ?2, ?3, ?4, 0, 0, 'running')",
-                params![stream.integration, account_key(stream), stream.log.as_str(), now_ms],
+                "INSERT INTO runs(integration, account_id, log, started_ms, pages, events, outcome) VALUES (?1, ?2, ?3, ?4, 0, 0, ?5)",
+                params![stream.integration, account_key(stream), stream.log.as_str(), now_ms, RUNNING],
             )?;
             Ok(c.last_insert_rowid())
         })
@@ -195,27 +215,22 @@ impl State {
         now_ms: i64,
         files: &[FileMark],
     ) -> Result<(), StateError> {
-        let seen = serde_json::to_string(&checkpoint.seen).unwrap_or_else(|_| "[]".into());
+        let stored = schema::encode_checkpoint(checkpoint);
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT INTO checkpoints(integration, account_id, log, mintime_ms, window_max_ms, cursor, seen, newest_event_ms, events_total, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                "INSERT INTO checkpoints(integration, account_id, log, format, checkpoint, events_total, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(integration, account_id, log) DO UPDATE SET
-                   mintime_ms = excluded.mintime_ms, window_max_ms = excluded.window_max_ms,
-                   cursor = excluded.cursor, seen = excluded.seen,
-                   newest_event_ms = excluded.newest_event_ms,
+                   format = excluded.format, checkpoint = excluded.checkpoint,
                    events_total = checkpoints.events_total + excluded.events_total,
                    updated_ms = excluded.updated_ms",
                 params![
                     stream.integration,
                     account_key(stream),
                     stream.log.as_str(),
-                    checkpoint.mintime_ms,
-                    checkpoint.window_max_ms,
-                    checkpoint.cursor,
-                    seen,
-                    checkpoint.newest_event_ms,
+                    schema::CHECKPOINT_FORMAT,
+                    stored?,
                     events as i64,
                     now_ms
                 ],
@@ -242,7 +257,7 @@ impl State {
             let tx = c.transaction()?;
             tx.execute(
                 "UPDATE runs SET ended_ms = ?2, outcome = ?3, error = ?4 WHERE id = ?1",
-                params![run_id, now_ms, outcome.as_str(), error],
+                params![run_id, now_ms, outcome, error],
             )?;
             tx.execute(
                 "DELETE FROM runs WHERE integration = ?1 AND account_id = ?2 AND log = ?3 AND id NOT IN
@@ -295,7 +310,10 @@ impl State {
                                 ended_ms: r.get(1)?,
                                 pages: r.get(2)?,
                                 events: r.get(3)?,
-                                outcome: r.get(4)?,
+                                outcome: match r.get_ref(4)?.as_str()? {
+                                    RUNNING => None,
+                                    _ => Some(r.get(4)?),
+                                },
                                 error: r.get(5)?,
                             })
                         },
@@ -319,8 +337,8 @@ impl State {
     pub fn close_abandoned_runs(&self, now_ms: i64) -> Result<usize, StateError> {
         self.with(|c| {
             Ok(c.execute(
-                "UPDATE runs SET outcome = 'interrupted', ended_ms = ?1, error = 'the collector stopped during this run (crash or kill); the next run resumed from the last checkpoint' WHERE outcome = 'running'",
-                params![now_ms],
+                "UPDATE runs SET outcome = ?2, ended_ms = ?1, error = 'the collector stopped during this run (crash or kill); the next run resumed from the last checkpoint' WHERE outcome = ?3",
+                params![now_ms, RunOutcome::Interrupted, RUNNING],
             )?)
         })
     }
@@ -329,36 +347,26 @@ impl State {
 fn load_checkpoint(c: &Connection, stream: &StreamId) -> Result<Option<Checkpoint>, StateError> {
     let row = c
         .query_row(
-            "SELECT mintime_ms, window_max_ms, cursor, seen, newest_event_ms FROM checkpoints WHERE integration=?1 AND account_id=?2 AND log=?3",
+            "SELECT format, checkpoint FROM checkpoints WHERE integration=?1 AND account_id=?2 AND log=?3",
             params![stream.integration, account_key(stream), stream.log.as_str()],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Option<i64>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                ))
-            },
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
         )
         .optional()?;
-    let Some((mintime_ms, window_max_ms, cursor, seen, newest_event_ms)) = row else {
+    let Some((format, text)) = row else {
         return Ok(None);
     };
-    let seen: Vec<String> = match seen.as_deref() {
-        None | Some("") => Vec::new(),
-        Some(text) => serde_json::from_str(text).map_err(|e| StateError::Corrupt {
-            stream: stream.to_string(),
-            detail: format!("seen list: {e}"),
-        })?,
+    let corrupt = |detail: String| StateError::Corrupt {
+        stream: stream.to_string(),
+        detail,
     };
-    Ok(Some(Checkpoint {
-        mintime_ms,
-        window_max_ms,
-        cursor,
-        seen,
-        newest_event_ms,
-    }))
+    let checkpoint = schema::decode_checkpoint(format, &text).map_err(corrupt)?;
+    if !checkpoint.fits(stream.log) {
+        return Err(corrupt(format!(
+            "a checkpoint of another paging family than {}",
+            stream.log
+        )));
+    }
+    Ok(Some(checkpoint))
 }
 
 #[cfg(test)]
@@ -372,13 +380,15 @@ mod tests {
         let stream = StreamId::new("corp", None, LogKind::Authentication);
         assert_eq!(state.load_checkpoint(&stream).unwrap(), None);
         let run = state.begin_run(&stream, 1).unwrap();
-        let cp = Checkpoint {
+        let cp = Checkpoint::Windowed(WindowedCheckpoint {
             mintime_ms: 10,
             window_max_ms: Some(20),
-            cursor: Some("15,abc".into()),
-            seen: vec!["f1".into()],
+            cursor: Some(Cursor::V2Pair {
+                ms: 15,
+                id: "abc".into(),
+            }),
             newest_event_ms: Some(15),
-        };
+        });
         state.commit_page(&stream, run, &cp, 7, 2).unwrap();
         state.commit_page(&stream, run, &cp, 3, 3).unwrap();
         state
@@ -390,8 +400,8 @@ mod tests {
         assert_eq!(status[0].events_total, 10);
         let last = status[0].last_run.as_ref().unwrap();
         assert_eq!(
-            (last.pages, last.events, last.outcome.as_str()),
-            (2, 10, "ok")
+            (last.pages, last.events, last.outcome),
+            (2, 10, Some(RunOutcome::Ok))
         );
 
         // Reopening keeps everything (and migrations are idempotent).
@@ -400,6 +410,29 @@ mod tests {
         assert_eq!(state.load_checkpoint(&stream).unwrap(), Some(cp));
         let other = StreamId::new("corp", Some("DA1".into()), LogKind::Authentication);
         assert_eq!(state.load_checkpoint(&other).unwrap(), None);
+
+        let admin = StreamId::new("corp", None, LogKind::Administrator);
+        let v1 = Checkpoint::V1(V1Checkpoint {
+            mintime_ms: 5_000,
+            seen: vec!["f1".into(), "f2".into()],
+            newest_event_ms: Some(5_000),
+        });
+        state.commit_page(&admin, run, &v1, 2, 5).unwrap();
+        assert_eq!(state.load_checkpoint(&admin).unwrap(), Some(v1));
+    }
+
+    #[test]
+    fn a_checkpoint_of_the_wrong_family_is_refused_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(&dir.path().join("state.db")).unwrap();
+        let stream = StreamId::new("corp", None, LogKind::Administrator);
+        let run = state.begin_run(&stream, 1).unwrap();
+        let windowed = Checkpoint::start(LogKind::TrustMonitor, 10);
+        state.commit_page(&stream, run, &windowed, 0, 2).unwrap();
+        assert!(matches!(
+            state.load_checkpoint(&stream),
+            Err(StateError::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -410,7 +443,10 @@ mod tests {
         let run = state.begin_run(&stream, 1).unwrap();
         assert_eq!(state.close_abandoned_runs(5).unwrap(), 1);
         let status = state.status().unwrap();
-        assert_eq!(status[0].last_run.as_ref().unwrap().outcome, "interrupted");
+        assert_eq!(
+            status[0].last_run.as_ref().unwrap().outcome,
+            Some(RunOutcome::Interrupted)
+        );
         for i in 0..(RUNS_KEPT_PER_STREAM + 10) {
             let r = state.begin_run(&stream, i).unwrap();
             state
