@@ -3,6 +3,7 @@
 //! A checkpoint is only written by [`State::commit_page`], which the collector calls after every
 //! sink acknowledged the page; the checkpoint and the run's counters move in one transaction.
 
+mod checkpoints;
 mod files;
 mod pacing;
 mod schema;
@@ -120,6 +121,7 @@ impl rusqlite::types::FromSql for RunOutcome {
 #[derive(Clone)]
 pub struct State {
     conn: Arc<Mutex<Connection>>,
+    layout: checkpoints::Layout,
 }
 
 impl std::fmt::Debug for State {
@@ -150,6 +152,7 @@ impl State {
         schema::migrate(&mut conn)?;
         Ok(State {
             conn: Arc::new(Mutex::new(conn)),
+            layout: checkpoints::Layout::Typed,
         })
     }
 
@@ -161,9 +164,15 @@ impl State {
                 source,
             })?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        schema::check_version(&conn)?;
+        let version = schema::check_version(&conn)?;
         Ok(State {
             conn: Arc::new(Mutex::new(conn)),
+            // `status` may read a file no build with typed checkpoints has opened yet.
+            layout: if version < schema::TYPED_CHECKPOINTS {
+                checkpoints::Layout::Legacy
+            } else {
+                checkpoints::Layout::Typed
+            },
         })
     }
 
@@ -178,7 +187,7 @@ impl State {
     }
 
     pub fn load_checkpoint(&self, stream: &StreamId) -> Result<Option<Checkpoint>, StateError> {
-        self.with(|c| load_checkpoint(c, stream))
+        self.with(|c| checkpoints::load(c, stream, self.layout))
     }
 
     /// Starts a run record and returns its id.
@@ -215,7 +224,7 @@ impl State {
         now_ms: i64,
         files: &[FileMark],
     ) -> Result<(), StateError> {
-        let stored = schema::encode_checkpoint(checkpoint);
+        let stored = checkpoints::encode_checkpoint(checkpoint);
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
@@ -229,7 +238,7 @@ impl State {
                     stream.integration,
                     account_key(stream),
                     stream.log.as_str(),
-                    schema::CHECKPOINT_FORMAT,
+                    checkpoints::CHECKPOINT_FORMAT,
                     stored?,
                     events as i64,
                     now_ms
@@ -286,7 +295,7 @@ impl State {
                 let (checkpoint, events_total, updated) = match kind {
                     Some(k) => {
                         let stream = StreamId::new(&integration, account_id.clone(), k);
-                        let cp = load_checkpoint(c, &stream)?;
+                        let cp = checkpoints::load(c, &stream, self.layout)?;
                         let (total, updated): (i64, Option<i64>) = c
                             .query_row(
                                 "SELECT events_total, updated_ms FROM checkpoints WHERE integration=?1 AND account_id=?2 AND log=?3",
@@ -342,31 +351,6 @@ impl State {
             )?)
         })
     }
-}
-
-fn load_checkpoint(c: &Connection, stream: &StreamId) -> Result<Option<Checkpoint>, StateError> {
-    let row = c
-        .query_row(
-            "SELECT format, checkpoint FROM checkpoints WHERE integration=?1 AND account_id=?2 AND log=?3",
-            params![stream.integration, account_key(stream), stream.log.as_str()],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-        )
-        .optional()?;
-    let Some((format, text)) = row else {
-        return Ok(None);
-    };
-    let corrupt = |detail: String| StateError::Corrupt {
-        stream: stream.to_string(),
-        detail,
-    };
-    let checkpoint = schema::decode_checkpoint(format, &text).map_err(corrupt)?;
-    if !checkpoint.fits(stream.log) {
-        return Err(corrupt(format!(
-            "a checkpoint of another paging family than {}",
-            stream.log
-        )));
-    }
-    Ok(Some(checkpoint))
 }
 
 #[cfg(test)]
