@@ -37,9 +37,12 @@ mod config;
 mod data;
 mod errors;
 mod faults;
+mod fields;
 mod logs;
 mod ratelimit;
 mod records;
+mod rng;
+mod served;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -92,7 +95,7 @@ pub(crate) fn now_ms() -> i64 {
 
 impl State {
     fn new(cfg: SimConfig) -> State {
-        let parent = Arc::new(Dataset::generate(
+        let parent = Arc::new(Dataset::serve(
             &cfg,
             cfg.seed,
             &cfg.counts,
