@@ -280,13 +280,7 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn migration_5_types_the_checkpoints_of_a_schema_4_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        write_schema_4_file(&path);
-
-        let state = State::open(&path).unwrap();
+    fn assert_holds_the_schema_4_checkpoints(state: &State) {
         for (stream, checkpoint) in expected() {
             assert_eq!(
                 state.load_checkpoint(&stream).unwrap(),
@@ -294,6 +288,16 @@ mod tests {
                 "{stream}"
             );
         }
+    }
+
+    #[test]
+    fn migration_5_types_the_checkpoints_of_a_schema_4_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        write_schema_4_file(&path);
+
+        let state = State::open(&path).unwrap();
+        assert_holds_the_schema_4_checkpoints(&state);
         let status = state.status().unwrap();
         let totals: Vec<(String, i64)> = status
             .iter()
@@ -330,13 +334,7 @@ mod tests {
         write_schema_4_file(&path);
 
         let state = State::open_read_only(&path).unwrap();
-        for (stream, checkpoint) in expected() {
-            assert_eq!(
-                state.load_checkpoint(&stream).unwrap(),
-                Some(checkpoint),
-                "{stream}"
-            );
-        }
+        assert_holds_the_schema_4_checkpoints(&state);
         drop(state);
         let conn = Connection::open(&path).unwrap();
         let version: i64 = conn
