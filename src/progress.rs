@@ -55,12 +55,7 @@ impl Default for ProgressDisplay {
 
 impl PageListener for ProgressDisplay {
     fn page(&self, page: &CommittedPage<'_>) {
-        let CommittedPage {
-            stream,
-            events,
-            position_ms,
-            ..
-        } = *page;
+        let stream = page.stream;
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         let entry = streams.entry(stream.clone()).or_insert_with(|| {
             let bar = self.multi.as_ref().map(|m| {
@@ -79,8 +74,8 @@ impl PageListener for ProgressDisplay {
                 last_line: Instant::now() - Duration::from_secs(60),
             }
         });
-        entry.events += events as u64;
-        let line = Self::describe(stream, entry, position_ms);
+        entry.events += page.events as u64;
+        let line = Self::describe(stream, entry, page.position_ms);
         match &entry.bar {
             Some(bar) => bar.set_message(line),
             None if entry.last_line.elapsed() >= Duration::from_secs(5) => {

@@ -95,13 +95,10 @@ pub(crate) fn now_ms() -> i64 {
 
 impl State {
     fn new(cfg: SimConfig) -> State {
-        let parent = Arc::new(Dataset::serve(
-            &cfg,
-            cfg.seed,
-            &cfg.counts,
-            None,
-            &cfg.api_hostname,
-        ));
+        let parent = Arc::new(
+            Dataset::generate(&cfg, cfg.seed, &cfg.counts, None, &cfg.api_hostname)
+                .prerendered_if(cfg.prerender),
+        );
         let children = cfg
             .accounts
             .as_ref()

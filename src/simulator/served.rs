@@ -3,32 +3,27 @@
 
 use super::data::{Dataset, Kind};
 use super::records::{natural_id, render};
-use super::{ChildAccount, ExpectedEvent, KindCounts, SimConfig};
+use super::{ChildAccount, ExpectedEvent, SimConfig};
 
 impl Dataset {
-    /// [`Dataset::generate`], with every record rendered once when `cfg.prerender` says so.
-    pub fn serve(
-        cfg: &SimConfig,
-        seed: u64,
-        counts: &KindCounts,
-        account_id: Option<&str>,
-        api_hostname: &str,
-    ) -> Dataset {
-        let mut ds = Dataset::generate(cfg, seed, counts, account_id, api_hostname);
-        if cfg.prerender {
-            ds.prerender();
+    /// This dataset with every record rendered once up front when `prerender` says so
+    /// (`SimConfig::prerender`: the benchmark's simulator serves pages at memory speed).
+    pub fn prerendered_if(mut self, prerender: bool) -> Dataset {
+        if prerender {
+            self.prerender();
         }
-        ds
+        self
     }
 
     pub fn for_child(cfg: &SimConfig, child: &ChildAccount) -> Dataset {
-        Dataset::serve(
+        Dataset::generate(
             cfg,
             child.seed,
             &child.counts,
             Some(&child.account_id),
             &child.api_hostname,
         )
+        .prerendered_if(cfg.prerender)
     }
 
     /// Renders the JSON text of every event once, on all cores.
