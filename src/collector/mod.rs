@@ -164,15 +164,16 @@ impl IntegrationRuntime {
         }
     }
 
-    fn record_duo_clock(&self) {
+    async fn record_duo_clock(&self) {
         let Some(offset) = self.duo_clock.offset_ms() else {
             return;
         };
         self.observer.duo_clock_offset(&self.settings.name, offset);
-        if let Err(e) = self
+        let integration = self.settings.name.clone();
+        let saved = self
             .state
-            .save_clock_offset(&self.settings.name, offset, now_ms())
-        {
+            .blocking(move |state| state.save_clock_offset(&integration, offset, now_ms()));
+        if let Err(e) = saved.await {
             tracing::warn!(integration = %self.settings.name, error = %e, "cannot record Duo's clock offset");
         }
         if offset.abs() > crate::duo::clock::WARN_OFFSET_MS {
@@ -237,7 +238,7 @@ impl IntegrationRuntime {
         };
         let runs = targets.iter().map(|t| self.collect_stream(t, cancel));
         report.streams = futures::future::join_all(runs).await;
-        self.record_duo_clock();
+        self.record_duo_clock().await;
         report
     }
 
@@ -249,7 +250,12 @@ impl IntegrationRuntime {
         let stream = &target.stream;
         let account = stream.account_id.as_deref().unwrap_or("-");
         let mut progress = Progress::default();
-        let run_id = match self.state.begin_run(stream, now_ms()) {
+        let started = stream.clone();
+        let begun = self
+            .state
+            .blocking(move |state| state.begin_run(&started, now_ms()))
+            .await;
+        let run_id = match begun {
             Ok(id) => id,
             Err(e) => {
                 tracing::error!(integration = %stream.integration, account, log = %stream.log, error = %e, "cannot record the run start");
@@ -288,10 +294,11 @@ impl IntegrationRuntime {
         }
         self.observer
             .run_finished(stream, outcome == RunOutcome::Failed);
-        if let Err(e) = self
-            .state
-            .end_run(stream, run_id, outcome, error.as_deref(), now_ms())
-        {
+        let (ended, recorded_error) = (stream.clone(), error.clone());
+        let end = self.state.blocking(move |state| {
+            state.end_run(&ended, run_id, outcome, recorded_error.as_deref(), now_ms())
+        });
+        if let Err(e) = end.await {
             tracing::error!(integration = %stream.integration, account, log = %stream.log, error = %e, "cannot record the run end");
         }
         StreamReport {
@@ -326,16 +333,24 @@ async fn deliver_and_commit(
         // Sinks count their own failed attempts in the observer.
         receipt = deliver_all(&rt.sinks, &batch, &rt.sink_retry, cancel).await?;
     }
-    // The file sinks' lengths move with the checkpoint: exactly-once files across crashes.
-    rt.state.commit_page_and_files(
-        &target.stream,
-        run_id,
-        cp,
-        events.len(),
-        now_ms(),
-        &receipt.files(),
-    )?;
-    receipt.committed();
+    let (stream, checkpoint, count) = (target.stream.clone(), cp.clone(), events.len());
+    // The file sinks' lengths move with the checkpoint: exactly-once files across crashes. The
+    // receipt goes into the blocking task, so the pages are marked committed with the commit
+    // even if this future is dropped meanwhile.
+    rt.state
+        .blocking(move |state| {
+            state.commit_page_and_files(
+                &stream,
+                run_id,
+                &checkpoint,
+                count,
+                now_ms(),
+                &receipt.files(),
+            )?;
+            receipt.committed();
+            Ok(())
+        })
+        .await?;
     let position_ms = cp.position_ms();
     let lag_ms = crate::checkpoint::lag_ms(
         rt.duo_clock.now_ms(),

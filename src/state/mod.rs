@@ -39,6 +39,8 @@ pub enum StateError {
     TooNew { found: i64, known: i64 },
     #[error("state database: corrupt checkpoint for {stream}: {detail}")]
     Corrupt { stream: String, detail: String },
+    #[error("state database: the blocking task stopped: {0}")]
+    Blocking(String),
 }
 
 /// One row of `status`.
@@ -174,6 +176,20 @@ impl State {
                 checkpoints::Layout::Typed
             },
         })
+    }
+
+    /// Runs `work` on tokio's blocking pool, off the async workers: a commit fsyncs
+    /// (`synchronous=FULL`) and would otherwise stall every stream scheduled on the same
+    /// worker. The work runs to its end even if the caller stops waiting, so what it does after
+    /// a commit (marking the file sinks' pages committed) is never cut off from the commit.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&State) -> Result<T, StateError> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || work(&state))
+            .await
+            .map_err(|e| StateError::Blocking(e.to_string()))?
     }
 
     fn with<T>(
@@ -442,5 +458,45 @@ mod tests {
             .unwrap();
         assert_eq!(count, RUNS_KEPT_PER_STREAM);
         let _ = run;
+    }
+
+    /// A commit waiting for the database (here: another connection holds the write lock, as a
+    /// slow disk would hold an fsync) leaves the async runtime free; and a commit whose caller
+    /// stopped waiting still lands.
+    #[tokio::test(flavor = "current_thread")]
+    async fn commits_wait_off_the_runtime_and_finish_when_the_caller_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let state = State::open(&path).unwrap();
+        let stream = StreamId::new("corp", None, LogKind::Authentication);
+        let run = state.begin_run(&stream, 1).unwrap();
+        let cp = Checkpoint::start(LogKind::Authentication, 10);
+
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let commit = {
+            let (stream, cp) = (stream.clone(), cp.clone());
+            let state = state.clone();
+            tokio::spawn(async move {
+                state
+                    .blocking(move |s| s.commit_page(&stream, run, &cp, 1, 2))
+                    .await
+            })
+        };
+        // One thread: this timer fires only if the waiting commit does not hold it.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!commit.is_finished(), "the commit waits for the lock");
+        commit.abort();
+        blocker.execute_batch("COMMIT").unwrap();
+
+        // Queued behind the aborted caller's commit on the one connection.
+        let loaded = {
+            let stream = stream.clone();
+            state
+                .blocking(move |s| s.load_checkpoint(&stream))
+                .await
+                .unwrap()
+        };
+        assert_eq!(loaded, Some(cp));
     }
 }
