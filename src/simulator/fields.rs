@@ -30,8 +30,6 @@ pub(super) fn iso_s(ts_s: i64) -> String {
     }
 }
 
-/// Render event `idx` of `kind`.
-
 const USER_NAMES: &[&str] = &[
     "alice",
     "bob.smith",

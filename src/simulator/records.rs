@@ -17,6 +17,7 @@ pub fn natural_id(kind: Kind, ev: &Ev) -> String {
     }
 }
 
+/// Render event `idx` of `kind`.
 pub fn render(ds: &Dataset, kind: Kind, idx: usize) -> Value {
     let ev = ds.kind(kind).events[idx];
     let h = mix(ds.seed, (ev.id >> 64) as u64 ^ ev.id as u64);
