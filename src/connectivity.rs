@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::clock::SystemClock;
-use crate::collector::now_ms;
 use crate::config::Integration;
 use crate::duo::{DuoClient, DuoClock, DuoError, ProxyRoute, RetryPolicy};
 use crate::logs::page::{response_of, PageError};

@@ -104,7 +104,7 @@ impl Runtime {
             .with_context(|| format!("cannot create state_dir {}", dir.display()))?;
         let lock = lock_state_dir(dir)?;
         let state = State::open(&config.state_db_path())?;
-        let abandoned = state.close_abandoned_runs(crate::collector::now_ms())?;
+        let abandoned = state.close_abandoned_runs(crate::clock::now_ms())?;
         if abandoned > 0 {
             tracing::warn!(runs = abandoned, "previous process stopped during collection; resuming from the last acknowledged checkpoints");
         }
@@ -195,7 +195,7 @@ fn max_lag_seconds(
         .ok()
         .flatten()
         .map(|c| c.offset_ms);
-    let now = crate::status::duo_now_ms(crate::collector::now_ms(), offset);
+    let now = crate::status::duo_now_ms(crate::clock::now_ms(), offset);
     let delay_ms = delay.as_millis() as i64;
     let streams = state.status().ok()?;
     let mut max = None;
@@ -307,6 +307,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let observer = runtime.options.observer.clone();
+    // The collector reports pages to the observer; under systemd they also make the status line.
+    observer.add_listener(Arc::new(service::StatusLine));
     let metrics = match config.collector.metrics_listen {
         Some(addr) => Some(
             service::bind_metrics(addr)

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::logs::LogKind;
+use crate::log_kind::LogKind;
 
 /// One collection stream: its own checkpoint, its own failures.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

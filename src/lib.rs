@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+/// Where a stream resumes: typed checkpoints and cursors (pure).
+pub mod checkpoint;
 /// Time through a trait, so tests decide what now is.
 pub mod clock;
 /// Per-integration collection: pager, ack-before-checkpoint.
@@ -24,7 +26,9 @@ pub mod event;
 pub mod facility;
 /// Durations and rates for people.
 pub mod human;
-/// Duo log kinds and page parsing.
+/// Duo log kinds (a leaf).
+pub mod log_kind;
+/// Duo log page parsing.
 pub mod logs;
 /// Output formats (pure).
 pub mod normalize;
@@ -36,6 +40,8 @@ pub mod pacing;
 pub mod pager;
 /// `collect-now` progress display.
 pub mod progress;
+/// The `proxy` setting (a leaf).
+pub mod proxy_setting;
 /// Cron schedules.
 pub mod schedule;
 /// Secrets that never print.
@@ -44,6 +50,8 @@ pub mod secret;
 pub mod service;
 /// The whole configuration: the config file and the sinks' own settings.
 pub mod settings;
+/// Duo's signature schemes (a leaf).
+pub mod sig_version;
 /// The embedded Duo API simulator.
 pub mod simulator;
 /// Sinks and acknowledged delivery.

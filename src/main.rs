@@ -323,7 +323,7 @@ async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
             };
             let cancel = shutdown_token()?;
             let options = RuntimeOptions::default();
-            options.observer.set_listener(std::sync::Arc::new(
+            options.observer.add_listener(std::sync::Arc::new(
                 duo_collector::progress::ProgressDisplay::new(),
             ));
             let runtime = Runtime::build(&cfg, &options)?;
@@ -374,7 +374,7 @@ async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_FAILURE));
             }
             let state = State::open_read_only(&path)?;
-            let now = duo_collector::collector::now_ms();
+            let now = duo_collector::clock::now_ms();
             // Duo's clock is not asked here (status calls nobody): the local clock stands in.
             let delay_ms = |name: &str| {
                 cfg.integration(name)

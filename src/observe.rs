@@ -98,17 +98,30 @@ impl MetricConstructor<Histogram> for DurationBuckets {
     }
 }
 
-/// Someone watching pages go by (the `collect-now` progress display).
+/// A page the collector committed, as it reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct CommittedPage<'a> {
+    pub stream: &'a StreamId,
+    pub events: usize,
+    /// How far the stream has delivered everything (`Checkpoint::position_ms`).
+    pub position_ms: i64,
+    /// The stream's lag by Duo's clock (`checkpoint::lag_ms`).
+    pub duo_lag_ms: i64,
+    /// Events the stream's run has committed so far, this page included.
+    pub run_events: u64,
+}
+
+/// Someone watching pages go by (the `collect-now` progress display, the systemd status line).
 pub trait PageListener: Send + Sync {
-    /// A page was committed; `position_ms` is how far the stream has delivered everything.
-    fn page(&self, stream: &StreamId, events: usize, position_ms: i64);
+    /// A page was committed.
+    fn page(&self, page: &CommittedPage<'_>);
     /// The stream's run ended.
     fn finished(&self, stream: &StreamId, failed: bool);
 }
 
 /// Metrics, readiness and liveness of the process.
 pub struct Observer {
-    listener: Mutex<Option<std::sync::Arc<dyn PageListener>>>,
+    listeners: Mutex<Vec<std::sync::Arc<dyn PageListener>>>,
     registry: Registry,
     events_collected: Family<StreamLabels, Counter>,
     events_delivered: Family<DeliveryLabels, Counter>,
@@ -129,7 +142,7 @@ pub struct Observer {
     heartbeat_ms: AtomicI64,
     /// Integrations in a collection cycle, with the time of their last progress.
     busy: Mutex<HashMap<String, i64>>,
-    /// Each integration's `delay`, for the honest lag (`status::lag_ms`).
+    /// Each integration's `delay`, for the honest lag (`checkpoint::lag_ms`).
     delays_ms: Mutex<HashMap<String, i64>>,
     /// Events and pages committed by this process, for the totals line at stop.
     events_total: std::sync::atomic::AtomicU64,
@@ -236,7 +249,7 @@ impl Observer {
             .set(1);
         registry.register("build_info", "Build information (always 1)", build_info);
         Observer {
-            listener: Mutex::new(None),
+            listeners: Mutex::new(Vec::new()),
             registry,
             events_collected,
             events_delivered,
@@ -254,7 +267,7 @@ impl Observer {
             consecutive_failures: Mutex::new(HashMap::new()),
             unready_after_failures: unready_after_failures.max(1),
             ready: AtomicBool::new(false),
-            heartbeat_ms: AtomicI64::new(crate::collector::now_ms()),
+            heartbeat_ms: AtomicI64::new(crate::clock::now_ms()),
             busy: Mutex::new(HashMap::new()),
             delays_ms: Mutex::new(HashMap::new()),
             events_total: std::sync::atomic::AtomicU64::new(0),
@@ -305,31 +318,35 @@ impl Observer {
     }
 
     /// Routes page and run events to `listener` as well.
-    pub fn set_listener(&self, listener: std::sync::Arc<dyn PageListener>) {
-        *self.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
+    pub fn add_listener(&self, listener: std::sync::Arc<dyn PageListener>) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(listener);
     }
 
-    fn listener(&self) -> Option<std::sync::Arc<dyn PageListener>> {
-        self.listener
+    fn listeners(&self) -> Vec<std::sync::Arc<dyn PageListener>> {
+        self.listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    pub fn page_committed(
-        &self,
-        stream: &StreamId,
-        events: usize,
-        sinks: &[String],
-        position_ms: i64,
-    ) {
-        let lag_seconds = crate::status::lag_ms(
-            crate::collector::now_ms(),
+    /// A page committed by the collector, delivered to `sinks`.
+    pub fn page_committed(&self, page: &CommittedPage<'_>, sinks: &[String]) {
+        let CommittedPage {
+            stream,
+            events,
+            position_ms,
+            ..
+        } = *page;
+        let lag_seconds = crate::checkpoint::lag_ms(
+            crate::clock::now_ms(),
             self.delay_ms(&stream.integration),
             position_ms,
         ) / 1000;
-        if let Some(l) = self.listener() {
-            l.page(stream, events, position_ms);
+        for l in self.listeners() {
+            l.page(page);
         }
         self.events_total
             .fetch_add(events as u64, std::sync::atomic::Ordering::Relaxed);
@@ -361,7 +378,7 @@ impl Observer {
 
     /// Progress now, and a deliberate wait of `wait` ahead (a retry backoff): not a wedge.
     fn progress_until(&self, integration: &str, wait: std::time::Duration) {
-        let until = crate::collector::now_ms() + wait.as_millis() as i64;
+        let until = crate::clock::now_ms() + wait.as_millis() as i64;
         if let Some(t) = self
             .busy
             .lock()
@@ -377,12 +394,12 @@ impl Observer {
         self.busy
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(integration.to_string(), crate::collector::now_ms());
+            .insert(integration.to_string(), crate::clock::now_ms());
     }
 
     /// Integrations busy in a cycle that made no progress for `threshold_ms`: wedged.
     pub fn stalled(&self, threshold_ms: i64) -> Vec<String> {
-        let now = crate::collector::now_ms();
+        let now = crate::clock::now_ms();
         let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<String> = busy
             .iter()
@@ -453,7 +470,7 @@ impl Observer {
 
     /// Records the end of a stream's run: success resets its failure count.
     pub fn run_finished(&self, stream: &StreamId, failed: bool) {
-        if let Some(l) = self.listener() {
+        for l in self.listeners() {
             l.finished(stream, failed);
         }
         let labels = StreamLabels::from(stream);
@@ -514,7 +531,7 @@ impl Observer {
     /// Marks progress: a page, a retry, an idle wait that woke up.
     pub fn beat(&self) {
         self.heartbeat_ms
-            .store(crate::collector::now_ms(), Ordering::SeqCst);
+            .store(crate::clock::now_ms(), Ordering::SeqCst);
     }
 
     pub fn last_beat_ms(&self) -> i64 {

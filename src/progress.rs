@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::event::StreamId;
-use crate::observe::PageListener;
+use crate::observe::{CommittedPage, PageListener};
 
 struct StreamProgress {
     bar: Option<ProgressBar>,
@@ -36,7 +36,7 @@ impl ProgressDisplay {
         let covered = chrono::DateTime::from_timestamp_millis(position_ms)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
             .unwrap_or_default();
-        let behind = crate::human::duration_secs((crate::collector::now_ms() - position_ms) / 1000);
+        let behind = crate::human::duration_secs((crate::clock::now_ms() - position_ms) / 1000);
         let rate = crate::human::rate(p.events, p.started.elapsed())
             .map(|r| format!(", {r}"))
             .unwrap_or_default();
@@ -54,7 +54,8 @@ impl Default for ProgressDisplay {
 }
 
 impl PageListener for ProgressDisplay {
-    fn page(&self, stream: &StreamId, events: usize, position_ms: i64) {
+    fn page(&self, page: &CommittedPage<'_>) {
+        let stream = page.stream;
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         let entry = streams.entry(stream.clone()).or_insert_with(|| {
             let bar = self.multi.as_ref().map(|m| {
@@ -73,8 +74,8 @@ impl PageListener for ProgressDisplay {
                 last_line: Instant::now() - Duration::from_secs(60),
             }
         });
-        entry.events += events as u64;
-        let line = Self::describe(stream, entry, position_ms);
+        entry.events += page.events as u64;
+        let line = Self::describe(stream, entry, page.position_ms);
         match &entry.bar {
             Some(bar) => bar.set_message(line),
             None if entry.last_line.elapsed() >= Duration::from_secs(5) => {

@@ -12,7 +12,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
-use crate::observe::Observer;
+use crate::event::StreamId;
+use crate::observe::{CommittedPage, Observer, PageListener};
 use sd_notify::NotifyState;
 
 fn notify(states: &[NotifyState<'_>]) {
@@ -29,6 +30,22 @@ pub fn status(status: &str) {
     if std::env::var_os("NOTIFY_SOCKET").is_some() {
         notify(&[NotifyState::Status(status)]);
     }
+}
+
+/// The `systemctl status` line, following the pages the collector commits.
+pub struct StatusLine;
+
+impl PageListener for StatusLine {
+    fn page(&self, page: &CommittedPage<'_>) {
+        status(&format!(
+            "collecting {}: {} behind, {} events this run",
+            page.stream,
+            crate::human::duration_secs(page.duo_lag_ms / 1000),
+            page.run_events
+        ));
+    }
+
+    fn finished(&self, _stream: &StreamId, _failed: bool) {}
 }
 
 pub fn stopping() {

@@ -36,22 +36,7 @@ pub fn iso(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-/// The time up to which a stream has delivered everything: the cursor inside an open window,
-/// else the start of the next window.
-pub fn position_ms(cp: &Checkpoint) -> i64 {
-    cp.cursor
-        .as_deref()
-        .and_then(|c| c.split(',').next())
-        .and_then(|ms| ms.parse::<i64>().ok())
-        .unwrap_or(cp.mintime_ms)
-}
-
-/// How far a stream's checkpoint is behind what could be collected: Duo publishes an event up
-/// to `delay` late, so at `duo_now_ms` everything before `duo_now_ms − delay_ms` is collectable.
-/// 0 when the checkpoint is there (caught up). `duo_now_ms` is Duo's clock where it is known.
-pub fn lag_ms(duo_now_ms: i64, delay_ms: i64, position_ms: i64) -> i64 {
-    (duo_now_ms - delay_ms - position_ms).max(0)
-}
+pub use crate::checkpoint::lag_ms;
 
 /// The time up to which a stream has collected everything Duo could give: its checkpoint
 /// position, or the start of its last successful run less the delay, whichever is later. A run
@@ -59,11 +44,9 @@ pub fn lag_ms(duo_now_ms: i64, delay_ms: i64, position_ms: i64) -> i64 {
 /// checkpoint would otherwise stay at its newest event's second and a quiet, caught-up tenant
 /// would look as if it were falling behind.
 pub fn collected_until_ms(cp: &Checkpoint, last_run: Option<&RunRecord>, delay_ms: i64) -> i64 {
-    let position = position_ms(cp);
+    let position = cp.position_ms();
     match last_run {
-        Some(run) if run.outcome == RunOutcome::Ok.as_str() => {
-            position.max(run.started_ms - delay_ms)
-        }
+        Some(run) if run.outcome == Some(RunOutcome::Ok) => position.max(run.started_ms - delay_ms),
         _ => position,
     }
 }
@@ -97,13 +80,13 @@ pub fn rows(
                 integration: s.integration.clone(),
                 account_id: s.account_id.clone(),
                 log: s.log.clone(),
-                newest_event: cp.and_then(|c| c.newest_event_ms).map(iso),
+                newest_event: cp.and_then(Checkpoint::newest_event_ms).map(iso),
                 newest_event_age_seconds: cp
-                    .and_then(|c| c.newest_event_ms)
+                    .and_then(Checkpoint::newest_event_ms)
                     .map(|t| ((now_ms - t) / 1000).max(0)),
-                checkpoint: cp.map(|c| iso(c.mintime_ms)),
-                window_end: cp.and_then(|c| c.window_max_ms).map(iso),
-                cursor: cp.and_then(|c| c.cursor.clone()),
+                checkpoint: cp.map(|c| iso(c.mintime_ms())),
+                window_end: cp.and_then(Checkpoint::window_max_ms).map(iso),
+                cursor: cp.and_then(Checkpoint::cursor).map(ToString::to_string),
                 lag_seconds: stream_lag_seconds(
                     s,
                     duo_now_ms(now_ms, duo_offset_ms(&s.integration)),
@@ -111,7 +94,10 @@ pub fn rows(
                 ),
                 events_total: s.events_total,
                 last_run_started: s.last_run.as_ref().map(|r| iso(r.started_ms)),
-                last_run_outcome: s.last_run.as_ref().map(|r| r.outcome.clone()),
+                last_run_outcome: s
+                    .last_run
+                    .as_ref()
+                    .map(|r| r.outcome.map_or("running", RunOutcome::as_str).to_string()),
                 last_run_pages: s.last_run.as_ref().map(|r| r.pages),
                 last_run_events: s.last_run.as_ref().map(|r| r.events),
                 last_error: s.last_run.as_ref().and_then(|r| r.error.clone()),
@@ -347,22 +333,22 @@ pub fn render_pacing_text(rows: &[PacingRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::{Cursor, V1Checkpoint, WindowedCheckpoint};
+    use crate::log_kind::Paging;
 
     const MIN: i64 = 60_000;
 
-    fn v1_stream(newest_ms: i64, last_run: Option<(i64, &str)>) -> StreamStatus {
+    fn v1_stream(newest_ms: i64, last_run: Option<(i64, RunOutcome)>) -> StreamStatus {
         StreamStatus {
             integration: "corp".into(),
             account_id: None,
             log: "administrator".into(),
             // A v1 checkpoint resumes at the newest delivered second.
-            checkpoint: Some(Checkpoint {
+            checkpoint: Some(Checkpoint::V1(V1Checkpoint {
                 mintime_ms: newest_ms / 1000 * 1000,
-                window_max_ms: None,
-                cursor: None,
                 seen: vec![],
                 newest_event_ms: Some(newest_ms),
-            }),
+            })),
             events_total: 10,
             checkpoint_updated_ms: None,
             last_run: last_run.map(|(started_ms, outcome)| RunRecord {
@@ -370,7 +356,7 @@ mod tests {
                 ended_ms: Some(started_ms + 1000),
                 pages: 1,
                 events: 0,
-                outcome: outcome.into(),
+                outcome: Some(outcome),
                 error: None,
             }),
         }
@@ -397,7 +383,7 @@ mod tests {
     fn a_quiet_caught_up_v1_stream_has_no_lag_and_an_old_newest_event() {
         let now = 1_000 * MIN;
         // Newest administrator event 80 minutes ago; the run a moment ago drained everything.
-        let s = v1_stream(now - 80 * MIN, Some((now - 2_000, "ok")));
+        let s = v1_stream(now - 80 * MIN, Some((now - 2_000, RunOutcome::Ok)));
         let rows = rows(&[s], now, &|_| 2 * MIN, &|_| None);
         assert_eq!(rows[0].lag_seconds, Some(2));
         assert_eq!(rows[0].newest_event_age_seconds, Some(80 * 60));
@@ -409,8 +395,45 @@ mod tests {
     #[test]
     fn a_failing_stream_lags_from_its_checkpoint() {
         let now = 1_000 * MIN;
-        let s = v1_stream(now - 80 * MIN, Some((now - 2_000, "failed")));
+        let s = v1_stream(now - 80 * MIN, Some((now - 2_000, RunOutcome::Failed)));
         let rows = rows(&[s], now, &|_| 2 * MIN, &|_| None);
         assert_eq!(rows[0].lag_seconds, Some(78 * 60));
+    }
+
+    /// A Trust Monitor stream stopped inside its window at Duo's positional offset "31229".
+    fn trust_monitor_in_window(mintime_ms: i64, window_end_ms: i64) -> StreamStatus {
+        StreamStatus {
+            integration: "corp".into(),
+            account_id: None,
+            log: "trust_monitor".into(),
+            checkpoint: Some(Checkpoint::Windowed(WindowedCheckpoint {
+                mintime_ms,
+                window_max_ms: Some(window_end_ms),
+                cursor: Some(Cursor::parse(Paging::TrustMonitor, "31229")),
+                newest_event_ms: Some(mintime_ms + MIN),
+            })),
+            events_total: 31_229,
+            checkpoint_updated_ms: None,
+            last_run: None,
+        }
+    }
+
+    #[test]
+    fn a_trust_monitor_offset_is_a_position_not_a_time() {
+        let now = 1_796_114_840_000; // 2026-12-01T08:47:20Z
+        let mintime = now - 90 * MIN;
+        let s = trust_monitor_in_window(mintime, now - 10 * MIN);
+        let rows = rows(&[s], now, &|_| 2 * MIN, &|_| None);
+        // The lag counts from the window's start, not from 31229 ms after 1970 (55 years).
+        assert_eq!(rows[0].lag_seconds, Some(88 * 60));
+        assert_eq!(rows[0].cursor.as_deref(), Some("31229"));
+
+        let text = render_text(&rows);
+        assert!(text.contains("lag          : 1h 28m behind"), "{text}");
+        assert!(!text.contains("y "), "no lag in years: {text}");
+
+        let json = serde_json::to_value(&rows).unwrap();
+        assert_eq!(json[0]["lag_seconds"], 88 * 60, "{json}");
+        assert_eq!(json[0]["cursor"], "31229", "{json}");
     }
 }

@@ -15,6 +15,7 @@ use crate::duo::DuoError;
 use crate::logs::page::{parse, Page};
 use crate::pacing::{rate_limit_backoff, PaceKey, Pacer, RateLimitLog, RATE_LIMIT_ATTEMPTS};
 use crate::pager::{self, Done, Next, Notice, PagerSettings};
+use crate::state::StateError;
 
 pub(super) async fn drain(
     rt: &IntegrationRuntime,
@@ -30,7 +31,11 @@ pub(super) async fn drain(
         page_size: settings.page_size,
         initial_lookback_ms: settings.initial_lookback.as_millis() as i64,
     };
-    let checkpoint = rt.state.load_checkpoint(stream)?;
+    let resumed = stream.clone();
+    let checkpoint = rt
+        .state
+        .blocking(move |state| state.load_checkpoint(&resumed))
+        .await?;
     let mut pager = pager::for_kind(
         stream.log,
         pager_settings,
@@ -88,7 +93,7 @@ pub(super) async fn drain(
                 .await?;
                 drop(permit);
                 tracing::debug!(integration = %stream.integration, account = account(target), log = %stream.log, events = count,
-                    cursor = delivery.checkpoint.cursor.as_deref().unwrap_or("-"), finished = delivery.finished, "page committed");
+                    cursor = %delivery.checkpoint.cursor().map_or_else(|| "-".to_string(), ToString::to_string), finished = delivery.finished, "page committed");
             }
             Err(e) if e.is_refused() => {
                 let restart = pager.on_refused(&e.to_string(), rt.duo_clock.now_ms());
@@ -186,7 +191,7 @@ impl<'a> Fetcher<'a> {
             self.pacer.answered();
             let err = match outcome {
                 Ok(page) => {
-                    self.on_success();
+                    self.on_success().await;
                     return Ok((page, permit));
                 }
                 Err(e) => e,
@@ -199,7 +204,7 @@ impl<'a> Fetcher<'a> {
                     retry.rate_limit_initial,
                     retry.rate_limit_max,
                 ) + jitter(retry.jitter);
-                self.on_rate_limited(backoff, rate_limited_in_a_row);
+                self.on_rate_limited(backoff, rate_limited_in_a_row).await;
                 continue;
             }
             if err.is_transient() {
@@ -222,25 +227,23 @@ impl<'a> Fetcher<'a> {
         }
     }
 
-    fn on_success(&mut self) {
+    async fn on_success(&mut self) {
         let rt = self.rt;
         if let Some(rate) = self.pacer.on_success() {
-            self.save_rate(rate);
+            self.save_rate(rate).await;
         }
         if std::mem::take(&mut self.waiting_out_limit) {
-            let _ = rt
-                .state
-                .set_rate_limited_until(&rt.settings.name, self.pacer.key(), None);
+            let _ = self.set_rate_limited_until(None).await;
             tracing::info!(integration = %rt.settings.name, account = account(self.target), log = %self.target.stream.log,
                 rate_per_minute = self.pacer.rate_per_minute(), "Duo answers again after rate limiting; collection resumed");
         }
     }
 
-    fn on_rate_limited(&mut self, backoff: Duration, in_a_row: u32) {
+    async fn on_rate_limited(&mut self, backoff: Duration, in_a_row: u32) {
         let rt = self.rt;
         let stream = &self.target.stream;
         let rate = self.pacer.on_rate_limited(backoff);
-        self.save_rate(rate);
+        self.save_rate(rate).await;
         rt.observer.api_retry(&rt.settings.name, backoff);
         let now = crate::clock::now_ms();
         if let Some(summary) = self.rate_log.on_rate_limited(now) {
@@ -251,11 +254,7 @@ impl<'a> Fetcher<'a> {
             // Past Duo's own retry schedule: not a failure. The stream has yielded its permit
             // and resumes by itself at its next slot.
             let resume_ms = now + backoff.as_millis() as i64;
-            if let Err(e) = rt.state.set_rate_limited_until(
-                &rt.settings.name,
-                self.pacer.key(),
-                Some(resume_ms),
-            ) {
+            if let Err(e) = self.set_rate_limited_until(Some(resume_ms)).await {
                 tracing::error!(integration = %stream.integration, error = %e, "cannot record the rate-limit wait");
             }
             if !self.waiting_out_limit {
@@ -266,19 +265,26 @@ impl<'a> Fetcher<'a> {
         }
     }
 
-    fn save_rate(&self, rate: f64) {
+    async fn set_rate_limited_until(&self, until_ms: Option<i64>) -> Result<(), StateError> {
+        let (integration, key) = (self.rt.settings.name.clone(), self.pacer.key().clone());
+        self.rt
+            .state
+            .blocking(move |state| state.set_rate_limited_until(&integration, &key, until_ms))
+            .await
+    }
+
+    async fn save_rate(&self, rate: f64) {
         let rt = self.rt;
         if !rate.is_finite() {
             return;
         }
         rt.observer.request_rate(&self.target.stream, rate);
-        if let Err(e) = rt.state.save_rate(
-            &rt.settings.name,
-            self.pacer.key(),
-            rate,
-            rt.settings.requests_per_minute,
-            crate::clock::now_ms(),
-        ) {
+        let (integration, key) = (rt.settings.name.clone(), self.pacer.key().clone());
+        let ceiling = rt.settings.requests_per_minute;
+        let saved = rt.state.blocking(move |state| {
+            state.save_rate(&integration, &key, rate, ceiling, crate::clock::now_ms())
+        });
+        if let Err(e) = saved.await {
             tracing::error!(integration = %rt.settings.name, error = %e, "cannot save the learned request rate");
         }
     }

@@ -14,19 +14,17 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::SystemClock;
+use crate::clock::{now_ms, SystemClock};
 use crate::config::Integration;
 use crate::duo::{DuoClient, DuoClock, DuoError, RetryPolicy};
 use crate::event::{Batch, Event, StreamId};
-use crate::observe::Observer;
+use crate::observe::{CommittedPage, Observer};
 use crate::pacing::Pacers;
 use crate::pager::PagerError;
 use crate::sink::{deliver_all, PageReceipt, Sink, SinkError, SinkRetry, SinkSet};
 use crate::state::{Checkpoint, RunOutcome, State, StateError};
 
 pub use accounts::{parse_children, ChildAccount, ACCOUNT_LIST_PATH};
-
-pub use crate::clock::now_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
@@ -166,15 +164,16 @@ impl IntegrationRuntime {
         }
     }
 
-    fn record_duo_clock(&self) {
+    async fn record_duo_clock(&self) {
         let Some(offset) = self.duo_clock.offset_ms() else {
             return;
         };
         self.observer.duo_clock_offset(&self.settings.name, offset);
-        if let Err(e) = self
+        let integration = self.settings.name.clone();
+        let saved = self
             .state
-            .save_clock_offset(&self.settings.name, offset, now_ms())
-        {
+            .blocking(move |state| state.save_clock_offset(&integration, offset, now_ms()));
+        if let Err(e) = saved.await {
             tracing::warn!(integration = %self.settings.name, error = %e, "cannot record Duo's clock offset");
         }
         if offset.abs() > crate::duo::clock::WARN_OFFSET_MS {
@@ -239,7 +238,7 @@ impl IntegrationRuntime {
         };
         let runs = targets.iter().map(|t| self.collect_stream(t, cancel));
         report.streams = futures::future::join_all(runs).await;
-        self.record_duo_clock();
+        self.record_duo_clock().await;
         report
     }
 
@@ -251,7 +250,12 @@ impl IntegrationRuntime {
         let stream = &target.stream;
         let account = stream.account_id.as_deref().unwrap_or("-");
         let mut progress = Progress::default();
-        let run_id = match self.state.begin_run(stream, now_ms()) {
+        let started = stream.clone();
+        let begun = self
+            .state
+            .blocking(move |state| state.begin_run(&started, now_ms()))
+            .await;
+        let run_id = match begun {
             Ok(id) => id,
             Err(e) => {
                 tracing::error!(integration = %stream.integration, account, log = %stream.log, error = %e, "cannot record the run start");
@@ -290,10 +294,11 @@ impl IntegrationRuntime {
         }
         self.observer
             .run_finished(stream, outcome == RunOutcome::Failed);
-        if let Err(e) = self
-            .state
-            .end_run(stream, run_id, outcome, error.as_deref(), now_ms())
-        {
+        let (ended, recorded_error) = (stream.clone(), error.clone());
+        let end = self.state.blocking(move |state| {
+            state.end_run(&ended, run_id, outcome, recorded_error.as_deref(), now_ms())
+        });
+        if let Err(e) = end.await {
             tracing::error!(integration = %stream.integration, account, log = %stream.log, error = %e, "cannot record the run end");
         }
         StreamReport {
@@ -328,31 +333,41 @@ async fn deliver_and_commit(
         // Sinks count their own failed attempts in the observer.
         receipt = deliver_all(&rt.sinks, &batch, &rt.sink_retry, cancel).await?;
     }
-    // The file sinks' lengths move with the checkpoint: exactly-once files across crashes.
-    rt.state.commit_page_and_files(
-        &target.stream,
-        run_id,
-        cp,
-        events.len(),
-        now_ms(),
-        &receipt.files(),
-    )?;
-    receipt.committed();
-    let position = crate::status::position_ms(cp);
-    let lag_seconds = crate::status::lag_ms(
+    let (stream, checkpoint, count) = (target.stream.clone(), cp.clone(), events.len());
+    // The file sinks' lengths move with the checkpoint: exactly-once files across crashes. The
+    // receipt goes into the blocking task, so the pages are marked committed with the commit
+    // even if this future is dropped meanwhile.
+    rt.state
+        .blocking(move |state| {
+            state.commit_page_and_files(
+                &stream,
+                run_id,
+                &checkpoint,
+                count,
+                now_ms(),
+                &receipt.files(),
+            )?;
+            receipt.committed();
+            Ok(())
+        })
+        .await?;
+    let position_ms = cp.position_ms();
+    let lag_ms = crate::checkpoint::lag_ms(
         rt.duo_clock.now_ms(),
         rt.settings.delay.as_millis() as i64,
-        position,
-    ) / 1000;
+        position_ms,
+    );
     let sink_names: Vec<String> = rt.sinks.iter().map(|s| s.name.clone()).collect();
-    rt.observer
-        .page_committed(&target.stream, events.len(), &sink_names, position);
-    crate::service::status(&format!(
-        "collecting {}: {} behind, {} events this run",
-        target.stream,
-        crate::human::duration_secs(lag_seconds),
-        progress.events + events.len() as u64
-    ));
+    rt.observer.page_committed(
+        &CommittedPage {
+            stream: &target.stream,
+            events: events.len(),
+            position_ms,
+            duo_lag_ms: lag_ms,
+            run_events: progress.events + events.len() as u64,
+        },
+        &sink_names,
+    );
     progress.pages += 1;
     progress.events += events.len() as u64;
     Ok(())

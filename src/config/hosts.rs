@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use super::report::Report;
-use crate::duo::ProxySetting;
+use crate::proxy_setting::ProxySetting;
 
 const HOSTNAME_HINT: &str =
     "must be only the host name, of the form api-XXXXXXXX.duosecurity.com, as shown in the Duo Admin Panel";

@@ -12,11 +12,11 @@ use super::report::{Env, Report};
 use super::secrets::{resolve_skey, SecretSources};
 use super::validate::{parse_duration_field, validate_name};
 use super::{AuthApiKeys, Integration, DEFAULT_REQUESTS_PER_MINUTE, MAX_LOOKBACK};
-use crate::duo::sign::SigVersion;
-use crate::logs::LogKind;
+use crate::log_kind::LogKind;
 use crate::pacing::rate::MIN_RATE_PER_MINUTE;
 use crate::schedule::Schedule;
 use crate::secret::Secret;
+use crate::sig_version::SigVersion;
 
 pub const DEFAULT_SCHEDULE: &str = "0 */5 * * * *";
 const DEFAULT_LOOKBACK: Duration = Duration::from_secs(86_400);

@@ -16,11 +16,11 @@ mod validate;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::duo::sign::SigVersion;
-use crate::duo::ProxySetting;
-use crate::logs::LogKind;
+use crate::log_kind::LogKind;
+use crate::proxy_setting::ProxySetting;
 use crate::schedule::Schedule;
 use crate::secret::Secret;
+use crate::sig_version::SigVersion;
 
 pub use raw::{COLLECTOR_KEYS, INTEGRATION_KEYS};
 pub use report::{Env, Report, UNIT_CREDENTIALS_DIR, UNIT_CREDENTIAL_ID};

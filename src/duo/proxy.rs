@@ -17,49 +17,10 @@
 
 use std::fmt;
 
-/// Placeholder printed instead of a proxy URL's user name and password.
-const REDACTED_USERINFO: &str = "***";
-
-/// How an integration's requests reach Duo.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum ProxySetting {
-    /// reqwest's handling of `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY` … (the default).
-    #[default]
-    FromEnvironment,
-    /// `proxy = "none"`: direct connections; proxy variables in the environment are ignored.
-    Disabled,
-    /// `proxy = "http://…"`: this proxy for every request.
-    Explicit(ProxyUrl),
-}
-
-/// A proxy URL (scheme http or https, a host, no path) whose `Debug` and `Display` hide the
-/// user name and password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ProxyUrl(url::Url);
-
-/// Why a `proxy` value was refused; the messages name the fix and never echo credentials.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProxyUrlError {
-    #[error("{shown} is not a URL ({reason}); write it like \"http://proxy.example.com:3128\" (or \"none\" for direct connections)")]
-    NotAUrl { shown: String, reason: String },
-    #[error("{shown}: scheme {scheme:?} is not supported; use an HTTP proxy, \"http://host:port\" (or \"https://host:port\" for TLS to the proxy)")]
-    Scheme { shown: String, scheme: String },
-    #[error("{shown} has no host; write it like \"http://proxy.example.com:3128\"")]
-    NoHost { shown: String },
-    #[error("{shown} must be only scheme, host and port, without a path, query or fragment")]
-    HasPath { shown: String },
-}
+use crate::proxy_setting::REDACTED_USERINFO;
+pub use crate::proxy_setting::{ProxySetting, ProxyUrl, ProxyUrlError};
 
 impl ProxySetting {
-    /// Reads a `proxy` value: `"none"` or `""` disable proxies, anything else is a proxy URL.
-    pub fn parse(text: &str) -> Result<ProxySetting, ProxyUrlError> {
-        let text = text.trim();
-        if text.is_empty() || text.eq_ignore_ascii_case("none") {
-            return Ok(ProxySetting::Disabled);
-        }
-        ProxyUrl::parse(text).map(ProxySetting::Explicit)
-    }
-
     /// Configures `builder` for this setting. The environment case adds nothing: reqwest reads
     /// the proxy variables itself when the client is built.
     pub fn apply(
@@ -70,7 +31,7 @@ impl ProxySetting {
             ProxySetting::FromEnvironment => builder,
             ProxySetting::Disabled => builder.no_proxy(),
             // `Proxy::all` with no `no_proxy` list: NO_PROXY does not apply to the key.
-            ProxySetting::Explicit(url) => builder.proxy(reqwest::Proxy::all(url.0.as_str())?),
+            ProxySetting::Explicit(url) => builder.proxy(reqwest::Proxy::all(url.url().as_str())?),
         })
     }
 
@@ -81,8 +42,8 @@ impl ProxySetting {
             ProxySetting::Disabled => ProxyRoute::Direct(DirectReason::Disabled),
             ProxySetting::Explicit(url) => ProxyRoute::Proxy(ProxyInUse {
                 shown: url.to_string(),
-                host: url.0.host_str().unwrap_or_default().to_string(),
-                port: url.0.port_or_known_default().unwrap_or(80),
+                host: url.url().host_str().unwrap_or_default().to_string(),
+                port: url.url().port_or_known_default().unwrap_or(80),
                 source: ProxySource::Config,
             }),
             ProxySetting::FromEnvironment => route_from_environment(target),
@@ -180,60 +141,6 @@ impl fmt::Display for ProxyRoute {
     }
 }
 
-impl ProxyUrl {
-    pub fn parse(text: &str) -> Result<ProxyUrl, ProxyUrlError> {
-        let shown = || redact_text(text);
-        let url = url::Url::parse(text).map_err(|e| ProxyUrlError::NotAUrl {
-            shown: shown(),
-            reason: e.to_string(),
-        })?;
-        match url.scheme() {
-            "http" | "https" => {}
-            other => {
-                return Err(ProxyUrlError::Scheme {
-                    shown: shown(),
-                    scheme: other.to_string(),
-                })
-            }
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(ProxyUrlError::NoHost { shown: shown() });
-        }
-        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-            return Err(ProxyUrlError::HasPath { shown: shown() });
-        }
-        Ok(ProxyUrl(url))
-    }
-
-    pub fn has_credentials(&self) -> bool {
-        !self.0.username().is_empty() || self.0.password().is_some()
-    }
-
-    /// Whether the URL gave no port (the scheme's default, 80 or 443, is then used).
-    pub fn port_is_default(&self) -> bool {
-        self.0.port().is_none()
-    }
-}
-
-impl fmt::Display for ProxyUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let userinfo = if self.has_credentials() {
-            format!("{REDACTED_USERINFO}@")
-        } else {
-            String::new()
-        };
-        let host = self.0.host_str().unwrap_or_default();
-        let port = self.0.port_or_known_default().unwrap_or(80);
-        write!(f, "{}://{userinfo}{host}:{port}", self.0.scheme())
-    }
-}
-
-impl fmt::Debug for ProxyUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ProxyUrl({self})")
-    }
-}
-
 /// The base URL an integration's requests go to, which decides their route: `connect_to`, else
 /// the API host on port 443.
 pub fn request_base(integration: &crate::config::Integration) -> Option<url::Url> {
@@ -264,26 +171,10 @@ pub fn log_route(integration: &crate::config::Integration) {
     }
 }
 
-/// A proxy value that may not parse, with anything before the last `@` of its authority
-/// replaced: a broken URL can still hold a password.
-fn redact_text(text: &str) -> String {
-    let (scheme, rest) = match text.split_once("://") {
-        Some((scheme, rest)) => (Some(scheme), rest),
-        None => (None, text),
-    };
-    let redacted = match rest.rsplit_once('@') {
-        Some((_, host_part)) => format!("{REDACTED_USERINFO}@{host_part}"),
-        None => rest.to_string(),
-    };
-    match scheme {
-        Some(s) => format!("{:?}", format!("{s}://{redacted}")),
-        None => format!("{redacted:?}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy_setting::redact_text;
 
     #[test]
     fn none_and_empty_disable_proxies() {

@@ -3,6 +3,7 @@
 //! Pure functions: no I/O, no clock. The collector signs with them and the simulator verifies
 //! with them, so both sides share one implementation that is pinned by Duo's own test vectors.
 
+pub use crate::sig_version::SigVersion;
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -19,17 +20,6 @@ const DUO_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
 
 /// SHA-512 of the empty string: the body line of every GET in v5.
 pub const EMPTY_SHA512: &str = "cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e";
-
-/// The signature schemes this project speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SigVersion {
-    /// Canonical v2 string, HMAC-SHA1 (40 hex characters); the classic documented scheme.
-    V2Sha1,
-    /// Canonical v2 string, HMAC-SHA512.
-    V2Sha512,
-    /// Canonical v5 string (adds body and `X-Duo-*` header hashes), HMAC-SHA512.
-    V5,
-}
 
 /// Everything a signature covers. `params` are the decoded (key, value) pairs, in any order.
 #[derive(Debug, Clone, Copy)]

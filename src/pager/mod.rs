@@ -18,10 +18,10 @@ pub mod windowed;
 #[cfg(test)]
 mod tests;
 
+use crate::checkpoint::Checkpoint;
 use crate::event::Event;
 use crate::logs::page::Page;
 use crate::logs::{LogKind, Paging};
-use crate::state::Checkpoint;
 
 /// Duo refuses a `mintime` older than 180 days (by Duo's clock).
 pub const RETENTION_MS: i64 = 180 * 86_400 * 1000;
@@ -111,7 +111,8 @@ pub trait Pager: Send {
     fn on_refused(&mut self, detail: &str, duo_now_ms: i64) -> Result<Checkpoint, PagerError>;
     /// Notices since the last call.
     fn take_notices(&mut self) -> Vec<Notice>;
-    fn checkpoint(&self) -> &Checkpoint;
+    /// The checkpoint as it stands (what the last delivery or restart said to commit).
+    fn checkpoint(&self) -> Checkpoint;
 }
 
 /// The pager for `kind`, resuming `checkpoint` (or starting `initial_lookback` before Duo's
@@ -122,11 +123,19 @@ pub fn for_kind(
     checkpoint: Option<Checkpoint>,
     duo_now_ms: i64,
 ) -> Box<dyn Pager> {
-    match kind.paging() {
-        Paging::V2 | Paging::TrustMonitor => Box::new(windowed::WindowedPager::new(
-            kind, settings, checkpoint, duo_now_ms,
+    // `state` refuses a stored checkpoint of the other family, so a mismatch cannot come from
+    // the database; a caller handing one in starts the stream afresh rather than misreading it.
+    match (kind.paging(), checkpoint) {
+        (Paging::V1, Some(Checkpoint::V1(cp))) => {
+            Box::new(v1::V1Pager::new(settings, Some(cp), duo_now_ms))
+        }
+        (Paging::V1, _) => Box::new(v1::V1Pager::new(settings, None, duo_now_ms)),
+        (Paging::V2 | Paging::TrustMonitor, Some(Checkpoint::Windowed(cp))) => Box::new(
+            windowed::WindowedPager::new(kind, settings, Some(cp), duo_now_ms),
+        ),
+        (Paging::V2 | Paging::TrustMonitor, _) => Box::new(windowed::WindowedPager::new(
+            kind, settings, None, duo_now_ms,
         )),
-        Paging::V1 => Box::new(v1::V1Pager::new(settings, checkpoint, duo_now_ms)),
     }
 }
 

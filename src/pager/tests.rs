@@ -3,7 +3,7 @@
 //! checkpoint the stream would have committed.
 
 use super::*;
-use crate::state::Checkpoint;
+use crate::checkpoint::{Checkpoint, Cursor, V1Checkpoint, WindowedCheckpoint};
 
 const DAY: i64 = 86_400_000;
 const NOW: i64 = 1_796_114_840_000; // 2026-12-01T08:47:20Z
@@ -79,7 +79,7 @@ fn run(case: Case) {
         case.checkpoint.clone(),
         case.script.first().map_or(NOW, |s| s.0),
     );
-    let mut committed = case.checkpoint.clone().unwrap_or_default();
+    let mut committed = case.checkpoint.clone();
     let mut delivered = Vec::new();
     let mut notices = Vec::new();
     for (step, (now, want, answer)) in case.script.into_iter().enumerate() {
@@ -123,12 +123,12 @@ fn run(case: Case) {
                     .on_page(p, now)
                     .unwrap_or_else(|e| panic!("{at}: {e}"));
                 delivered.extend(d.events.iter().map(|e| e.event_id.clone()));
-                committed = d.checkpoint;
+                committed = Some(d.checkpoint);
             }
             Answer::Refused(detail, restarts) => match pager.on_refused(detail, now) {
                 Ok(cp) => {
                     assert!(restarts, "{at}: expected the stream to fail");
-                    committed = cp;
+                    committed = Some(cp);
                 }
                 Err(e) => assert!(!restarts, "{at}: expected a restart, got {e}"),
             },
@@ -139,27 +139,53 @@ fn run(case: Case) {
         }
         notices.extend(pager.take_notices());
     }
-    assert_eq!(committed, case.end, "{}: checkpoint", case.name);
+    assert_eq!(committed, Some(case.end), "{}: checkpoint", case.name);
     assert_eq!(notices, case.notices, "{}: notices", case.name);
     assert_eq!(delivered, case.delivered, "{}: delivered", case.name);
 }
 
+/// An open v2 window with Duo's `next_offset` text.
 fn open(mintime: i64, max: i64, cursor: Option<&str>, newest: Option<i64>) -> Checkpoint {
-    Checkpoint {
-        mintime_ms: mintime,
-        window_max_ms: Some(max),
-        cursor: cursor.map(str::to_string),
-        seen: Vec::new(),
-        newest_event_ms: newest,
-    }
+    open_with(Paging::V2, mintime, max, cursor, newest)
 }
 
-fn closed(mintime: i64, newest: Option<i64>) -> Checkpoint {
-    Checkpoint {
+/// An open Trust Monitor window with Duo's positional `offset`.
+fn open_tm(mintime: i64, max: i64, offset: Option<&str>, newest: Option<i64>) -> Checkpoint {
+    open_with(Paging::TrustMonitor, mintime, max, offset, newest)
+}
+
+fn open_with(
+    paging: Paging,
+    mintime: i64,
+    max: i64,
+    cursor: Option<&str>,
+    newest: Option<i64>,
+) -> Checkpoint {
+    Checkpoint::Windowed(WindowedCheckpoint {
         mintime_ms: mintime,
+        window_max_ms: Some(max),
+        cursor: cursor.map(|c| Cursor::parse(paging, c)),
         newest_event_ms: newest,
-        ..Checkpoint::default()
-    }
+    })
+}
+
+/// A windowed stream between windows.
+fn closed(mintime: i64, newest: Option<i64>) -> Checkpoint {
+    Checkpoint::Windowed(WindowedCheckpoint {
+        mintime_ms: mintime,
+        window_max_ms: None,
+        cursor: None,
+        newest_event_ms: newest,
+    })
+}
+
+/// A v1 stream at the second `mintime`, with the fingerprints delivered there.
+fn v1(mintime: i64, seen: &[&str], newest: Option<i64>) -> Checkpoint {
+    Checkpoint::V1(V1Checkpoint {
+        mintime_ms: mintime,
+        seen: seen.iter().map(|s| s.to_string()).collect(),
+        newest_event_ms: newest,
+    })
 }
 
 const M: i64 = NOW - DAY; // a first run's mintime
@@ -279,7 +305,7 @@ fn windowed_cases() {
             name: "a Trust Monitor window resumed past the floor is clamped once and restarted",
             kind: TrustMonitor,
             page_size: 200,
-            checkpoint: Some(open(NOW - 180 * DAY, X - DAY, Some("400"), None)),
+            checkpoint: Some(open_tm(NOW - 180 * DAY, X - DAY, Some("400"), None)),
             script: vec![
                 (NOW, Want::Window(NOW - 179 * DAY, X - DAY, None), Page(page(&[(NOW - 150 * DAY, "a")], Some("1")))),
                 (NOW, Want::Window(NOW - 179 * DAY, X - DAY, Some("1")), Page(page(&[], None))),
@@ -375,7 +401,7 @@ fn windowed_cases() {
                 (NOW + 180 * DAY, Want::Window(M, X, Some("1,a")), Refused("mintime must be within the past 180 days", true)),
                 (NOW + 180 * DAY, Want::Window(M, X, None), Refused("mintime must be within the past 180 days", true)),
             ],
-            end: Checkpoint { mintime_ms: NOW + DAY, window_max_ms: None, cursor: None, seen: vec![], newest_event_ms: Some(M + 1) },
+            end: closed(NOW + DAY, Some(M + 1)),
             notices: vec![
                 Notice::CursorDropped { cursor: "1,a".into() },
                 Notice::Clamped { from_ms: M, to_ms: NOW + DAY },
@@ -423,12 +449,7 @@ fn v1_cases() {
                 ),
                 (NOW + 60_000, Want::Done(Done::CaughtUp), Nothing),
             ],
-            end: Checkpoint {
-                mintime_ms: S + 2000,
-                seen: vec!["b".into()],
-                newest_event_ms: Some(S + 2000),
-                ..Checkpoint::default()
-            },
+            end: v1(S + 2000, &["b"], Some(S + 2000)),
             notices: vec![],
             delivered: vec!["a", "b"],
         },
@@ -436,22 +457,13 @@ fn v1_cases() {
             name: "v1: the delivered fingerprints of the resume second are not delivered again",
             kind: OfflineEnrollment,
             page_size: 1000,
-            checkpoint: Some(Checkpoint {
-                mintime_ms: S + 2000,
-                seen: vec!["b".into()],
-                ..Checkpoint::default()
-            }),
+            checkpoint: Some(v1(S + 2000, &["b"], None)),
             script: vec![(
                 NOW,
                 Want::Since(S / 1000 + 2),
                 Page(page(&[(S + 2000, "b"), (S + 2000, "c")], None)),
             )],
-            end: Checkpoint {
-                mintime_ms: S + 2000,
-                seen: vec!["b".into(), "c".into()],
-                newest_event_ms: Some(S + 2000),
-                ..Checkpoint::default()
-            },
+            end: v1(S + 2000, &["b", "c"], Some(S + 2000)),
             notices: vec![],
             delivered: vec!["c"],
         },
@@ -459,18 +471,13 @@ fn v1_cases() {
             name: "v1: unsettled events (by Duo's time) wait for a later request",
             kind: Administrator,
             page_size: 1000,
-            checkpoint: Some(closed(X - 10_000, None)),
+            checkpoint: Some(v1(X - 10_000, &[], None)),
             script: vec![(
                 NOW,
                 Want::Since((X - 10_000) / 1000),
                 Page(page(&[(X - 10_000, "a"), (X + 1, "late")], None)),
             )],
-            end: Checkpoint {
-                mintime_ms: X - 10_000,
-                seen: vec!["a".into()],
-                newest_event_ms: Some(X - 10_000),
-                ..Checkpoint::default()
-            },
+            end: v1(X - 10_000, &["a"], Some(X - 10_000)),
             notices: vec![],
             delivered: vec!["a"],
         },
@@ -478,7 +485,7 @@ fn v1_cases() {
             name: "v1: a second holding 1000 events is stepped past with a notice",
             kind: Administrator,
             page_size: 1000,
-            checkpoint: Some(closed(S + 5000, None)),
+            checkpoint: Some(v1(S + 5000, &[], None)),
             script: vec![
                 (
                     NOW,
@@ -488,11 +495,7 @@ fn v1_cases() {
                 (NOW, Want::Since(S / 1000 + 6), Page(page(&[], None))),
                 (NOW, Want::Done(Done::CaughtUp), Nothing),
             ],
-            end: Checkpoint {
-                mintime_ms: S + 6000,
-                newest_event_ms: Some(S + 5000),
-                ..Checkpoint::default()
-            },
+            end: v1(S + 6000, &[], Some(S + 5000)),
             notices: vec![Notice::OversizedSecond {
                 second: S / 1000 + 5,
             }],
@@ -502,13 +505,13 @@ fn v1_cases() {
             name: "v1: a checkpoint older than Duo's retention is clamped",
             kind: Administrator,
             page_size: 1000,
-            checkpoint: Some(closed(NOW - 200 * DAY, None)),
+            checkpoint: Some(v1(NOW - 200 * DAY, &[], None)),
             script: vec![(
                 NOW,
                 Want::Since((NOW - 179 * DAY) / 1000 + 1),
                 Page(page(&[], None)),
             )],
-            end: closed((NOW - 179 * DAY) / 1000 * 1000 + 1000, None),
+            end: v1((NOW - 179 * DAY) / 1000 * 1000 + 1000, &[], None),
             notices: vec![Notice::Clamped {
                 from_ms: NOW - 200 * DAY,
                 to_ms: (NOW - 179 * DAY) / 1000 * 1000 + 1000,
@@ -519,13 +522,13 @@ fn v1_cases() {
             name: "v1: a refusal fails the stream",
             kind: OfflineEnrollment,
             page_size: 1000,
-            checkpoint: Some(closed(S, None)),
+            checkpoint: Some(v1(S, &[], None)),
             script: vec![(
                 NOW,
                 Want::Since(S / 1000),
                 Refused("Invalid request parameters", false),
             )],
-            end: closed(S, None),
+            end: v1(S, &[], None),
             notices: vec![],
             delivered: vec![],
         },

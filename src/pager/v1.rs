@@ -12,8 +12,8 @@ use super::{
     newest, retention_floor_ms, Delivery, Done, Next, Notice, Pager, PagerError, PagerSettings,
     Request,
 };
+use crate::checkpoint::{Checkpoint, V1Checkpoint};
 use crate::logs::page::Page;
-use crate::state::Checkpoint;
 
 /// Duo returns at most this many v1 events per call.
 pub const V1_PAGE: usize = 1000;
@@ -25,7 +25,7 @@ fn floor_to_second(ms: i64) -> i64 {
 #[derive(Debug, Clone)]
 pub struct V1Pager {
     delay_ms: i64,
-    cp: Checkpoint,
+    cp: V1Checkpoint,
     /// The last page ended the run's paging.
     finished: bool,
     in_flight: bool,
@@ -35,12 +35,13 @@ pub struct V1Pager {
 impl V1Pager {
     pub fn new(
         settings: PagerSettings,
-        checkpoint: Option<Checkpoint>,
+        checkpoint: Option<V1Checkpoint>,
         duo_now_ms: i64,
     ) -> V1Pager {
-        let cp = checkpoint.unwrap_or_else(|| Checkpoint {
+        let cp = checkpoint.unwrap_or(V1Checkpoint {
             mintime_ms: floor_to_second(duo_now_ms - settings.initial_lookback_ms),
-            ..Checkpoint::default()
+            seen: Vec::new(),
+            newest_event_ms: None,
         });
         V1Pager {
             delay_ms: settings.delay_ms,
@@ -132,7 +133,7 @@ impl Pager for V1Pager {
         self.finished = !full || reached_unsettled || !progressed;
         Ok(Delivery {
             events: deliver,
-            checkpoint: self.cp.clone(),
+            checkpoint: self.checkpoint(),
             finished: self.finished,
         })
     }
@@ -148,7 +149,7 @@ impl Pager for V1Pager {
         std::mem::take(&mut self.notices)
     }
 
-    fn checkpoint(&self) -> &Checkpoint {
-        &self.cp
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::V1(self.cp.clone())
     }
 }

@@ -15,23 +15,24 @@ use super::{
     newest, retention_floor_ms, Delivery, Done, Next, Notice, Pager, PagerError, PagerSettings,
     Request,
 };
+use crate::checkpoint::{Checkpoint, Cursor, WindowedCheckpoint};
 use crate::logs::page::Page;
 use crate::logs::{LogKind, Paging};
-use crate::state::Checkpoint;
 
 /// The request in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct InFlight {
     maxtime: i64,
-    cursor: Option<String>,
+    cursor: Option<Cursor>,
 }
 
 #[derive(Debug, Clone)]
 pub struct WindowedPager {
+    paging: Paging,
     trust_monitor: bool,
     limit: u32,
     delay_ms: i64,
-    cp: Checkpoint,
+    cp: WindowedCheckpoint,
     /// This run opened a window (and so stops once it is drained).
     opened_this_run: bool,
     /// A window resumed from the checkpoint was checked against the retention floor.
@@ -42,23 +43,21 @@ pub struct WindowedPager {
     notices: Vec<Notice>,
 }
 
-/// The millisecond part of a v2 cursor (`"ms,id"`).
-fn v2_cursor_ms(cursor: &str) -> Option<i64> {
-    cursor.split(',').next()?.trim().parse().ok()
-}
-
 impl WindowedPager {
     pub fn new(
         kind: LogKind,
         settings: PagerSettings,
-        checkpoint: Option<Checkpoint>,
+        checkpoint: Option<WindowedCheckpoint>,
         duo_now_ms: i64,
     ) -> WindowedPager {
-        let cp = checkpoint.unwrap_or_else(|| Checkpoint {
+        let cp = checkpoint.unwrap_or(WindowedCheckpoint {
             mintime_ms: duo_now_ms - settings.initial_lookback_ms,
-            ..Checkpoint::default()
+            window_max_ms: None,
+            cursor: None,
+            newest_event_ms: None,
         });
         WindowedPager {
+            paging: kind.paging(),
             trust_monitor: kind.paging() == Paging::TrustMonitor,
             limit: settings.page_size.clamp(1, kind.max_page_size()),
             delay_ms: settings.delay_ms,
@@ -93,13 +92,12 @@ impl WindowedPager {
         if !self.clamp(now) {
             return;
         }
-        let keep = !self.trust_monitor
-            && self
-                .cp
-                .cursor
-                .as_deref()
-                .and_then(v2_cursor_ms)
-                .is_some_and(|ms| ms >= self.cp.mintime_ms);
+        let keep = self
+            .cp
+            .cursor
+            .as_ref()
+            .and_then(Cursor::position_ms)
+            .is_some_and(|ms| ms >= self.cp.mintime_ms);
         if !keep {
             self.cp.cursor = None;
         }
@@ -130,13 +128,14 @@ impl WindowedPager {
             } else {
                 "next_offset"
             };
-            params.push((name.to_string(), c.clone()));
+            params.push((name.to_string(), c.to_string()));
         }
-        self.in_flight = Some(InFlight {
-            maxtime,
-            cursor: cursor.clone(),
-        });
-        Next::Fetch(Request { params, cursor })
+        let sent = cursor.as_ref().map(Cursor::to_string);
+        self.in_flight = Some(InFlight { maxtime, cursor });
+        Next::Fetch(Request {
+            params,
+            cursor: sent,
+        })
     }
 }
 
@@ -178,21 +177,25 @@ impl Pager for WindowedPager {
 
     fn on_page(&mut self, page: Page, _now: i64) -> Result<Delivery, PagerError> {
         let sent = self.in_flight.take().ok_or(PagerError::NoRequest)?;
-        let drained = page.events.is_empty() || page.next_offset.is_none();
-        if !drained && page.next_offset == sent.cursor {
+        let next = page
+            .next_offset
+            .as_deref()
+            .map(|text| Cursor::parse(self.paging, text));
+        let drained = page.events.is_empty() || next.is_none();
+        if !drained && next == sent.cursor {
             return Err(PagerError::CursorRepeated {
-                cursor: sent.cursor.unwrap_or_default(),
+                cursor: sent.cursor.map(|c| c.to_string()).unwrap_or_default(),
             });
         }
         self.cp.newest_event_ms = newest(self.cp.newest_event_ms, &page.events);
         if drained {
             self.close_window(sent.maxtime + 1);
         } else {
-            self.cp.cursor = page.next_offset;
+            self.cp.cursor = next;
         }
         Ok(Delivery {
             events: page.events,
-            checkpoint: self.cp.clone(),
+            checkpoint: self.checkpoint(),
             finished: drained,
         })
     }
@@ -201,8 +204,10 @@ impl Pager for WindowedPager {
         let sent = self.in_flight.take().ok_or(PagerError::NoRequest)?;
         if let Some(cursor) = sent.cursor {
             self.cp.cursor = None;
-            self.notices.push(Notice::CursorDropped { cursor });
-            return Ok(self.cp.clone());
+            self.notices.push(Notice::CursorDropped {
+                cursor: cursor.to_string(),
+            });
+            return Ok(self.checkpoint());
         }
         // Refused without a cursor: the only thing to fix is a `mintime` that aged past Duo's
         // retention while the window was open for more than the margin. Re-clamp once.
@@ -211,7 +216,7 @@ impl Pager for WindowedPager {
             if self.cp.mintime_ms >= sent.maxtime {
                 self.close_window(self.cp.mintime_ms);
             }
-            return Ok(self.cp.clone());
+            return Ok(self.checkpoint());
         }
         Err(PagerError::Refused {
             detail: detail.to_string(),
@@ -222,7 +227,7 @@ impl Pager for WindowedPager {
         std::mem::take(&mut self.notices)
     }
 
-    fn checkpoint(&self) -> &Checkpoint {
-        &self.cp
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::Windowed(self.cp.clone())
     }
 }

@@ -7,8 +7,8 @@ use super::*;
 use crate::config::{
     ConfigError, Env, LogFormat, DEFAULT_REQUESTS_PER_MINUTE, DEFAULT_STATE_DIR, MAX_LOOKBACK,
 };
-use crate::duo::sign::SigVersion;
-use crate::logs::LogKind;
+use crate::log_kind::LogKind;
+use crate::sig_version::SigVersion;
 
 const SECRET: &str = "s3cr3t-Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk";
 
@@ -384,10 +384,13 @@ fn proxy_key_is_validated_and_its_credentials_stay_hidden() {
     let c = parse(&valid_integration("")).unwrap();
     assert_eq!(
         c.integrations[0].proxy,
-        crate::duo::ProxySetting::FromEnvironment
+        crate::proxy_setting::ProxySetting::FromEnvironment
     );
     let c = parse(&valid_integration("proxy = \"none\"")).unwrap();
-    assert_eq!(c.integrations[0].proxy, crate::duo::ProxySetting::Disabled);
+    assert_eq!(
+        c.integrations[0].proxy,
+        crate::proxy_setting::ProxySetting::Disabled
+    );
 
     let c = parse(&valid_integration(&format!(
         "proxy = \"http://svc-duo:{SECRET}@proxy.corp:3128\""
@@ -395,7 +398,7 @@ fn proxy_key_is_validated_and_its_credentials_stay_hidden() {
     .unwrap();
     assert!(matches!(
         &c.integrations[0].proxy,
-        crate::duo::ProxySetting::Explicit(url) if url.has_credentials()
+        crate::proxy_setting::ProxySetting::Explicit(url) if url.has_credentials()
     ));
     assert!(!format!("{c:?}").contains(SECRET));
     assert!(format!("{c:?}").contains("http://***@proxy.corp:3128"));

@@ -1,6 +1,7 @@
 //! Deterministic event generation and the paging engine over compact events.
 
-use super::{ExpectedEvent, KindCounts, SimConfig};
+use super::rng::{mix, unit_interval, uuid_v4, Rng};
+use super::{KindCounts, SimConfig};
 
 /// The log kinds the simulator serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,48 +56,6 @@ impl Kind {
             1
         }
     }
-}
-
-/// SplitMix64: tiny, fast, and stable across crate versions (unlike `StdRng`).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (0 when n == 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi.saturating_sub(lo) + 1)
-    }
-
-    /// True with probability `pct`/100.
-    pub fn pct(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
-
-/// Hash-combine two words.
-pub fn mix(a: u64, b: u64) -> u64 {
-    Rng::new(a ^ b.rotate_left(32).wrapping_mul(0xD6E8_FEB8_6659_FD93)).next_u64()
 }
 
 /// One event, compact: 32 bytes.
@@ -171,7 +130,7 @@ impl KindData {
         self.events.partition_point(|e| e.ms() < ms)
     }
 
-    fn upper(&self, ms: i64) -> usize {
+    pub(super) fn upper(&self, ms: i64) -> usize {
         self.events.partition_point(|e| e.ms() <= ms)
     }
 
@@ -307,92 +266,18 @@ impl Dataset {
             Some(rest) => format!("admin-{rest}"),
             None => format!("admin.{host}"),
         };
-        let mut ds = Dataset {
+        Dataset {
             seed,
             akey: account_id
                 .map(str::to_string)
-                .unwrap_or_else(|| super::records::duo_key("DA", mix(seed, 0xACC7))),
+                .unwrap_or_else(|| super::rng::duo_key("DA", mix(seed, 0xACC7))),
             admin_host,
             kinds,
-        };
-        if cfg.prerender {
-            ds.prerender();
         }
-        ds
-    }
-
-    /// Renders the JSON text of every event once, on all cores.
-    fn prerender(&mut self) {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let rendered: Vec<Vec<Box<str>>> = Kind::ALL
-            .iter()
-            .map(|&kind| {
-                let n = self.kind(kind).events.len();
-                let chunk = n.div_ceil(threads).max(1);
-                let this = &*self;
-                std::thread::scope(|s| {
-                    let parts: Vec<_> = (0..n)
-                        .step_by(chunk)
-                        .map(|lo| {
-                            s.spawn(move || {
-                                (lo..(lo + chunk).min(n))
-                                    .map(|i| {
-                                        super::records::render(this, kind, i)
-                                            .to_string()
-                                            .into_boxed_str()
-                                    })
-                                    .collect::<Vec<_>>()
-                            })
-                        })
-                        .collect();
-                    parts
-                        .into_iter()
-                        .flat_map(|p| p.join().unwrap_or_default())
-                        .collect()
-                })
-            })
-            .collect();
-        for (kd, r) in self.kinds.iter_mut().zip(rendered) {
-            kd.rendered = r;
-        }
-    }
-
-    /// The JSON text of event `idx` of `kind`: pre-rendered, or rendered now.
-    pub fn record_text(&self, kind: Kind, idx: usize) -> std::borrow::Cow<'_, str> {
-        match self.kind(kind).rendered.get(idx) {
-            Some(text) => std::borrow::Cow::Borrowed(text),
-            None => std::borrow::Cow::Owned(super::records::render(self, kind, idx).to_string()),
-        }
-    }
-
-    pub fn for_child(cfg: &SimConfig, child: &super::ChildAccount) -> Dataset {
-        Dataset::generate(
-            cfg,
-            child.seed,
-            &child.counts,
-            Some(&child.account_id),
-            &child.api_hostname,
-        )
     }
 
     pub fn kind(&self, kind: Kind) -> &KindData {
         &self.kinds[kind.index()]
-    }
-
-    /// See `SimHandle::expected_events`.
-    pub fn expected(&self, kind: Kind, visible_at_ms: i64, up_to_ts_ms: i64) -> Vec<ExpectedEvent> {
-        let kd = self.kind(kind);
-        let hi = kd.upper(up_to_ts_ms);
-        kd.events[..hi]
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.visible_at() <= visible_at_ms)
-            .map(|(i, e)| ExpectedEvent {
-                ts_ms: e.ms(),
-                id: super::records::natural_id(kind, e),
-                record: super::records::render(self, kind, i),
-            })
-            .collect()
     }
 }
 
@@ -408,11 +293,6 @@ fn make_group(ts: &mut [i64], s: usize, g: usize, unit_us: i64, rng: &mut Rng) {
             base
         };
     }
-}
-
-pub fn uuid_v4(hi: u64, lo: u64) -> u128 {
-    let v = (u128::from(hi) << 64) | u128::from(lo);
-    (v & !(0xF_u128 << 76) & !(0b11_u128 << 62)) | (0x4_u128 << 76) | (0b10_u128 << 62)
 }
 
 /// When events become visible after their timestamp.
@@ -459,11 +339,6 @@ impl Publication {
         }
         Some(mix(h, 0x7A11) % (self.late_tail_ms as u64 + 1))
     }
-}
-
-/// A hash as a uniform number in `[0, 1)`.
-pub fn unit_interval(h: u64) -> f64 {
-    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Generate `count` events over `[start_ms, end_ms)`, sorted by `(ms, id)`.

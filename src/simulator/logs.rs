@@ -2,9 +2,10 @@
 
 use serde_json::{json, Value};
 
-use super::data::{mix, unit_interval, Dataset, Ev, Kind, PageReq, Start};
+use super::data::{Dataset, Ev, Kind, PageReq, Start};
 use super::errors::ApiError;
-use super::records::{self, uuid_str};
+use super::records;
+use super::rng::{mix, unit_interval, uuid_str};
 use super::{RecordedRequest, SimConfig};
 
 const DAY_MS: i64 = 86_400_000;

@@ -37,9 +37,12 @@ mod config;
 mod data;
 mod errors;
 mod faults;
+mod fields;
 mod logs;
 mod ratelimit;
 mod records;
+mod rng;
+mod served;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -92,13 +95,10 @@ pub(crate) fn now_ms() -> i64 {
 
 impl State {
     fn new(cfg: SimConfig) -> State {
-        let parent = Arc::new(Dataset::generate(
-            &cfg,
-            cfg.seed,
-            &cfg.counts,
-            None,
-            &cfg.api_hostname,
-        ));
+        let parent = Arc::new(
+            Dataset::generate(&cfg, cfg.seed, &cfg.counts, None, &cfg.api_hostname)
+                .prerendered_if(cfg.prerender),
+        );
         let children = cfg
             .accounts
             .as_ref()

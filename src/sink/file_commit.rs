@@ -321,7 +321,7 @@ mod tests {
                     .commit_page_and_files(
                         &self.stream,
                         self.run,
-                        &Checkpoint::default(),
+                        &Checkpoint::start(self.stream.log, 0),
                         ids.len(),
                         2,
                         &receipt.files(),

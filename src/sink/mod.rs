@@ -341,14 +341,14 @@ impl Sink {
 
     fn record_success(&self) {
         let state = &self.reporting.state;
-        if let Err(e) = state.record_sink_success(&self.name, crate::collector::now_ms()) {
+        if let Err(e) = state.record_sink_success(&self.name, crate::clock::now_ms()) {
             tracing::warn!(sink = %self.name, error = %e, "cannot record the sink's delivery state");
         }
     }
 
     fn record_failure(&self, error: &str) {
         let state = &self.reporting.state;
-        if let Err(e) = state.record_sink_failure(&self.name, crate::collector::now_ms(), error) {
+        if let Err(e) = state.record_sink_failure(&self.name, crate::clock::now_ms(), error) {
             tracing::warn!(sink = %self.name, error = %e, "cannot record the sink's delivery state");
         }
     }

@@ -119,10 +119,7 @@ mod tests {
         state.record_file_mark(&mark(0), 1).unwrap();
         let stream = StreamId::new("corp", None, LogKind::Authentication);
         let run = state.begin_run(&stream, 1).unwrap();
-        let cp = Checkpoint {
-            mintime_ms: 5,
-            ..Checkpoint::default()
-        };
+        let cp = Checkpoint::start(LogKind::Authentication, 5);
         state
             .commit_page_and_files(&stream, run, &cp, 3, 2, &[mark(120)])
             .unwrap();

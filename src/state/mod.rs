@@ -3,6 +3,7 @@
 //! A checkpoint is only written by [`State::commit_page`], which the collector calls after every
 //! sink acknowledged the page; the checkpoint and the run's counters move in one transaction.
 
+mod checkpoints;
 mod files;
 mod pacing;
 mod schema;
@@ -15,6 +16,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::event::StreamId;
 use crate::logs::LogKind;
+
+pub use crate::checkpoint::{Checkpoint, Cursor, V1Checkpoint, WindowedCheckpoint};
 
 pub use files::FileMark;
 pub use pacing::{ClockStatus, PaceStatus};
@@ -36,21 +39,8 @@ pub enum StateError {
     TooNew { found: i64, known: i64 },
     #[error("state database: corrupt checkpoint for {stream}: {detail}")]
     Corrupt { stream: String, detail: String },
-}
-
-/// Where a stream resumes.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct Checkpoint {
-    /// The start of the next window, epoch ms (v1 kinds: a whole second, in ms).
-    pub mintime_ms: i64,
-    /// The end of the window being paged through, if a window is open.
-    pub window_max_ms: Option<i64>,
-    /// The endpoint's own cursor inside the open window.
-    pub cursor: Option<String>,
-    /// v1 kinds: fingerprints of the events already delivered at `mintime_ms`'s second.
-    pub seen: Vec<String>,
-    /// The newest event time delivered so far.
-    pub newest_event_ms: Option<i64>,
+    #[error("state database: the blocking task stopped: {0}")]
+    Blocking(String),
 }
 
 /// One row of `status`.
@@ -71,12 +61,18 @@ pub struct RunRecord {
     pub ended_ms: Option<i64>,
     pub pages: i64,
     pub events: i64,
-    pub outcome: String,
+    /// `None` while the run has not ended (or its process died before ending it: see
+    /// [`State::close_abandoned_runs`]).
+    pub outcome: Option<RunOutcome>,
     pub error: Option<String>,
 }
 
+/// What `runs.outcome` holds for a run that has not ended.
+const RUNNING: &str = "running";
+
 /// Outcome of a run, as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
     Ok,
     Failed,
@@ -94,12 +90,40 @@ impl RunOutcome {
             RunOutcome::NotPermitted => "not_permitted",
         }
     }
+
+    const ALL: [RunOutcome; 4] = [
+        RunOutcome::Ok,
+        RunOutcome::Failed,
+        RunOutcome::Interrupted,
+        RunOutcome::NotPermitted,
+    ];
+
+    /// The stored text back; `None` for text no build of this program writes.
+    pub fn from_stored(text: &str) -> Option<RunOutcome> {
+        RunOutcome::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+}
+
+impl rusqlite::types::ToSql for RunOutcome {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for RunOutcome {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        RunOutcome::from_stored(text).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(format!("unknown run outcome {text:?}").into())
+        })
+    }
 }
 
 /// The state database. Cheap to clone; all clones share one connection.
 #[derive(Clone)]
 pub struct State {
     conn: Arc<Mutex<Connection>>,
+    layout: checkpoints::Layout,
 }
 
 impl std::fmt::Debug for State {
@@ -130,6 +154,7 @@ impl State {
         schema::migrate(&mut conn)?;
         Ok(State {
             conn: Arc::new(Mutex::new(conn)),
+            layout: checkpoints::Layout::Typed,
         })
     }
 
@@ -141,10 +166,30 @@ impl State {
                 source,
             })?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        schema::check_version(&conn)?;
+        let version = schema::check_version(&conn)?;
         Ok(State {
             conn: Arc::new(Mutex::new(conn)),
+            // `status` may read a file no build with typed checkpoints has opened yet.
+            layout: if version < schema::TYPED_CHECKPOINTS {
+                checkpoints::Layout::Legacy
+            } else {
+                checkpoints::Layout::Typed
+            },
         })
+    }
+
+    /// Runs `work` on tokio's blocking pool, off the async workers: a commit fsyncs
+    /// (`synchronous=FULL`) and would otherwise stall every stream scheduled on the same
+    /// worker. The work runs to its end even if the caller stops waiting, so what it does after
+    /// a commit (marking the file sinks' pages committed) is never cut off from the commit.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&State) -> Result<T, StateError> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || work(&state))
+            .await
+            .map_err(|e| StateError::Blocking(e.to_string()))?
     }
 
     fn with<T>(
@@ -158,15 +203,15 @@ impl State {
     }
 
     pub fn load_checkpoint(&self, stream: &StreamId) -> Result<Option<Checkpoint>, StateError> {
-        self.with(|c| load_checkpoint(c, stream))
+        self.with(|c| checkpoints::load(c, stream, self.layout))
     }
 
     /// Starts a run record and returns its id.
     pub fn begin_run(&self, stream: &StreamId, now_ms: i64) -> Result<i64, StateError> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO runs(integration, account_id, log, started_ms, pages, events, outcome) VALUES (?1, ?2, ?3, ?4, 0, 0, 'running')",
-                params![stream.integration, account_key(stream), stream.log.as_str(), now_ms],
+                "INSERT INTO runs(integration, account_id, log, started_ms, pages, events, outcome) VALUES (?1, ?2, ?3, ?4, 0, 0, ?5)",
+                params![stream.integration, account_key(stream), stream.log.as_str(), now_ms, RUNNING],
             )?;
             Ok(c.last_insert_rowid())
         })
@@ -195,27 +240,22 @@ impl State {
         now_ms: i64,
         files: &[FileMark],
     ) -> Result<(), StateError> {
-        let seen = serde_json::to_string(&checkpoint.seen).unwrap_or_else(|_| "[]".into());
+        let stored = checkpoints::encode_checkpoint(checkpoint);
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT INTO checkpoints(integration, account_id, log, mintime_ms, window_max_ms, cursor, seen, newest_event_ms, events_total, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                "INSERT INTO checkpoints(integration, account_id, log, format, checkpoint, events_total, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(integration, account_id, log) DO UPDATE SET
-                   mintime_ms = excluded.mintime_ms, window_max_ms = excluded.window_max_ms,
-                   cursor = excluded.cursor, seen = excluded.seen,
-                   newest_event_ms = excluded.newest_event_ms,
+                   format = excluded.format, checkpoint = excluded.checkpoint,
                    events_total = checkpoints.events_total + excluded.events_total,
                    updated_ms = excluded.updated_ms",
                 params![
                     stream.integration,
                     account_key(stream),
                     stream.log.as_str(),
-                    checkpoint.mintime_ms,
-                    checkpoint.window_max_ms,
-                    checkpoint.cursor,
-                    seen,
-                    checkpoint.newest_event_ms,
+                    checkpoints::CHECKPOINT_FORMAT,
+                    stored?,
                     events as i64,
                     now_ms
                 ],
@@ -242,7 +282,7 @@ impl State {
             let tx = c.transaction()?;
             tx.execute(
                 "UPDATE runs SET ended_ms = ?2, outcome = ?3, error = ?4 WHERE id = ?1",
-                params![run_id, now_ms, outcome.as_str(), error],
+                params![run_id, now_ms, outcome, error],
             )?;
             tx.execute(
                 "DELETE FROM runs WHERE integration = ?1 AND account_id = ?2 AND log = ?3 AND id NOT IN
@@ -271,7 +311,7 @@ impl State {
                 let (checkpoint, events_total, updated) = match kind {
                     Some(k) => {
                         let stream = StreamId::new(&integration, account_id.clone(), k);
-                        let cp = load_checkpoint(c, &stream)?;
+                        let cp = checkpoints::load(c, &stream, self.layout)?;
                         let (total, updated): (i64, Option<i64>) = c
                             .query_row(
                                 "SELECT events_total, updated_ms FROM checkpoints WHERE integration=?1 AND account_id=?2 AND log=?3",
@@ -295,7 +335,10 @@ impl State {
                                 ended_ms: r.get(1)?,
                                 pages: r.get(2)?,
                                 events: r.get(3)?,
-                                outcome: r.get(4)?,
+                                outcome: match r.get_ref(4)?.as_str()? {
+                                    RUNNING => None,
+                                    _ => Some(r.get(4)?),
+                                },
                                 error: r.get(5)?,
                             })
                         },
@@ -319,46 +362,11 @@ impl State {
     pub fn close_abandoned_runs(&self, now_ms: i64) -> Result<usize, StateError> {
         self.with(|c| {
             Ok(c.execute(
-                "UPDATE runs SET outcome = 'interrupted', ended_ms = ?1, error = 'the collector stopped during this run (crash or kill); the next run resumed from the last checkpoint' WHERE outcome = 'running'",
-                params![now_ms],
+                "UPDATE runs SET outcome = ?2, ended_ms = ?1, error = 'the collector stopped during this run (crash or kill); the next run resumed from the last checkpoint' WHERE outcome = ?3",
+                params![now_ms, RunOutcome::Interrupted, RUNNING],
             )?)
         })
     }
-}
-
-fn load_checkpoint(c: &Connection, stream: &StreamId) -> Result<Option<Checkpoint>, StateError> {
-    let row = c
-        .query_row(
-            "SELECT mintime_ms, window_max_ms, cursor, seen, newest_event_ms FROM checkpoints WHERE integration=?1 AND account_id=?2 AND log=?3",
-            params![stream.integration, account_key(stream), stream.log.as_str()],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Option<i64>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((mintime_ms, window_max_ms, cursor, seen, newest_event_ms)) = row else {
-        return Ok(None);
-    };
-    let seen: Vec<String> = match seen.as_deref() {
-        None | Some("") => Vec::new(),
-        Some(text) => serde_json::from_str(text).map_err(|e| StateError::Corrupt {
-            stream: stream.to_string(),
-            detail: format!("seen list: {e}"),
-        })?,
-    };
-    Ok(Some(Checkpoint {
-        mintime_ms,
-        window_max_ms,
-        cursor,
-        seen,
-        newest_event_ms,
-    }))
 }
 
 #[cfg(test)]
@@ -372,13 +380,15 @@ mod tests {
         let stream = StreamId::new("corp", None, LogKind::Authentication);
         assert_eq!(state.load_checkpoint(&stream).unwrap(), None);
         let run = state.begin_run(&stream, 1).unwrap();
-        let cp = Checkpoint {
+        let cp = Checkpoint::Windowed(WindowedCheckpoint {
             mintime_ms: 10,
             window_max_ms: Some(20),
-            cursor: Some("15,abc".into()),
-            seen: vec!["f1".into()],
+            cursor: Some(Cursor::V2Pair {
+                ms: 15,
+                id: "abc".into(),
+            }),
             newest_event_ms: Some(15),
-        };
+        });
         state.commit_page(&stream, run, &cp, 7, 2).unwrap();
         state.commit_page(&stream, run, &cp, 3, 3).unwrap();
         state
@@ -390,8 +400,8 @@ mod tests {
         assert_eq!(status[0].events_total, 10);
         let last = status[0].last_run.as_ref().unwrap();
         assert_eq!(
-            (last.pages, last.events, last.outcome.as_str()),
-            (2, 10, "ok")
+            (last.pages, last.events, last.outcome),
+            (2, 10, Some(RunOutcome::Ok))
         );
 
         // Reopening keeps everything (and migrations are idempotent).
@@ -400,6 +410,29 @@ mod tests {
         assert_eq!(state.load_checkpoint(&stream).unwrap(), Some(cp));
         let other = StreamId::new("corp", Some("DA1".into()), LogKind::Authentication);
         assert_eq!(state.load_checkpoint(&other).unwrap(), None);
+
+        let admin = StreamId::new("corp", None, LogKind::Administrator);
+        let v1 = Checkpoint::V1(V1Checkpoint {
+            mintime_ms: 5_000,
+            seen: vec!["f1".into(), "f2".into()],
+            newest_event_ms: Some(5_000),
+        });
+        state.commit_page(&admin, run, &v1, 2, 5).unwrap();
+        assert_eq!(state.load_checkpoint(&admin).unwrap(), Some(v1));
+    }
+
+    #[test]
+    fn a_checkpoint_of_the_wrong_family_is_refused_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(&dir.path().join("state.db")).unwrap();
+        let stream = StreamId::new("corp", None, LogKind::Administrator);
+        let run = state.begin_run(&stream, 1).unwrap();
+        let windowed = Checkpoint::start(LogKind::TrustMonitor, 10);
+        state.commit_page(&stream, run, &windowed, 0, 2).unwrap();
+        assert!(matches!(
+            state.load_checkpoint(&stream),
+            Err(StateError::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -410,7 +443,10 @@ mod tests {
         let run = state.begin_run(&stream, 1).unwrap();
         assert_eq!(state.close_abandoned_runs(5).unwrap(), 1);
         let status = state.status().unwrap();
-        assert_eq!(status[0].last_run.as_ref().unwrap().outcome, "interrupted");
+        assert_eq!(
+            status[0].last_run.as_ref().unwrap().outcome,
+            Some(RunOutcome::Interrupted)
+        );
         for i in 0..(RUNS_KEPT_PER_STREAM + 10) {
             let r = state.begin_run(&stream, i).unwrap();
             state
@@ -422,5 +458,45 @@ mod tests {
             .unwrap();
         assert_eq!(count, RUNS_KEPT_PER_STREAM);
         let _ = run;
+    }
+
+    /// A commit waiting for the database (here: another connection holds the write lock, as a
+    /// slow disk would hold an fsync) leaves the async runtime free; and a commit whose caller
+    /// stopped waiting still lands.
+    #[tokio::test(flavor = "current_thread")]
+    async fn commits_wait_off_the_runtime_and_finish_when_the_caller_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let state = State::open(&path).unwrap();
+        let stream = StreamId::new("corp", None, LogKind::Authentication);
+        let run = state.begin_run(&stream, 1).unwrap();
+        let cp = Checkpoint::start(LogKind::Authentication, 10);
+
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let commit = {
+            let (stream, cp) = (stream.clone(), cp.clone());
+            let state = state.clone();
+            tokio::spawn(async move {
+                state
+                    .blocking(move |s| s.commit_page(&stream, run, &cp, 1, 2))
+                    .await
+            })
+        };
+        // One thread: this timer fires only if the waiting commit does not hold it.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!commit.is_finished(), "the commit waits for the lock");
+        commit.abort();
+        blocker.execute_batch("COMMIT").unwrap();
+
+        // Queued behind the aborted caller's commit on the one connection.
+        let loaded = {
+            let stream = stream.clone();
+            state
+                .blocking(move |s| s.load_checkpoint(&stream))
+                .await
+                .unwrap()
+        };
+        assert_eq!(loaded, Some(cp));
     }
 }

@@ -1,12 +1,24 @@
 //! Schema and migrations. Each migration runs once, in order, inside a transaction.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction};
 
+use super::checkpoints::typed_checkpoints;
 use super::StateError;
 
-const MIGRATIONS: &[&str] = &[
+/// The first schema with typed checkpoints (see `checkpoints.rs`); older files are read as
+/// they were written.
+pub const TYPED_CHECKPOINTS: i64 = 5;
+
+enum Migration {
+    Sql(&'static str),
+    /// A migration that needs the program's own types (it reads and rewrites rows).
+    Code(fn(&Transaction<'_>) -> Result<(), StateError>),
+}
+
+const MIGRATIONS: &[Migration] = &[
     // 1: checkpoints and runs.
-    "CREATE TABLE checkpoints(
+    Migration::Sql(
+        "CREATE TABLE checkpoints(
         integration TEXT NOT NULL,
         account_id TEXT NOT NULL,
         log TEXT NOT NULL,
@@ -32,8 +44,10 @@ const MIGRATIONS: &[&str] = &[
         error TEXT
      );
      CREATE INDEX runs_by_stream ON runs(integration, account_id, log, id);",
+    ),
     // 2: per-sink delivery state, for `status`.
-    "CREATE TABLE sink_status(
+    Migration::Sql(
+        "CREATE TABLE sink_status(
         sink TEXT PRIMARY KEY,
         last_success_ms INTEGER,
         failing_since_ms INTEGER,
@@ -41,8 +55,10 @@ const MIGRATIONS: &[&str] = &[
         last_error_ms INTEGER,
         failed_attempts INTEGER NOT NULL DEFAULT 0
      );",
+    ),
     // 3: learned request rates per (account, endpoint), and Duo's measured clock offset.
-    "CREATE TABLE pacing(
+    Migration::Sql(
+        "CREATE TABLE pacing(
         integration TEXT NOT NULL,
         account_id TEXT NOT NULL,
         endpoint TEXT NOT NULL,
@@ -57,8 +73,10 @@ const MIGRATIONS: &[&str] = &[
         offset_ms INTEGER NOT NULL,
         measured_ms INTEGER NOT NULL
      );",
+    ),
     // 4: each file sink's committed length, moved with the checkpoints (see `files.rs`).
-    "CREATE TABLE file_commits(
+    Migration::Sql(
+        "CREATE TABLE file_commits(
         sink TEXT PRIMARY KEY,
         path TEXT NOT NULL,
         dev INTEGER NOT NULL,
@@ -66,6 +84,10 @@ const MIGRATIONS: &[&str] = &[
         committed_len INTEGER NOT NULL,
         updated_ms INTEGER NOT NULL
      );",
+    ),
+    // 5: one typed checkpoint per row, in a versioned encoding (`format`, `checkpoint`),
+    // instead of columns shared by every paging family.
+    Migration::Code(typed_checkpoints),
 ];
 
 fn current_version(conn: &Connection) -> Result<i64, StateError> {
@@ -78,14 +100,23 @@ fn current_version(conn: &Connection) -> Result<i64, StateError> {
 }
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StateError> {
+    migrate_to(conn, MIGRATIONS.len() as i64)
+}
+
+/// Runs the migrations up to and including `target` (tests write older files with it).
+pub(super) fn migrate_to(conn: &mut Connection, target: i64) -> Result<(), StateError> {
     let found = current_version(conn)?;
     let known = MIGRATIONS.len() as i64;
     if found > known {
         return Err(StateError::TooNew { found, known });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    let pending = MIGRATIONS.iter().enumerate().take(target as usize);
+    for (i, migration) in pending.skip(found as usize) {
         let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
+        match migration {
+            Migration::Sql(sql) => tx.execute_batch(sql)?,
+            Migration::Code(run) => run(&tx)?,
+        }
         tx.execute("DELETE FROM schema_version", [])?;
         tx.execute(
             "INSERT INTO schema_version(version) VALUES (?1)",
@@ -96,8 +127,8 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StateError> {
     Ok(())
 }
 
-/// For read-only opens: the schema must be one this build understands.
-pub fn check_version(conn: &Connection) -> Result<(), StateError> {
+/// For read-only opens: the schema must be one this build understands. Returns its version.
+pub fn check_version(conn: &Connection) -> Result<i64, StateError> {
     let found: i64 = conn
         .query_row(
             "SELECT COALESCE(MAX(version), 0) FROM schema_version",
@@ -109,5 +140,5 @@ pub fn check_version(conn: &Connection) -> Result<(), StateError> {
     if found > known {
         return Err(StateError::TooNew { found, known });
     }
-    Ok(())
+    Ok(found)
 }

@@ -1,4 +1,5 @@
-//! The Duo log kinds and the facts about each endpoint that the pager needs.
+//! The Duo log kinds and the facts about each endpoint that the pager needs. A leaf: it imports
+//! nothing from the crate, so every module may name a kind.
 
 use std::fmt;
 use std::str::FromStr;
