@@ -3,40 +3,17 @@
 use super::rng::{mix, unit_interval, uuid_v4, Rng};
 use super::{KindCounts, SimConfig};
 
-/// The log kinds the simulator serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Authentication,
-    Administrator,
-    Telephony,
-    Activity,
-    TrustMonitor,
-    OfflineEnrollment,
-}
+/// The log kinds the simulator serves: the collector's own [`LogKind`](crate::log_kind::LogKind)
+/// (one declaration), with what the simulator needs to know of each.
+pub use crate::log_kind::LogKind as Kind;
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
-        Kind::Authentication,
-        Kind::Administrator,
-        Kind::Telephony,
-        Kind::Activity,
-        Kind::TrustMonitor,
-        Kind::OfflineEnrollment,
-    ];
-
     pub fn name(self) -> &'static str {
-        match self {
-            Kind::Authentication => "authentication",
-            Kind::Administrator => "administrator",
-            Kind::Telephony => "telephony",
-            Kind::Activity => "activity",
-            Kind::TrustMonitor => "trust_monitor",
-            Kind::OfflineEnrollment => "offline_enrollment",
-        }
+        self.as_str()
     }
 
     pub fn from_name(name: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.name() == name)
+        name.parse().ok()
     }
 
     fn index(self) -> usize {
@@ -45,7 +22,7 @@ impl Kind {
 
     /// v1 kinds have one-second resolution.
     pub fn is_v1(self) -> bool {
-        matches!(self, Kind::Administrator | Kind::OfflineEnrollment)
+        self.paging() == crate::log_kind::Paging::V1
     }
 
     /// Timestamp unit in ms: 1000 for v1 kinds, 1 otherwise.
