@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use duo_collector::duo::{DuoClient, RetryPolicy};
+use duo_collector::duo::{Call, DuoClient, RetryPolicy};
 use duo_collector::logs::page::parse_v2;
 use duo_collector::logs::LogKind;
 use duo_collector::settings::Config;
@@ -36,10 +36,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             params.push(("next_offset".to_string(), c.clone()));
         }
         let page = client
-            .get(
-                &integration.api_hostname,
-                LogKind::Authentication.path(),
-                &params,
+            .request(
+                &Call::get(
+                    &integration.api_hostname,
+                    LogKind::Authentication.path(),
+                    &params,
+                ),
                 &cancel,
                 |body| parse_v2(LogKind::Authentication, body),
             )
@@ -47,7 +49,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         pages += 1;
         events += page.events.len();
         match page.next_offset {
-            Some(next) if page.events.len() == 1000 => cursor = Some(next),
+            // Duo's rule: follow the cursor until a page has none (or is empty).
+            Some(next) if !page.events.is_empty() => cursor = Some(next),
             _ => break,
         }
     }

@@ -2,6 +2,7 @@
 //! permissions per log kind, MSP children, Auth API keys) and per sink, each line PASS, WARN or
 //! FAIL with a hint that says what to fix.
 
+use crate::duo::Call;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -312,7 +313,7 @@ async fn check_integration(integration: &Integration, cancel: &CancellationToken
     let host = integration.api_hostname.as_str();
     let sent = now_ms();
     match client
-        .get(host, "/auth/v2/ping", &[], cancel, ping_time)
+        .request(&Call::get(host, "/auth/v2/ping", &[]), cancel, ping_time)
         .await
     {
         Ok(duo_time) => {
@@ -361,10 +362,8 @@ async fn check_integration(integration: &Integration, cancel: &CancellationToken
     let mut log_target: Option<(String, Option<String>)> = None;
     if integration.accounts_api {
         let list = client
-            .post(
-                host,
-                crate::collector::ACCOUNT_LIST_PATH,
-                &[],
+            .request(
+                &Call::post(host, crate::collector::ACCOUNT_LIST_PATH, &[]),
                 cancel,
                 crate::collector::parse_children,
             )
@@ -395,7 +394,11 @@ async fn check_integration(integration: &Integration, cancel: &CancellationToken
         }
     } else {
         match client
-            .get(host, "/admin/v1/info/summary", &[], cancel, ignore_body)
+            .request(
+                &Call::get(host, "/admin/v1/info/summary", &[]),
+                cancel,
+                ignore_body,
+            )
             .await
         {
             Ok(()) => {
@@ -416,10 +419,12 @@ async fn check_integration(integration: &Integration, cancel: &CancellationToken
         for kind in &integration.logs {
             let check = format!("Log {kind}");
             match client
-                .get(
-                    &log_host,
-                    kind.path(),
-                    &probe_params(*kind, integration, account.as_deref(), duo_clock.now_ms()),
+                .request(
+                    &Call::get(
+                        &log_host,
+                        kind.path(),
+                        &probe_params(*kind, integration, account.as_deref(), duo_clock.now_ms()),
+                    ),
                     cancel,
                     ignore_body,
                 )
@@ -433,7 +438,7 @@ async fn check_integration(integration: &Integration, cancel: &CancellationToken
     if let Some(auth) = &integration.auth_api {
         let auth_client = client.with_keys(&auth.ikey, &auth.skey);
         match auth_client
-            .get(host, "/auth/v2/check", &[], cancel, ignore_body)
+            .request(&Call::get(host, "/auth/v2/check", &[]), cancel, ignore_body)
             .await
         {
             Ok(()) => checks.push(Check::pass("Auth API keys", "valid (GET /auth/v2/check)")),

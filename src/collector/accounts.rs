@@ -1,6 +1,7 @@
 //! MSP: the child accounts an Accounts API integration collects, listed with
 //! `POST /accounts/v1/account/list` and refreshed every `account_refresh`.
 
+use crate::duo::Call;
 use std::time::Instant;
 
 use serde::Deserialize;
@@ -45,10 +46,8 @@ pub(super) async fn children(
     if !fresh {
         let listed = rt
             .client
-            .post(
-                &settings.api_hostname,
-                ACCOUNT_LIST_PATH,
-                &[],
+            .request(
+                &Call::post(&settings.api_hostname, ACCOUNT_LIST_PATH, &[]),
                 cancel,
                 parse_children,
             )

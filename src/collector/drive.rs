@@ -3,6 +3,7 @@
 //! the page back to the pager, delivers what it says and commits its checkpoint. No paging
 //! decision is made here; see `crate::pager`.
 
+use crate::duo::Call;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -184,9 +185,11 @@ impl<'a> Fetcher<'a> {
             let permit = rt.request_permit().await;
             let outcome = rt
                 .client
-                .get_once(&self.target.host, kind.path(), params, cancel, |body| {
-                    parse(kind, body)
-                })
+                .request_once(
+                    &Call::get(&self.target.host, kind.path(), params),
+                    cancel,
+                    |body| parse(kind, body),
+                )
                 .await;
             self.pacer.answered();
             let err = match outcome {

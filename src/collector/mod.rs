@@ -9,6 +9,7 @@
 mod accounts;
 mod drive;
 
+use crate::duo::Call;
 use std::sync::Arc;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -151,10 +152,8 @@ impl IntegrationRuntime {
         }
         let pinged = self
             .client
-            .get(
-                &self.settings.api_hostname,
-                "/auth/v2/ping",
-                &[],
+            .request(
+                &Call::get(&self.settings.api_hostname, "/auth/v2/ping", &[]),
                 cancel,
                 |_| Ok(()),
             )
@@ -339,7 +338,7 @@ async fn deliver_and_commit(
     // even if this future is dropped meanwhile.
     rt.state
         .blocking(move |state| {
-            state.commit_page_and_files(
+            state.commit_page(
                 &stream,
                 run_id,
                 &checkpoint,

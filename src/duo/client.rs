@@ -59,8 +59,8 @@ pub struct DuoClient {
     clock: Option<DuoClock>,
 }
 
-/// A request before signing.
-struct Call<'a> {
+/// A request before signing: what [`DuoClient::request`] and [`DuoClient::request_once`] send.
+pub struct Call<'a> {
     method: reqwest::Method,
     host: &'a str,
     path: &'a str,
@@ -68,12 +68,20 @@ struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
-    fn get(host: &'a str, path: &'a str, params: &'a [(String, String)]) -> Call<'a> {
+    pub fn get(host: &'a str, path: &'a str, params: &'a [(String, String)]) -> Call<'a> {
         Call {
             method: reqwest::Method::GET,
             host,
             path,
             params,
+        }
+    }
+
+    /// The parameters go as a form body (v2 signatures) or JSON body (v5).
+    pub fn post(host: &'a str, path: &'a str, params: &'a [(String, String)]) -> Call<'a> {
+        Call {
+            method: reqwest::Method::POST,
+            ..Call::get(host, path, params)
         }
     }
 }
@@ -155,34 +163,28 @@ impl DuoClient {
         }
     }
 
-    /// A signed GET, retried per the policy; `parse` turns the body into the result, and a
+    /// A signed request, retried per the policy; `parse` turns the body into the result, and a
     /// parse failure counts as a transient error (a truncated or garbled response).
-    pub async fn get<T>(
+    pub async fn request<T>(
         &self,
-        host: &str,
-        path: &str,
-        params: &[(String, String)],
+        call: &Call<'_>,
         cancel: &CancellationToken,
         parse: impl Fn(&[u8]) -> Result<T, PageError>,
     ) -> Result<T, DuoError> {
-        self.with_retries(&Call::get(host, path, params), cancel, parse)
-            .await
+        self.with_retries(call, cancel, parse).await
     }
 
-    /// One signed GET, not retried: the caller paces and retries (the log pagers, which must
-    /// not hold a page permit while they wait). The response is counted in the metrics.
-    pub async fn get_once<T>(
+    /// One signed request, not retried: the caller paces and retries (the log pagers, which
+    /// must not hold a page permit while they wait). The response is counted in the metrics.
+    pub async fn request_once<T>(
         &self,
-        host: &str,
-        path: &str,
-        params: &[(String, String)],
+        call: &Call<'_>,
         cancel: &CancellationToken,
         parse: impl Fn(&[u8]) -> Result<T, PageError>,
     ) -> Result<T, DuoError> {
-        let call = Call::get(host, path, params);
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return Err(DuoError::Cancelled),
-            r = self.send_once(&call) => r,
+            r = self.send_once(call) => r,
         };
         self.count_response(&outcome);
         outcome.and_then(|body| parse(&body).map_err(|e| DuoError::Malformed(e.0)))
@@ -197,24 +199,6 @@ impl DuoClient {
             };
             observer.api_response(integration, status);
         }
-    }
-
-    /// A signed POST with the parameters as a form body (v2) or JSON body (v5).
-    pub async fn post<T>(
-        &self,
-        host: &str,
-        path: &str,
-        params: &[(String, String)],
-        cancel: &CancellationToken,
-        parse: impl Fn(&[u8]) -> Result<T, PageError>,
-    ) -> Result<T, DuoError> {
-        let call = Call {
-            method: reqwest::Method::POST,
-            host,
-            path,
-            params,
-        };
-        self.with_retries(&call, cancel, parse).await
     }
 
     async fn with_retries<T>(

@@ -6,7 +6,7 @@ pub mod error;
 pub mod proxy;
 pub mod sign;
 
-pub use client::{DuoClient, RetryPolicy};
+pub use client::{Call, DuoClient, RetryPolicy};
 pub use clock::DuoClock;
 pub use error::DuoError;
 pub use proxy::{ProxyRoute, ProxySetting};

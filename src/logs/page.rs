@@ -69,9 +69,11 @@ struct Metadata<'a> {
     next_offset: Option<Offset<'a>>,
 }
 
+/// A page's records and metadata: `authlogs` (authentication v2), `items` (the other v2 logs)
+/// or `events` (Trust Monitor).
 #[derive(Deserialize)]
-struct V2Response<'a> {
-    #[serde(borrow, alias = "authlogs")]
+struct ListResponse<'a> {
+    #[serde(borrow, alias = "authlogs", alias = "events")]
     items: Vec<&'a RawValue>,
     #[serde(borrow)]
     metadata: Option<Metadata<'a>>,
@@ -100,7 +102,17 @@ struct V2Envelope<'a> {
     #[serde(borrow)]
     stat: Cow<'a, str>,
     #[serde(borrow)]
-    response: V2Response<'a>,
+    response: ListResponse<'a>,
+}
+
+/// A page of parsed events and its cursor (`metadata.next_offset`, if any).
+fn page_of(events: Vec<Event>, metadata: Option<Metadata<'_>>) -> Page {
+    Page {
+        events,
+        next_offset: metadata
+            .and_then(|m| m.next_offset)
+            .and_then(|o| o.joined()),
+    }
 }
 
 /// Parses a page of `kind`, whatever its paging family.
@@ -128,14 +140,7 @@ pub fn parse_v2(kind: LogKind, body: &[u8]) -> Result<Page, PageError> {
     for raw in parsed.items {
         events.push(v2_event(kind, raw)?);
     }
-    let next_offset = parsed
-        .metadata
-        .and_then(|m| m.next_offset)
-        .and_then(|o| o.joined());
-    Ok(Page {
-        events,
-        next_offset,
-    })
+    Ok(page_of(events, parsed.metadata))
 }
 
 fn v2_event(kind: LogKind, raw: &RawValue) -> Result<Event, PageError> {
@@ -173,14 +178,6 @@ fn v2_event(kind: LogKind, raw: &RawValue) -> Result<Event, PageError> {
 }
 
 #[derive(Deserialize)]
-struct TrustMonitorResponse<'a> {
-    #[serde(borrow)]
-    events: Vec<&'a RawValue>,
-    #[serde(borrow)]
-    metadata: Option<Metadata<'a>>,
-}
-
-#[derive(Deserialize)]
 struct TrustMonitorKey<'a> {
     #[serde(borrow, default)]
     sekey: Option<Cow<'a, str>>,
@@ -191,10 +188,10 @@ struct TrustMonitorKey<'a> {
 /// Parses a Trust Monitor page; the event time is the surfaced time, the id the `sekey`.
 pub fn parse_trust_monitor(body: &[u8]) -> Result<Page, PageError> {
     let response = response_of(body)?;
-    let parsed: TrustMonitorResponse<'_> = serde_json::from_str(response.get())
+    let parsed: ListResponse<'_> = serde_json::from_str(response.get())
         .map_err(|e| malformed(format!("unexpected trust_monitor page shape ({e})")))?;
-    let mut events = Vec::with_capacity(parsed.events.len());
-    for raw in parsed.events {
+    let mut events = Vec::with_capacity(parsed.items.len());
+    for raw in parsed.items {
         let text = raw.get();
         if !text.starts_with('{') {
             return Err(malformed("a trust_monitor event is not a JSON object"));
@@ -217,14 +214,7 @@ pub fn parse_trust_monitor(body: &[u8]) -> Result<Page, PageError> {
             ts_ms,
         });
     }
-    let next_offset = parsed
-        .metadata
-        .and_then(|m| m.next_offset)
-        .and_then(|o| o.joined());
-    Ok(Page {
-        events,
-        next_offset,
-    })
+    Ok(page_of(events, parsed.metadata))
 }
 
 #[derive(Deserialize)]

@@ -343,6 +343,16 @@ fn windowed_cases() {
             delivered: vec![],
         },
         Case {
+            name: "a window resumed a second after it opened goes on (Duo's now read to the second)",
+            kind: Authentication,
+            page_size: 2,
+            checkpoint: Some(open(M, X, Some("5,a"), None)),
+            script: vec![(NOW - 1_500, Want::Window(M, X, Some("5,a")), Page(page(&[(M + 9, "b")], None)))],
+            end: closed(X + 1, Some(M + 9)),
+            notices: vec![],
+            delivered: vec!["b"],
+        },
+        Case {
             name: "Duo's now dipping between two pages of a window opened this run does not stop it",
             kind: Authentication,
             page_size: 2,

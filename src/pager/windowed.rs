@@ -19,6 +19,10 @@ use crate::checkpoint::{Checkpoint, Cursor, WindowedCheckpoint};
 use crate::logs::page::Page;
 use crate::logs::{LogKind, Paging};
 
+/// How far Duo's now, estimated from `Date` headers with one-second resolution, may wander
+/// back between two estimates without the clock having stepped.
+const DUO_NOW_JITTER_MS: i64 = 2_000;
+
 /// The request in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct InFlight {
@@ -151,8 +155,9 @@ impl Pager for WindowedPager {
             // Only a window resumed from an earlier run can be ahead of Duo's now: one opened
             // this run was settled when it opened, and Duo's now as estimated from 1-second
             // `Date` headers may dip a little between pages without the window being any less
-            // settled.
-            Some(max) if max > settled && !self.opened_this_run => {
+            // settled. A resumed one gets the same allowance: a restart within a second or two
+            // of the window opening is no clock step.
+            Some(max) if max > settled + DUO_NOW_JITTER_MS && !self.opened_this_run => {
                 Next::Done(Done::WindowNotSettled {
                     window_end_ms: max,
                     settled_ms: settled,

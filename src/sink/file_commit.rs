@@ -14,7 +14,7 @@
 //! rotated file is never touched), and the page is written again into the new file.
 //!
 //! Every write of a page goes through `sink::deliver_all` (which takes the holds) and every
-//! commit through `State::commit_page_and_files`; a write outside that protocol would be cut
+//! commit through `State::commit_page`; a write outside that protocol would be cut
 //! at the next start.
 
 use std::fs::File;
@@ -197,7 +197,7 @@ impl Drop for FileHold {
 }
 
 /// What a page's delivery left to commit: the file sinks' lengths after it was written.
-/// Commit them with the checkpoint ([`State::commit_page_and_files`]), then call
+/// Commit them with the checkpoint ([`State::commit_page`]), then call
 /// [`PageReceipt::committed`]; dropping the receipt instead gives the page up.
 #[derive(Debug, Default)]
 pub struct PageReceipt {
@@ -318,7 +318,7 @@ mod tests {
             .unwrap();
             if commit {
                 self.state
-                    .commit_page_and_files(
+                    .commit_page(
                         &self.stream,
                         self.run,
                         &Checkpoint::start(self.stream.log, 0),

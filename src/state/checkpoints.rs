@@ -212,7 +212,7 @@ mod tests {
     use super::*;
 
     /// A state.db file as a build with schema 4 left it (rows in the columns
-    /// `commit_page_and_files` wrote then): a v2 window with a cursor, a Trust Monitor window
+    /// `commit_page` wrote then): a v2 window with a cursor, a Trust Monitor window
     /// with its positional offset, a v1 second with fingerprints, a closed window, and a
     /// finished run.
     fn write_schema_4_file(path: &std::path::Path) {

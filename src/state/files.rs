@@ -121,7 +121,7 @@ mod tests {
         let run = state.begin_run(&stream, 1).unwrap();
         let cp = Checkpoint::start(LogKind::Authentication, 5);
         state
-            .commit_page_and_files(&stream, run, &cp, 3, 2, &[mark(120)])
+            .commit_page(&stream, run, &cp, 3, 2, &[mark(120)])
             .unwrap();
         drop(state);
         let state = State::open(&path).unwrap();

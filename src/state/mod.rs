@@ -217,21 +217,10 @@ impl State {
         })
     }
 
-    /// Moves the checkpoint and counts the page, atomically. Call only after every sink acked.
+    /// Moves the checkpoint, counts the page and records the file sinks' lengths after the page
+    /// was written into them (none for a page no file sink took), in one transaction. Call
+    /// only after every sink acked.
     pub fn commit_page(
-        &self,
-        stream: &StreamId,
-        run_id: i64,
-        checkpoint: &Checkpoint,
-        events: usize,
-        now_ms: i64,
-    ) -> Result<(), StateError> {
-        self.commit_page_and_files(stream, run_id, checkpoint, events, now_ms, &[])
-    }
-
-    /// [`State::commit_page`], and the file sinks' lengths after the page was written into
-    /// them, in the same transaction.
-    pub fn commit_page_and_files(
         &self,
         stream: &StreamId,
         run_id: i64,
@@ -389,8 +378,8 @@ mod tests {
             }),
             newest_event_ms: Some(15),
         });
-        state.commit_page(&stream, run, &cp, 7, 2).unwrap();
-        state.commit_page(&stream, run, &cp, 3, 3).unwrap();
+        state.commit_page(&stream, run, &cp, 7, 2, &[]).unwrap();
+        state.commit_page(&stream, run, &cp, 3, 3, &[]).unwrap();
         state
             .end_run(&stream, run, RunOutcome::Ok, None, 4)
             .unwrap();
@@ -417,7 +406,7 @@ mod tests {
             seen: vec!["f1".into(), "f2".into()],
             newest_event_ms: Some(5_000),
         });
-        state.commit_page(&admin, run, &v1, 2, 5).unwrap();
+        state.commit_page(&admin, run, &v1, 2, 5, &[]).unwrap();
         assert_eq!(state.load_checkpoint(&admin).unwrap(), Some(v1));
     }
 
@@ -428,7 +417,9 @@ mod tests {
         let stream = StreamId::new("corp", None, LogKind::Administrator);
         let run = state.begin_run(&stream, 1).unwrap();
         let windowed = Checkpoint::start(LogKind::TrustMonitor, 10);
-        state.commit_page(&stream, run, &windowed, 0, 2).unwrap();
+        state
+            .commit_page(&stream, run, &windowed, 0, 2, &[])
+            .unwrap();
         assert!(matches!(
             state.load_checkpoint(&stream),
             Err(StateError::Corrupt { .. })
@@ -479,7 +470,7 @@ mod tests {
             let state = state.clone();
             tokio::spawn(async move {
                 state
-                    .blocking(move |s| s.commit_page(&stream, run, &cp, 1, 2))
+                    .blocking(move |s| s.commit_page(&stream, run, &cp, 1, 2, &[]))
                     .await
             })
         };

@@ -43,66 +43,48 @@ pub(crate) fn classify(action: &str) -> Class {
     }
 }
 
+/// Account Change (3001) activities by the words of a Duo action, first match wins.
+const ACCOUNT_ACTIVITIES: &[(&[&str], u32)] = &[
+    (&["reset_password", "password_reset"], 4),
+    (&["create"], 1),
+    (&["delete"], 6),
+    (&["enable"], 2),
+    (&["disable"], 5),
+    (&["unlock"], 12),
+    (&["lock"], 9),
+];
+
+/// Group Management (3006) activities.
+const GROUP_ACTIVITIES: &[(&[&str], u32)] = &[(&["create"], 6), (&["delete"], 5)];
+
+/// Entity Management (3004) activities; "deprovision" before "provision", "deactivat" before
+/// "activat", as the longer word contains the shorter.
+const ENTITY_ACTIVITIES: &[(&[&str], u32)] = &[
+    (&["deprovision", "unenroll"], 7),
+    (&["provision", "enroll"], 6),
+    (&["create"], 1),
+    (&["view", "read"], 2),
+    (&["update"], 3),
+    (&["delete"], 4),
+    (&["deactivat"], 11),
+    (&["activat"], 10),
+    (&["disable"], 9),
+    (&["enable"], 8),
+];
+
 fn activity_for(class: Class, action: &str) -> u32 {
     let a = action.to_ascii_lowercase();
-    let has = |s: &str| a.contains(s);
-    match class {
-        Class::Login { .. } => 1,
-        Class::Account => {
-            if has("reset_password") || has("password_reset") {
-                4
-            } else if has("create") {
-                1
-            } else if has("delete") {
-                6
-            } else if has("enable") {
-                2
-            } else if has("disable") {
-                5
-            } else if has("unlock") {
-                12
-            } else if has("lock") {
-                9
-            } else {
-                99
-            }
-        }
-        Class::Group => {
-            if has("create") {
-                6
-            } else if has("delete") {
-                5
-            } else {
-                99
-            }
-        }
-        Class::Entity => {
-            if has("deprovision") || has("unenroll") {
-                7
-            } else if has("provision") || has("enroll") {
-                6
-            } else if has("create") {
-                1
-            } else if has("view") || has("read") {
-                2
-            } else if has("update") {
-                3
-            } else if has("delete") {
-                4
-            } else if has("deactivat") {
-                11
-            } else if has("activat") {
-                10
-            } else if has("disable") {
-                9
-            } else if has("enable") {
-                8
-            } else {
-                99
-            }
-        }
-        Class::Other => 99,
-    }
+    let table = match class {
+        Class::Login { .. } => return 1,
+        Class::Other => return 99,
+        Class::Account => ACCOUNT_ACTIVITIES,
+        Class::Group => GROUP_ACTIVITIES,
+        Class::Entity => ENTITY_ACTIVITIES,
+    };
+    table
+        .iter()
+        .find(|(words, _)| words.iter().any(|w| a.contains(w)))
+        .map_or(99, |&(_, id)| id)
 }
 
 /// `(type_id, type)` of the managed entity an action is about.
@@ -208,18 +190,23 @@ fn api_activity(action: &str) -> u32 {
     }
 }
 
+/// The acting admin as a `user` object.
+fn acting_user(w: &mut W<'_>, a: &Action<'_>) {
+    user_fields(
+        w,
+        "user",
+        a.actor_name,
+        a.actor_uid,
+        None,
+        None,
+        a.actor_type,
+    );
+}
+
 fn actor(w: &mut W<'_>, a: &Action<'_>, app: Option<(Option<&str>, Option<&str>)>) {
     w.obj("actor", |w| {
         if a.actor_name.is_some() || a.actor_uid.is_some() {
-            user_fields(
-                w,
-                "user",
-                a.actor_name,
-                a.actor_uid,
-                None,
-                None,
-                a.actor_type,
-            );
+            acting_user(w, a);
         }
         if let Some((name, uid)) = app {
             w.opt_str("app_name", name);
@@ -240,15 +227,7 @@ fn src_endpoint(w: &mut W<'_>, ip: &str, port: Option<u16>) {
 fn body(w: &mut W<'_>, class: Class, a: &Action<'_>, src: impl FnOnce(&mut W<'_>)) {
     match class {
         Class::Login { .. } => {
-            user_fields(
-                w,
-                "user",
-                a.actor_name,
-                a.actor_uid,
-                None,
-                None,
-                a.actor_type,
-            );
+            acting_user(w, a);
             w.obj("service", |w| w.str("name", "Duo Admin Panel"));
         }
         Class::Account => {

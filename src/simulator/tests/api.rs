@@ -11,6 +11,14 @@ async fn parameter_errors() {
     let now = now_ms();
     let auth = "/admin/v2/logs/authentication";
     type Case<'a> = (Vec<(&'a str, String)>, u16, i64, Option<&'a str>);
+    // The past day's window and one more parameter.
+    let last_day = |(k, v): (&'static str, &str)| {
+        vec![
+            ("mintime", (now - DAY).to_string()),
+            ("maxtime", now.to_string()),
+            (k, v.to_string()),
+        ]
+    };
     let cases: Vec<Case> = vec![
         (vec![("mintime", (now - DAY).to_string())], 400, 40001, None),
         (
@@ -37,26 +45,8 @@ async fn parameter_errors() {
             40002,
             None,
         ),
-        (
-            vec![
-                ("mintime", (now - DAY).to_string()),
-                ("maxtime", now.to_string()),
-                ("limit", "1001".into()),
-            ],
-            400,
-            40002,
-            None,
-        ),
-        (
-            vec![
-                ("mintime", (now - DAY).to_string()),
-                ("maxtime", now.to_string()),
-                ("next_offset", "garbage".into()),
-            ],
-            400,
-            40002,
-            None,
-        ),
+        (last_day(("limit", "1001")), 400, 40002, None),
+        (last_day(("next_offset", "garbage")), 400, 40002, None),
     ];
     for (params, status, want_code, detail) in cases {
         let mut call = Call::get(&c, auth, &[]);
