@@ -9,23 +9,6 @@ use common::*;
 use duo_collector::state::RunOutcome;
 use sink_support::*;
 
-fn syslog_sink(name: &str, transport: &str, port: u16, extra: &str) -> String {
-    format!(
-        r#"
-[[sink]]
-name = "{name}"
-type = "syslog"
-transport = "{transport}"
-address = "127.0.0.1:{port}"
-facility = "local3"
-hostname = "collector-test"
-format = "raw"
-batch_max_events = 150
-{extra}
-"#
-    )
-}
-
 /// Checks what rsyslog parsed against the events sent.
 fn check_received(
     input: &str,
