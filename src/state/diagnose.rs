@@ -18,6 +18,7 @@ pub(super) enum Cause {
     ReadOnly,
     DiskFull,
     CannotOpen,
+    NotADatabase,
 }
 
 impl Cause {
@@ -28,6 +29,7 @@ impl Cause {
             StateError::ReadOnly { .. } => return Some(Cause::ReadOnly),
             StateError::DiskFull { .. } => return Some(Cause::DiskFull),
             StateError::CannotOpen { .. } => return Some(Cause::CannotOpen),
+            StateError::NotADatabase { .. } => return Some(Cause::NotADatabase),
             _ => return None,
         };
         match source.sqlite_error_code()? {
@@ -36,6 +38,7 @@ impl Cause {
             // SQLite maps ENOSPC on a write to SQLITE_FULL itself.
             ErrorCode::DiskFull => Some(Cause::DiskFull),
             ErrorCode::CannotOpen => Some(Cause::CannotOpen),
+            ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => Some(Cause::NotADatabase),
             _ => None,
         }
     }
@@ -47,6 +50,7 @@ impl Cause {
             Cause::ReadOnly => StateError::ReadOnly { path },
             Cause::DiskFull => StateError::DiskFull { path },
             Cause::CannotOpen => StateError::CannotOpen { path },
+            Cause::NotADatabase => StateError::NotADatabase { path },
         }
     }
 }
@@ -117,6 +121,7 @@ mod tests {
             (rusqlite::ffi::SQLITE_READONLY, "read-only"),
             (rusqlite::ffi::SQLITE_FULL, "the disk is full"),
             (rusqlite::ffi::SQLITE_CANTOPEN, "cannot be opened"),
+            (rusqlite::ffi::SQLITE_NOTADB, "restore it from a backup"),
         ];
         for (code, cause) in cases {
             let err = explain(path, sqlite_error(code));
@@ -131,10 +136,17 @@ mod tests {
     #[test]
     fn other_errors_are_left_as_they_are() {
         let path = Path::new("/x/state.db");
-        let corrupt = explain(path, sqlite_error(rusqlite::ffi::SQLITE_CORRUPT));
-        assert!(!corrupt.needs_operator());
-        assert!(!corrupt.to_string().contains("resumes"), "{corrupt}");
-        let too_new = explain(path, StateError::TooNew { found: 9, known: 4 });
+        let constraint = explain(path, sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT));
+        assert!(!constraint.needs_operator());
+        assert!(!constraint.to_string().contains("resumes"), "{constraint}");
+        let too_new = explain(
+            path,
+            StateError::TooNew {
+                path: "/x/state.db".into(),
+                found: 9,
+                known: 4,
+            },
+        );
         assert!(matches!(too_new, StateError::TooNew { .. }));
     }
 
@@ -142,7 +154,7 @@ mod tests {
     fn the_breaker_holds_a_cause_for_its_time_only() {
         let path = Path::new("/x/state.db");
         let breaker = Breaker::new(Duration::from_millis(200));
-        breaker.record(&sqlite_error(rusqlite::ffi::SQLITE_CORRUPT));
+        breaker.record(&sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT));
         assert!(breaker.check(path).is_ok(), "not an operator's cause");
         breaker.record(&explain(path, sqlite_error(rusqlite::ffi::SQLITE_BUSY)));
         assert!(matches!(

@@ -33,8 +33,12 @@ pub enum StateError {
     },
     #[error("state database: {0}")]
     Sql(#[from] rusqlite::Error),
-    #[error("state database was written by a newer duo-collector (schema {found}, this build knows up to {known}); upgrade duo-collector")]
-    TooNew { found: i64, known: i64 },
+    #[error("state database {path} was written by a newer duo-collector (schema {found}, this build knows up to {known}): upgrade duo-collector (a downgrade cannot read it); the file is left as it is, so the newer version resumes from its checkpoints")]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("state database: corrupt checkpoint for {stream}: {detail}")]
     Corrupt { stream: String, detail: String },
     #[error("state database {path} is locked by another process (waited {BUSY_WAIT_S} s): find it with `fuser -v {path}` (a sqlite3 shell, a backup or copy tool) and end it, or use `duo-collector status`, which only reads; nothing was committed past the last checkpoint, and the next run resumes from the last checkpoint")]
@@ -45,6 +49,8 @@ pub enum StateError {
     DiskFull { path: String },
     #[error("state database {path} cannot be opened: check that its directory exists and is writable by the user duo-collector runs as; the next run resumes from the last checkpoint")]
     CannotOpen { path: String },
+    #[error("state database {path} is not a usable SQLite database (corrupt, or another file): restore it from a backup and run again, which resumes from the last checkpoint it holds; or move it away, and the next run starts over from `initial_lookback` (delivering again what was delivered since then)")]
+    NotADatabase { path: String },
 }
 
 /// How long a statement waits for another process's lock before it fails with `Locked`.
@@ -157,6 +163,10 @@ impl State {
 
     /// Opens an existing database read-only, for `status` while the daemon runs.
     pub fn open_read_only(path: &Path) -> Result<State, StateError> {
+        Self::open_for_reading(path).map_err(|e| diagnose::explain(path, e))
+    }
+
+    fn open_for_reading(path: &Path) -> Result<State, StateError> {
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|source| StateError::Open {
                 path: path.display().to_string(),

@@ -81,7 +81,11 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StateError> {
     let found = current_version(conn)?;
     let known = MIGRATIONS.len() as i64;
     if found > known {
-        return Err(StateError::TooNew { found, known });
+        return Err(StateError::TooNew {
+            path: conn.path().unwrap_or("state.db").to_string(),
+            found,
+            known,
+        });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction()?;
@@ -107,7 +111,11 @@ pub fn check_version(conn: &Connection) -> Result<(), StateError> {
         .unwrap_or(0);
     let known = MIGRATIONS.len() as i64;
     if found > known {
-        return Err(StateError::TooNew { found, known });
+        return Err(StateError::TooNew {
+            path: conn.path().unwrap_or("state.db").to_string(),
+            found,
+            known,
+        });
     }
     Ok(())
 }
