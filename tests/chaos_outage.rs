@@ -138,10 +138,7 @@ async fn syslog_tcp_and_tls_receiver_stopped_for_a_minute_mid_drain_loses_nothin
     let mut failed = Vec::new();
     for input in ["tcp", "tls"] {
         let received = rsyslog.wait_for(input, expected.len()).await;
-        let events: Vec<serde_json::Value> = received
-            .iter()
-            .map(|m| serde_json::from_str(m["msg"].as_str().unwrap().trim_start()).unwrap())
-            .collect();
+        let events = syslog_events(input, &received);
         let (lost, extra) =
             report_losses(&format!("syslog {input}"), &count_ids(&events), &expected);
         if lost + extra > 0 {
@@ -170,14 +167,9 @@ async fn nats_server_stopped_for_a_minute_mid_drain_loses_nothing() {
     let run = tokio::spawn(async move { collect(&config, &options(None)).await });
 
     // Mid-drain: some pages are in the stream.
-    let client = async_nats::connect(&url).await.unwrap();
-    let js = async_nats::jetstream::new(client);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let messages = match js.get_stream("DUO").await {
-            Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
-            Err(_) => 0,
-        };
+        let messages = stream_messages(&url).await;
         if messages >= 400 {
             println!("nats: nats-server stopped after {messages} messages");
             break;
@@ -185,7 +177,6 @@ async fn nats_server_stopped_for_a_minute_mid_drain_loses_nothing() {
         assert!(Instant::now() < deadline, "no progress into NATS");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(js);
     nats.stop();
 
     tokio::time::sleep(outage()).await;

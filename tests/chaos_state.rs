@@ -229,6 +229,36 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A drain under way, its state directory on a tmpfs, past its first commit.
+struct TmpfsDrain {
+    sim: Simulator,
+    handle: SimHandle,
+    setup: Setup,
+    state_dir: PathBuf,
+    tmpfs: Tmpfs,
+    child: tokio::process::Child,
+}
+
+impl TmpfsDrain {
+    async fn start(size: &str) -> Option<TmpfsDrain> {
+        let (sim, handle) = backlog_sim().await;
+        let setup = setup_for(&sim);
+        let state_dir = setup.dir.path().join("state");
+        let tmpfs = Tmpfs::mount(&state_dir, size)?;
+        let config = setup.config.to_str().unwrap().to_string();
+        let child = spawn_collector(&["collect-now", "--config", &config]);
+        wait_for_commits(&setup.state_db(), Duration::from_secs(30)).await;
+        Some(TmpfsDrain {
+            sim,
+            handle,
+            setup,
+            state_dir,
+            tmpfs,
+            child,
+        })
+    }
+}
+
 /// Fills the filesystem at `dir` to the last byte; returns the filler file.
 fn fill(dir: &Path) -> PathBuf {
     use std::io::Write;
@@ -253,16 +283,18 @@ fn fill(dir: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_state_disk_stops_collection_with_a_clear_error_and_loses_nothing() {
-    let (sim, handle) = backlog_sim().await;
-    let setup = setup_for(&sim);
-    let state_dir = setup.dir.path().join("state");
-    let Some(_tmpfs) = Tmpfs::mount(&state_dir, "16m") else {
+    let Some(TmpfsDrain {
+        sim,
+        handle,
+        setup,
+        state_dir,
+        tmpfs: _tmpfs,
+        child,
+    }) = TmpfsDrain::start("16m").await
+    else {
         return;
     };
     let db = setup.state_db();
-    let config = setup.config.to_str().unwrap().to_string();
-    let child = spawn_collector(&["collect-now", "--config", &config]);
-    wait_for_commits(&db, Duration::from_secs(30)).await;
     let filler = fill(&state_dir);
 
     let out = tokio::time::timeout(Duration::from_secs(80), child.wait_with_output())
@@ -284,16 +316,18 @@ async fn a_full_state_disk_stops_collection_with_a_clear_error_and_loses_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_state_filesystem_stops_with_the_fix_and_resumes_exactly_once() {
-    let (sim, handle) = backlog_sim().await;
-    let setup = setup_for(&sim);
-    let state_dir = setup.dir.path().join("state");
-    let Some(tmpfs) = Tmpfs::mount(&state_dir, "64m") else {
+    let Some(TmpfsDrain {
+        sim,
+        handle,
+        setup,
+        state_dir,
+        tmpfs,
+        mut child,
+    }) = TmpfsDrain::start("64m").await
+    else {
         return;
     };
     let db = setup.state_db();
-    let config = setup.config.to_str().unwrap().to_string();
-    let mut child = spawn_collector(&["collect-now", "--config", &config]);
-    wait_for_commits(&db, Duration::from_secs(30)).await;
     child.kill().await.unwrap();
     let before = committed_progress(&db);
 

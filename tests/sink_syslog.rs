@@ -15,14 +15,7 @@ fn check_received(
     received: &[serde_json::Value],
     expected: &std::collections::HashMap<String, i64>,
 ) {
-    let events: Vec<serde_json::Value> = received
-        .iter()
-        .map(|m| {
-            let msg = m["msg"].as_str().unwrap();
-            serde_json::from_str(msg.trim_start())
-                .unwrap_or_else(|e| panic!("{input}: MSG is not the event JSON ({e}): {msg:?}"))
-        })
-        .collect();
+    let events = syslog_events(input, received);
     assert_exactly_once(input, &count_ids(&events), expected);
     for (m, event) in received.iter().zip(&events) {
         let id = event["_duo_collector"]["event_id"].as_str().unwrap();

@@ -542,3 +542,27 @@ pub async fn stream_contents(url: &str) -> Vec<(String, String, serde_json::Valu
     }
     out
 }
+
+/// How many messages stream DUO holds (0 while the server or the stream is not there).
+pub async fn stream_messages(url: &str) -> u64 {
+    let Ok(client) = async_nats::connect(url).await else {
+        return 0;
+    };
+    let js = async_nats::jetstream::new(client);
+    match js.get_stream("DUO").await {
+        Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// The events rsyslog received on `input`: each message's MSG is the event JSON.
+pub fn syslog_events(input: &str, received: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    received
+        .iter()
+        .map(|m| {
+            let msg = m["msg"].as_str().unwrap();
+            serde_json::from_str(msg.trim_start())
+                .unwrap_or_else(|e| panic!("{input}: MSG is not the event JSON ({e}): {msg:?}"))
+        })
+        .collect()
+}
