@@ -175,7 +175,10 @@ async fn run_and_kill(
             wait_for(deadline, || file_len(events) != before).await;
         }
         Aim::BeforeCommit => {
+            // Past startup (whose own writes the lock would hold up): the drain has written.
             tokio::time::sleep(Duration::from_millis(rng.random_range(100..800))).await;
+            let before = file_len(events);
+            wait_for(deadline, || file_len(events) != before).await;
             if db.exists() {
                 let conn = rusqlite::Connection::open(db).unwrap();
                 conn.busy_timeout(Duration::from_secs(10)).unwrap();
