@@ -360,6 +360,9 @@ async fn chaos(kills: u64, seed: u64) -> (u64, u64) {
             "FAILED: fewer than the {gap_planned} planned kills landed between write and commit"
         );
     }
+    // A second for Duo's clock (read to the second) to pass the last window's end: see
+    // tests/chaos_state.rs `resumes_exactly_once`.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let out = run_cli(&["collect-now", "--config", config]).await;
     assert!(out.status.success(), "{}", text(&out));
     let requests = handle.requests();
