@@ -63,7 +63,12 @@ fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot open {} for writing: state_dir must be writable by the user duo-collector runs as (it holds this lock and state.db); fix its owner or mode, or remount its filesystem read-write, and run again: collection resumes from the last checkpoint",
+                path.display()
+            )
+        })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(

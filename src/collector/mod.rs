@@ -235,7 +235,10 @@ impl IntegrationRuntime {
                 return report;
             }
         };
-        let runs = targets.iter().map(|t| self.collect_stream(t, cancel));
+        // The state database failing (locked, read-only, disk full) stops every stream: none
+        // could commit, and each would fetch and deliver a page for nothing.
+        let stop = cancel.child_token();
+        let runs = targets.iter().map(|t| self.collect_stream(t, &stop));
         report.streams = futures::future::join_all(runs).await;
         self.record_duo_clock().await;
         report
@@ -277,6 +280,11 @@ impl IntegrationRuntime {
             }
             Err(CollectError::Duo(e @ DuoError::Api { status: 403, .. })) if !self.settings.logs_explicit => {
                 (RunOutcome::NotPermitted, Some(format!("{e} (skipped: `logs` is not set, so only the kinds these keys may read are collected)")))
+            }
+            Err(CollectError::State(e)) if e.needs_operator() => {
+                tracing::error!(integration = %stream.integration, error = %e, "the state database failed; this integration stops collecting until the next run");
+                cancel.cancel();
+                (RunOutcome::Failed, Some(e.to_string()))
             }
             Err(e) => (RunOutcome::Failed, Some(e.to_string())),
         };

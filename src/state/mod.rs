@@ -4,12 +4,13 @@
 //! sink acknowledged the page; the checkpoint and the run's counters move in one transaction.
 
 mod checkpoints;
+mod diagnose;
 mod files;
 mod pacing;
 mod schema;
 mod sinks;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -35,13 +36,32 @@ pub enum StateError {
     },
     #[error("state database: {0}")]
     Sql(#[from] rusqlite::Error),
-    #[error("state database was written by a newer duo-collector (schema {found}, this build knows up to {known}); upgrade duo-collector")]
-    TooNew { found: i64, known: i64 },
+    #[error("state database {path} was written by a newer duo-collector (schema {found}, this build knows up to {known}): upgrade duo-collector (a downgrade cannot read it); the file is left as it is, so the newer version resumes from its checkpoints")]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("state database: corrupt checkpoint for {stream}: {detail}")]
     Corrupt { stream: String, detail: String },
     #[error("state database: the blocking task stopped: {0}")]
     Blocking(String),
+    #[error("state database {path} is locked by another process (waited {BUSY_WAIT_S} s): find it with `fuser -v {path}` (a sqlite3 shell, a backup or copy tool) and end it, or use `duo-collector status`, which only reads; nothing was committed past the last checkpoint, and the next run resumes from the last checkpoint")]
+    Locked { path: String },
+    #[error("state database {path} is read-only: make it, and its directory (SQLite writes {path}-wal and {path}-shm next to it), writable by the user duo-collector runs as (the package's user is duo-collector: `chown -R duo-collector: <state_dir>`), or remount the filesystem read-write; nothing was committed past the last checkpoint, and the next run resumes from the last checkpoint")]
+    ReadOnly { path: String },
+    #[error("state database {path}: the disk is full: free space on the filesystem that holds it (`df -h {path}`); nothing was committed past the last checkpoint, and the next run resumes from the last checkpoint")]
+    DiskFull { path: String },
+    #[error("state database {path} cannot be opened: check that its directory exists and is writable by the user duo-collector runs as; the next run resumes from the last checkpoint")]
+    CannotOpen { path: String },
+    #[error("state database {path} is not a usable SQLite database (corrupt, or another file): restore it from a backup and run again, which resumes from the last checkpoint it holds; or move it away, and the next run starts over from `initial_lookback` (delivering again what was delivered since then)")]
+    NotADatabase { path: String },
 }
+
+/// How long a statement waits for another process's lock before it fails with `Locked`.
+const BUSY_WAIT_S: u64 = 10;
+/// After the file failed (locked, read-only, full), how long every call fails at once.
+const BREAKER_HOLD: std::time::Duration = std::time::Duration::from_secs(BUSY_WAIT_S);
 
 /// One row of `status`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -124,6 +144,8 @@ impl rusqlite::types::FromSql for RunOutcome {
 pub struct State {
     conn: Arc<Mutex<Connection>>,
     layout: checkpoints::Layout,
+    path: Arc<PathBuf>,
+    breaker: Arc<diagnose::Breaker>,
 }
 
 impl std::fmt::Debug for State {
@@ -139,12 +161,16 @@ fn account_key(stream: &StreamId) -> &str {
 impl State {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<State, StateError> {
+        Self::open_read_write(path).map_err(|e| diagnose::explain(path, e))
+    }
+
+    fn open_read_write(path: &Path) -> Result<State, StateError> {
         let open_err = |source| StateError::Open {
             path: path.display().to_string(),
             source,
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
+        conn.busy_timeout(std::time::Duration::from_secs(BUSY_WAIT_S))
             .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
@@ -155,20 +181,28 @@ impl State {
         Ok(State {
             conn: Arc::new(Mutex::new(conn)),
             layout: checkpoints::Layout::Typed,
+            path: Arc::new(path.to_path_buf()),
+            breaker: Arc::new(diagnose::Breaker::new(BREAKER_HOLD)),
         })
     }
 
     /// Opens an existing database read-only, for `status` while the daemon runs.
     pub fn open_read_only(path: &Path) -> Result<State, StateError> {
+        Self::open_for_reading(path).map_err(|e| diagnose::explain(path, e))
+    }
+
+    fn open_for_reading(path: &Path) -> Result<State, StateError> {
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|source| StateError::Open {
                 path: path.display().to_string(),
                 source,
             })?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.busy_timeout(std::time::Duration::from_secs(BUSY_WAIT_S))?;
         let version = schema::check_version(&conn)?;
         Ok(State {
             conn: Arc::new(Mutex::new(conn)),
+            path: Arc::new(path.to_path_buf()),
+            breaker: Arc::new(diagnose::Breaker::new(BREAKER_HOLD)),
             // `status` may read a file no build with typed checkpoints has opened yet.
             layout: if version < schema::TYPED_CHECKPOINTS {
                 checkpoints::Layout::Legacy
@@ -199,7 +233,12 @@ impl State {
         // A poisoned lock only means another thread panicked mid-call; SQLite's own
         // transactions keep the data consistent, so carry on with the connection.
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard)
+        self.breaker.check(&self.path)?;
+        let result = f(&mut guard).map_err(|e| diagnose::explain(&self.path, e));
+        if let Err(e) = &result {
+            self.breaker.record(e);
+        }
+        result
     }
 
     pub fn load_checkpoint(&self, stream: &StreamId) -> Result<Option<Checkpoint>, StateError> {

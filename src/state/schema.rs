@@ -108,7 +108,11 @@ pub(super) fn migrate_to(conn: &mut Connection, target: i64) -> Result<(), State
     let found = current_version(conn)?;
     let known = MIGRATIONS.len() as i64;
     if found > known {
-        return Err(StateError::TooNew { found, known });
+        return Err(StateError::TooNew {
+            path: conn.path().unwrap_or("state.db").to_string(),
+            found,
+            known,
+        });
     }
     let pending = MIGRATIONS.iter().enumerate().take(target as usize);
     for (i, migration) in pending.skip(found as usize) {
@@ -138,7 +142,11 @@ pub fn check_version(conn: &Connection) -> Result<i64, StateError> {
         .unwrap_or(0);
     let known = MIGRATIONS.len() as i64;
     if found > known {
-        return Err(StateError::TooNew { found, known });
+        return Err(StateError::TooNew {
+            path: conn.path().unwrap_or("state.db").to_string(),
+            found,
+            known,
+        });
     }
     Ok(found)
 }

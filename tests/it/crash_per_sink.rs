@@ -139,31 +139,6 @@ async fn file_sink_sigkill_between_write_and_commit_writes_nothing_twice() {
     sim.shutdown().await;
 }
 
-async fn stream_messages(url: &str) -> u64 {
-    let Ok(client) = async_nats::connect(url).await else {
-        return 0;
-    };
-    let js = async_nats::jetstream::new(client);
-    match js.get_stream("DUO").await {
-        Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
-        Err(_) => 0,
-    }
-}
-
-/// Every event in the stream, by `_duo_collector.event_id`.
-async fn stream_events(url: &str) -> Vec<serde_json::Value> {
-    let client = async_nats::connect(url).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream("DUO").await.unwrap();
-    let count = stream.info().await.unwrap().state.messages;
-    let mut out = Vec::new();
-    for seq in 1..=count {
-        let m = stream.get_raw_message(seq).await.unwrap();
-        out.push(serde_json::from_slice(&m.payload).unwrap());
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_sigkill_between_pubacks_and_commit_adds_no_duplicate_to_the_stream() {
     let now = now_ms();
@@ -205,7 +180,11 @@ async fn nats_sigkill_between_pubacks_and_commit_adds_no_duplicate_to_the_stream
     );
     let expected = expected_ids(&handle);
     assert_eq!(expected.len(), 10_000);
-    let events = stream_events(&url).await;
+    let events: Vec<serde_json::Value> = stream_contents(&url)
+        .await
+        .into_iter()
+        .map(|(_, _, e)| e)
+        .collect();
     assert_exactly_once("stream DUO", &count_ids(&events), &expected);
     sim.shutdown().await;
 }

@@ -8,7 +8,10 @@ mod proxy_support;
 mod sink_support;
 
 mod authentication;
+mod bad_input;
 mod chaos;
+mod chaos_outage;
+mod chaos_state;
 mod cli_config_and_secrets;
 mod cli_operator;
 mod cli_stdout;

@@ -9,40 +9,6 @@ use crate::common::*;
 use crate::sink_support::*;
 use duo_collector::state::RunOutcome;
 
-fn nats_sink(url: &str) -> String {
-    format!(
-        r#"
-[[sink]]
-name = "bus"
-type = "nats"
-url = "{url}"
-stream = "DUO"
-create_stream = true
-batch_max_events = 100
-format = "raw"
-"#
-    )
-}
-
-/// Every message in the stream: (subject, Nats-Msg-Id, event).
-async fn stream_contents(url: &str) -> Vec<(String, String, serde_json::Value)> {
-    let client = async_nats::connect(url).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream("DUO").await.unwrap();
-    let count = stream.info().await.unwrap().state.messages;
-    let mut out = Vec::new();
-    for seq in 1..=count {
-        let m = stream.get_raw_message(seq).await.unwrap();
-        let id = m.headers.get("Nats-Msg-Id").unwrap().as_str().to_string();
-        out.push((
-            m.subject.to_string(),
-            id,
-            serde_json::from_slice(&m.payload).unwrap(),
-        ));
-    }
-    out
-}
-
 fn check_stream(contents: &[(String, String, serde_json::Value)], expected: &HashMap<String, i64>) {
     for (subject, id, event) in contents {
         assert_eq!(subject, "duo.corp.authentication");

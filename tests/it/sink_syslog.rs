@@ -6,37 +6,13 @@ use crate::common::*;
 use crate::sink_support::*;
 use duo_collector::state::RunOutcome;
 
-fn syslog_sink(name: &str, transport: &str, port: u16, extra: &str) -> String {
-    format!(
-        r#"
-[[sink]]
-name = "{name}"
-type = "syslog"
-transport = "{transport}"
-address = "127.0.0.1:{port}"
-facility = "local3"
-hostname = "collector-test"
-format = "raw"
-batch_max_events = 150
-{extra}
-"#
-    )
-}
-
 /// Checks what rsyslog parsed against the events sent.
 fn check_received(
     input: &str,
     received: &[serde_json::Value],
     expected: &std::collections::HashMap<String, i64>,
 ) {
-    let events: Vec<serde_json::Value> = received
-        .iter()
-        .map(|m| {
-            let msg = m["msg"].as_str().unwrap();
-            serde_json::from_str(msg.trim_start())
-                .unwrap_or_else(|e| panic!("{input}: MSG is not the event JSON ({e}): {msg:?}"))
-        })
-        .collect();
+    let events = syslog_events(input, received);
     assert_exactly_once(input, &count_ids(&events), expected);
     for (m, event) in received.iter().zip(&events) {
         let id = event["_duo_collector"]["event_id"].as_str().unwrap();

@@ -394,7 +394,9 @@ sed -i -e 's/^api_hostname = .*/api_hostname = "{host}"/' -e 's/^ikey = .*/ikey 
 grep -q '^requests_per_minute = 600' "$cfg"
 # A short watchdog, so the stalled-collector check below takes seconds, not minutes.
 mkdir -p /etc/systemd/system/duo-collector.service.d
-printf '[Service]\nWatchdogSec=4s\nRestartSec=1s\n' > /etc/systemd/system/duo-collector.service.d/test.conf
+# TimeoutAbortSec: how long systemd waits for the aborted process before SIGKILL (the
+# unit's TimeoutStopSec, 90 s, otherwise).
+printf '[Service]\nWatchdogSec=4s\nRestartSec=1s\nTimeoutAbortSec=10s\n' > /etc/systemd/system/duo-collector.service.d/test.conf
 "#,
         host = crate::common::HOST,
     ));
@@ -471,6 +473,31 @@ systemctl reload duo-collector"#,
         r#"journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID=$(systemctl show -p InvocationID --value duo-collector) | grep -q 'collection cycle done'"#,
     );
 
+    // Frozen (SIGSTOP) for longer than the watchdog interval: no heartbeat reaches systemd,
+    // which aborts the process (SIGABRT, then SIGCONT) and restarts it; the file sink stays
+    // exactly-once across it (checked with the counts below).
+    let restarts_before: u32 = c.unit_property("NRestarts").parse().unwrap();
+    let frozen_pid = c.unit_property("MainPID");
+    c.sh(&format!("kill -STOP {frozen_pid}"));
+    c.wait_for(
+        "the watchdog to restart the frozen service",
+        Duration::from_secs(60),
+        &format!(
+            "test \"$(systemctl show -p NRestarts --value duo-collector)\" -gt {restarts_before} && systemctl is-active duo-collector"
+        ),
+    );
+    assert_ne!(c.unit_property("MainPID"), frozen_pid, "a new process");
+    let journal = c.sh("journalctl --no-pager -o cat -u duo-collector");
+    assert!(
+        journal.matches("Watchdog timeout").count() >= 2,
+        "the frozen process was not killed by the watchdog:\n{journal}"
+    );
+    c.wait_for(
+        "the service restarted after SIGSTOP to complete a collection",
+        Duration::from_secs(60),
+        r#"journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID=$(systemctl show -p InvocationID --value duo-collector) | grep -q 'collection cycle done'"#,
+    );
+
     // Stop: a clean exit (SIGTERM finishes the page in flight), with every delivered event
     // committed: the distinct events in the file are the events the checkpoints account for.
     c.sh("systemctl stop duo-collector");
@@ -497,10 +524,22 @@ systemctl reload duo-collector"#,
         .trim()
         .parse()
         .unwrap();
+    let lines: i64 = c
+        .sh("wc -l < /var/log/duo-collector/events.jsonl")
+        .trim()
+        .parse()
+        .unwrap();
+    let (lost, duplicated) = (committed - distinct, lines - distinct);
+    println!(
+        "systemd container (two watchdog restarts, one after SIGSTOP): {committed} events committed, {lost} lost, {duplicated} duplicated"
+    );
+    let ok = lost == 0 && duplicated == 0;
+    println!("{} passed, {} failed", ok as u8, !ok as u8);
     assert_eq!(
         distinct, committed,
         "events in the file vs committed checkpoints"
     );
+    assert_eq!(lines, distinct, "no event is in the file twice");
     // The commands that call Duo work from a root shell too: the secret comes from the
     // directory the unit loads.
     c.sh("duo-collector validate && duo-collector collect-now --integration corp");

@@ -246,3 +246,135 @@ pub async fn wait_until(what: &str, mut reached: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Every log kind, as the config's `logs` spells them.
+pub const ALL_KINDS: [&str; 6] = [
+    "authentication",
+    "administrator",
+    "telephony",
+    "activity",
+    "trust_monitor",
+    "offline_enrollment",
+];
+
+/// What a sink file holds against what the simulator published: per event, by log kind and
+/// record content (v1 event ids are our fingerprints, not the simulator's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub expected: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub unexpected: usize,
+}
+
+impl Tally {
+    pub fn exactly_once(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.unexpected == 0 && self.expected > 0
+    }
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} events expected, {} lost, {} duplicated, {} unexpected",
+            self.expected, self.lost, self.duplicated, self.unexpected
+        )
+    }
+}
+
+/// Counts `delivered` (raw-format events, `_duo_collector` inside) against every event of
+/// `kinds` the simulator holds with a time up to `up_to_ms`.
+pub fn tally(
+    handle: &duo_collector::simulator::SimHandle,
+    delivered: &[serde_json::Value],
+    kinds: &[&str],
+    up_to_ms: i64,
+) -> Tally {
+    let mut expected: HashMap<(String, String), usize> = HashMap::new();
+    for kind in kinds {
+        for e in handle.expected_events(None, kind, now_ms(), up_to_ms) {
+            *expected
+                .entry((kind.to_string(), e.record.to_string()))
+                .or_default() += 1;
+        }
+    }
+    let mut got: HashMap<(String, String), usize> = HashMap::new();
+    for event in delivered {
+        let mut record = event.clone();
+        let meta = record
+            .as_object_mut()
+            .and_then(|o| o.remove("_duo_collector"))
+            .expect("a raw event carries _duo_collector");
+        let log = meta["log"].as_str().expect("log").to_string();
+        *got.entry((log, record.to_string())).or_default() += 1;
+    }
+    let mut tally = Tally {
+        expected: expected.values().sum(),
+        lost: 0,
+        duplicated: 0,
+        unexpected: 0,
+    };
+    for (key, want) in &expected {
+        let have = got.get(key).copied().unwrap_or(0);
+        tally.lost += want.saturating_sub(have);
+        tally.duplicated += have.saturating_sub(*want);
+    }
+    tally.unexpected = got
+        .iter()
+        .filter(|(key, _)| !expected.contains_key(*key))
+        .map(|(_, n)| n)
+        .sum();
+    tally
+}
+
+/// The `logs = [...]` line for every kind.
+pub fn all_logs_line() -> String {
+    format!(
+        "logs = [{}]",
+        ALL_KINDS
+            .iter()
+            .map(|k| format!("{k:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// (events committed over every stream, the largest committed file length) from the state
+/// database, read without blocking a writer for long.
+pub fn committed_progress(db: &Path) -> (u64, u64) {
+    if !db.exists() {
+        return (0, 0);
+    }
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return (0, 0);
+    };
+    let _ = conn.busy_timeout(std::time::Duration::from_secs(10));
+    let one = |sql: &str| -> u64 {
+        conn.query_row(sql, [], |r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+            .max(0) as u64
+    };
+    (
+        one("SELECT COALESCE(SUM(events_total), 0) FROM checkpoints"),
+        one("SELECT COALESCE(MAX(committed_len), 0) FROM file_commits"),
+    )
+}
+
+/// Waits (up to `within`) until the state database shows committed events.
+pub async fn wait_for_commits(db: &Path, within: std::time::Duration) -> u64 {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let (events, _) = committed_progress(db);
+        if events > 0 {
+            return events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no page was committed within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -89,6 +89,14 @@ impl Peer {
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Stops the peer as a service manager would (SIGTERM), and reaps it.
+    pub fn stop(mut self) {
+        use nix::sys::signal::{kill, Signal};
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Peer {
@@ -161,7 +169,9 @@ pub fn make_certs(dir: &Path) -> Certs {
 /// rsyslogd with four inputs on free ports: UDP, TCP, TLS (server auth only) and mutual TLS;
 /// each writes what it parsed, one JSON object per message, to `<input>.jsonl`.
 pub struct Rsyslog {
-    _peer: Peer,
+    peer: Option<Peer>,
+    /// How many times it was started (each start logs to its own file).
+    starts: u32,
     pub dir: PathBuf,
     pub udp: u16,
     pub tcp: u16,
@@ -171,7 +181,6 @@ pub struct Rsyslog {
 
 impl Rsyslog {
     pub async fn start(dir: &Path, certs: &Certs) -> Rsyslog {
-        let bin = require_binary("rsyslogd", "rsyslog rsyslog-gnutls");
         let (udp, tcp, tls, mtls) = (free_udp_port(), free_port(), free_port(), free_port());
         let d = dir.display();
         let template = r#"{\"pri\":\"%pri%\",\"facility\":\"%syslogfacility%\",\"severity\":\"%syslogseverity%\",\"version\":\"%protocol-version%\",\"timestamp\":\"%timereported:::date-rfc3339%\",\"hostname\":\"%hostname:::json%\",\"app\":\"%app-name:::json%\",\"procid\":\"%procid:::json%\",\"msgid\":\"%msgid:::json%\",\"sd\":\"%structured-data:::json%\",\"msg\":\"%msg:::json%\"}\n"#;
@@ -198,27 +207,48 @@ ruleset(name="mtls") {{ action(type="omfile" file="{d}/mtls.jsonl" template="fie
         );
         let conf_path = dir.join("rsyslog.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let peer = Peer::spawn(
-            Command::new(bin)
-                .arg("-n")
-                .arg("-f")
-                .arg(&conf_path)
-                .arg("-i")
-                .arg(dir.join("rsyslogd.pid")),
-            dir.join("rsyslogd.log"),
-        );
-        for port in [tcp, tls, mtls] {
-            wait_for_tcp(port, "rsyslogd").await;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        Rsyslog {
-            _peer: peer,
+        let mut rsyslog = Rsyslog {
+            peer: None,
+            starts: 0,
             dir: dir.to_path_buf(),
             udp,
             tcp,
             tls,
             mtls,
+        };
+        rsyslog.restart().await;
+        rsyslog
+    }
+
+    /// Stops rsyslogd (SIGTERM: it writes out what it has read first).
+    pub fn stop(&mut self) {
+        if let Some(peer) = self.peer.take() {
+            peer.stop();
         }
+    }
+
+    /// Starts rsyslogd again on the same ports, appending to the same output files.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.starts += 1;
+        let bin = require_binary("rsyslogd", "rsyslog rsyslog-gnutls");
+        let log = match self.starts {
+            1 => self.dir.join("rsyslogd.log"),
+            n => self.dir.join(format!("rsyslogd-{n}.log")),
+        };
+        self.peer = Some(Peer::spawn(
+            Command::new(bin)
+                .arg("-n")
+                .arg("-f")
+                .arg(self.dir.join("rsyslog.conf"))
+                .arg("-i")
+                .arg(self.dir.join("rsyslogd.pid")),
+            log,
+        ));
+        for port in [self.tcp, self.tls, self.mtls] {
+            wait_for_tcp(port, "rsyslogd").await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
     /// What the input received, as rsyslog parsed it.
@@ -248,7 +278,7 @@ ruleset(name="mtls") {{ action(type="omfile" file="{d}/mtls.jsonl" template="fie
     }
 
     pub fn log(&self) -> String {
-        self._peer.output()
+        self.peer.as_ref().map(Peer::output).unwrap_or_default()
     }
 }
 
@@ -259,6 +289,12 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
+    /// Stops the server (SIGTERM); `start` again with the same `dir` and port restarts it
+    /// with its JetStream store.
+    pub fn stop(self) {
+        self._peer.stop();
+    }
+
     pub async fn start(dir: &Path, port: u16) -> NatsServer {
         NatsServer::start_with(dir, port, &[]).await
     }
@@ -462,4 +498,81 @@ pub fn assert_exactly_once(
         expected.len(),
         counts.len()
     );
+}
+
+/// A `[[sink]]` table: syslog over `transport` to rsyslog's port, raw events.
+pub fn syslog_sink(name: &str, transport: &str, port: u16, extra: &str) -> String {
+    format!(
+        r#"
+[[sink]]
+name = "{name}"
+type = "syslog"
+transport = "{transport}"
+address = "127.0.0.1:{port}"
+facility = "local3"
+hostname = "collector-test"
+format = "raw"
+batch_max_events = 150
+{extra}
+"#
+    )
+}
+
+/// A `[[sink]]` table: JetStream stream DUO at `url`.
+pub fn nats_sink(url: &str) -> String {
+    format!(
+        r#"
+[[sink]]
+name = "bus"
+type = "nats"
+url = "{url}"
+stream = "DUO"
+create_stream = true
+batch_max_events = 100
+format = "raw"
+"#
+    )
+}
+
+/// Every message in the stream: (subject, Nats-Msg-Id, event).
+pub async fn stream_contents(url: &str) -> Vec<(String, String, serde_json::Value)> {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("DUO").await.unwrap();
+    let count = stream.info().await.unwrap().state.messages;
+    let mut out = Vec::new();
+    for seq in 1..=count {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        let id = m.headers.get("Nats-Msg-Id").unwrap().as_str().to_string();
+        out.push((
+            m.subject.to_string(),
+            id,
+            serde_json::from_slice(&m.payload).unwrap(),
+        ));
+    }
+    out
+}
+
+/// How many messages stream DUO holds (0 while the server or the stream is not there).
+pub async fn stream_messages(url: &str) -> u64 {
+    let Ok(client) = async_nats::connect(url).await else {
+        return 0;
+    };
+    let js = async_nats::jetstream::new(client);
+    match js.get_stream("DUO").await {
+        Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// The events rsyslog received on `input`: each message's MSG is the event JSON.
+pub fn syslog_events(input: &str, received: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    received
+        .iter()
+        .map(|m| {
+            let msg = m["msg"].as_str().unwrap();
+            serde_json::from_str(msg.trim_start())
+                .unwrap_or_else(|e| panic!("{input}: MSG is not the event JSON ({e}): {msg:?}"))
+        })
+        .collect()
 }
