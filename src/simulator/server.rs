@@ -62,6 +62,23 @@ fn parse_form(data: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(data).into_owned().collect()
 }
 
+/// The parameters of a JSON body (signature v5 puts POST parameters there, as duo_client does by
+/// default): a top-level object's scalar members, numbers and booleans as their text.
+fn parse_json_params(data: &[u8]) -> Vec<(String, String)> {
+    let Ok(Value::Object(members)) = serde_json::from_slice::<Value>(data) else {
+        return Vec::new();
+    };
+    members
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            Value::String(s) => Some((k, s)),
+            Value::Number(n) => Some((k, n.to_string())),
+            Value::Bool(b) => Some((k, b.to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A JSON object from owned values (`json!` would deep-clone interpolated `Value`s).
 fn obj<const N: usize>(pairs: [(&str, Value); N]) -> Value {
     Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
@@ -87,8 +104,12 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
     let mut params = query.clone();
-    if method == Method::POST && !is_json {
-        params.extend(parse_form(&body));
+    if method == Method::POST {
+        if is_json {
+            params.extend(parse_json_params(&body));
+        } else {
+            params.extend(parse_form(&body));
+        }
     }
     let mut rec = RecordedRequest {
         method: method.to_string(),

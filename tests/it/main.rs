@@ -15,6 +15,7 @@ mod cli_stdout;
 mod connectivity;
 mod crash_and_shutdown;
 mod crash_per_sink;
+mod duo_client;
 mod duo_strict;
 mod faults_and_retries;
 mod log_kinds_and_msp;
