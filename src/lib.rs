@@ -22,6 +22,8 @@ pub mod duo;
 pub mod event;
 /// Durations and rates for people.
 pub mod human;
+/// Identity context: inventory kinds, pages, pager, tracked state, changes, posture (pure).
+pub mod inventory;
 /// Duo log kinds and page parsing.
 pub mod logs;
 /// Output formats (pure).
