@@ -12,6 +12,11 @@ mod ocsf;
 mod raw;
 mod record;
 
+/// OCSF for the inventory and its changes.
+pub use ocsf::inventory::{
+    change_event as inventory_change_ocsf, inventory_event as inventory_ocsf, InventoryCtx,
+};
+
 use std::fmt;
 use std::str::FromStr;
 
