@@ -6,12 +6,15 @@
 mod cef;
 mod ecs;
 mod filter;
+mod inventory_ecs;
 mod ip;
 mod json;
 mod ocsf;
 mod raw;
 mod record;
 
+/// ECS for the inventory and its changes.
+pub use inventory_ecs::{inventory_change_ecs, inventory_ecs};
 /// OCSF for the inventory and its changes.
 pub use ocsf::inventory::{
     change_event as inventory_change_ocsf, inventory_event as inventory_ocsf, InventoryCtx,

@@ -4,7 +4,9 @@
 //! OCSF 1.7.0 schema.
 
 use duo_collector::inventory::{diff, parse_page, EntityState, InventoryKind};
-use duo_collector::normalize::{inventory_change_ocsf, inventory_ocsf, InventoryCtx};
+use duo_collector::normalize::{
+    inventory_change_ecs, inventory_change_ocsf, inventory_ecs, inventory_ocsf, InventoryCtx,
+};
 use serde_json::{json, Value};
 
 const CTX: InventoryCtx<'static> = InventoryCtx {
@@ -153,4 +155,34 @@ fn changes_ocsf_golden() {
         ]
     );
     insta::assert_json_snapshot!("changes_ocsf", events);
+}
+
+#[test]
+fn inventory_ecs_golden() {
+    for kind in InventoryKind::ALL {
+        let page = page_of(kind, sample(kind));
+        let docs: Vec<Value> = page
+            .entities
+            .iter()
+            .map(|e| inventory_ecs(&CTX, kind, e))
+            .collect();
+        for d in &docs {
+            assert_eq!(d["event"]["kind"], "state", "{d}");
+        }
+        let text = serde_json::to_string(&docs).unwrap();
+        assert!(!text.contains("0123456789abcdef") && !text.contains("hush"));
+        insta::assert_json_snapshot!(format!("{kind}_ecs"), docs);
+    }
+    let before = state(InventoryKind::Users, sample(InventoryKind::Users));
+    let after = state(InventoryKind::Users, user("disabled", json!([]), json!([])));
+    let changes: Vec<Value> = diff(Some(&before), Some(&after))
+        .iter()
+        .map(|c| inventory_change_ecs(&CTX, c))
+        .collect();
+    assert!(!changes.is_empty());
+    for c in &changes {
+        assert_eq!(c["event"]["kind"], "event");
+        assert_eq!(c["event"]["category"], json!(["iam"]));
+    }
+    insta::assert_json_snapshot!("changes_ecs", changes);
 }
