@@ -11,22 +11,13 @@ use crate::inventory::diff::{account, group, ChangeClass, ChangeEvent};
 use crate::inventory::{Entity, InventoryKind};
 
 use super::ecs::ECS_VERSION;
+use super::inventory_text::{change_event_id, changes_json, collector, inventory_event_id};
 use super::InventoryCtx;
 
 fn timestamp(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
-}
-
-fn collector(ctx: &InventoryCtx<'_>, kind: InventoryKind, event_id: &str) -> Value {
-    json!({
-        "integration": ctx.integration,
-        "account_id": ctx.account_id,
-        "inventory": kind.as_str(),
-        "collected_at": ctx.collected_at,
-        "event_id": event_id,
-    })
 }
 
 fn str_of<'a>(e: &'a Entity, key: &str) -> Option<&'a str> {
@@ -38,7 +29,7 @@ fn str_of<'a>(e: &'a Entity, key: &str) -> Option<&'a str> {
 
 /// The ECS state document of one entity.
 pub fn inventory_ecs(ctx: &InventoryCtx<'_>, kind: InventoryKind, entity: &Entity) -> Value {
-    let event_id = format!("{}:{}:{}", kind.as_str(), entity.id, ctx.snapshot_ms);
+    let event_id = inventory_event_id(ctx, kind, entity);
     let category = match kind {
         InventoryKind::Users | InventoryKind::Admins => json!(["iam"]),
         InventoryKind::Phones | InventoryKind::Endpoints => json!(["host"]),
@@ -111,14 +102,7 @@ pub fn inventory_ecs(ctx: &InventoryCtx<'_>, kind: InventoryKind, entity: &Entit
 
 /// The ECS event of one change (any class, the inventory's own included).
 pub fn inventory_change_ecs(ctx: &InventoryCtx<'_>, change: &ChangeEvent) -> Value {
-    let event_id = format!(
-        "change:{}:{}:{:?}:{}:{}",
-        change.kind.as_str(),
-        change.entity_id,
-        change.class,
-        change.activity_id,
-        ctx.snapshot_ms
-    );
+    let event_id = change_event_id(ctx, change);
     let (subject, ty) = match (change.class, change.activity_id) {
         (ChangeClass::GroupManagement, group::ADD_USER | group::REMOVE_USER) => ("group", "change"),
         (ChangeClass::AccountChange, account::CREATE) => ("user", "creation"),
@@ -132,11 +116,7 @@ pub fn inventory_change_ecs(ctx: &InventoryCtx<'_>, change: &ChangeEvent) -> Val
     } else {
         json!(["iam"])
     };
-    let fields: Vec<Value> = change
-        .changes
-        .iter()
-        .map(|c| json!({"field": c.field, "before": c.before, "after": c.after}))
-        .collect();
+    let fields = changes_json(change);
     let mut doc = json!({
         "@timestamp": timestamp(ctx.snapshot_ms),
         "ecs": {"version": ECS_VERSION},

@@ -5,7 +5,9 @@
 
 use duo_collector::inventory::{diff, parse_page, EntityState, InventoryKind};
 use duo_collector::normalize::{
-    inventory_change_ecs, inventory_change_ocsf, inventory_ecs, inventory_ocsf, InventoryCtx,
+    change_event_id, inventory_cef, inventory_change_cef, inventory_change_ecs,
+    inventory_change_ocsf, inventory_change_raw, inventory_ecs, inventory_event_id, inventory_ocsf,
+    inventory_raw, InventoryCtx,
 };
 use serde_json::{json, Value};
 
@@ -185,4 +187,47 @@ fn inventory_ecs_golden() {
         assert_eq!(c["event"]["category"], json!(["iam"]));
     }
     insta::assert_json_snapshot!("changes_ecs", changes);
+}
+
+#[test]
+fn inventory_raw_and_cef_golden() {
+    for kind in InventoryKind::ALL {
+        let page = page_of(kind, sample(kind));
+        let raw: Vec<Value> = page
+            .entities
+            .iter()
+            .map(|e| inventory_raw(&CTX, kind, e))
+            .collect();
+        let cef: Vec<Value> = page
+            .entities
+            .iter()
+            .map(|e| {
+                json!({"line": inventory_cef(&CTX, kind, e),
+                       "event_id": inventory_event_id(&CTX, kind, e), "special": false})
+            })
+            .collect();
+        let text = format!("{raw:?}{cef:?}");
+        assert!(!text.contains("0123456789abcdef") && !text.contains("hush"));
+        insta::assert_json_snapshot!(format!("{kind}_raw"), raw);
+        insta::assert_json_snapshot!(format!("{kind}_cef"), cef);
+    }
+    let before = state(InventoryKind::Users, sample(InventoryKind::Users));
+    let after = state(
+        InventoryKind::Users,
+        user("locked out", json!([]), json!([])),
+    );
+    let changes = diff(Some(&before), Some(&after));
+    let raw: Vec<Value> = changes
+        .iter()
+        .map(|c| inventory_change_raw(&CTX, c))
+        .collect();
+    let cef: Vec<Value> = changes
+        .iter()
+        .map(|c| {
+            json!({"line": inventory_change_cef(&CTX, c),
+                   "event_id": change_event_id(&CTX, c), "special": false})
+        })
+        .collect();
+    insta::assert_json_snapshot!("changes_raw", raw);
+    insta::assert_json_snapshot!("changes_cef", cef);
 }

@@ -221,7 +221,9 @@ def main():
         n, f = check_ocsf(path)
         total["ocsf"] += n
         failures += f
-    for path in sorted(glob.glob(os.path.join(SNAPS, "it__normalize_golden__*_cef.snap"))):
+    cef_goldens = sorted(glob.glob(os.path.join(SNAPS, "it__normalize_golden__*_cef.snap")))
+    cef_goldens += sorted(glob.glob(os.path.join(SNAPS, "it__inventory_golden__*_cef.snap")))
+    for path in cef_goldens:
         n, f = check_cef(path)
         total["cef"] += n
         failures += f

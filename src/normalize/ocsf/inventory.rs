@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use crate::inventory::diff::{ChangeClass, ChangeEvent};
 use crate::inventory::{Entity, InventoryKind};
 
+use super::super::inventory_text::{change_event_id, changes_json, collector, inventory_event_id};
 use super::VERSION;
 
 /// What every inventory event of one snapshot shares.
@@ -38,16 +39,6 @@ fn metadata(ctx: &InventoryCtx<'_>, uid: &str, log_name: &str) -> Value {
         m["tenant_uid"] = json!(a);
     }
     m
-}
-
-fn collector(ctx: &InventoryCtx<'_>, kind: InventoryKind, event_id: &str) -> Value {
-    json!({
-        "integration": ctx.integration,
-        "account_id": ctx.account_id,
-        "inventory": kind.as_str(),
-        "collected_at": ctx.collected_at,
-        "event_id": event_id,
-    })
 }
 
 fn base(
@@ -103,7 +94,7 @@ fn iso_ms(s: &str) -> Option<i64> {
 
 /// The inventory event of one entity.
 pub fn inventory_event(ctx: &InventoryCtx<'_>, kind: InventoryKind, entity: &Entity) -> Value {
-    let event_id = format!("{}:{}:{}", kind.as_str(), entity.id, ctx.snapshot_ms);
+    let event_id = inventory_event_id(ctx, kind, entity);
     let mut rec = entity.record.clone();
     let mut out = match kind {
         InventoryKind::Users | InventoryKind::Admins => {
@@ -277,14 +268,7 @@ fn device_object(kind: InventoryKind, id: &str, rec: &mut Map<String, Value>) ->
 /// [`ChangeClass::Inventory`], which the integrator renders as the entity's inventory class.
 pub fn change_event(ctx: &InventoryCtx<'_>, change: &ChangeEvent) -> Option<Value> {
     let class_uid = change.class.class_uid()?;
-    let event_id = format!(
-        "change:{}:{}:{}:{}:{}",
-        change.kind.as_str(),
-        change.entity_id,
-        class_uid,
-        change.activity_id,
-        ctx.snapshot_ms
-    );
+    let event_id = change_event_id(ctx, change);
     let mut out = base(
         ctx,
         class_uid,
@@ -312,11 +296,7 @@ pub fn change_event(ctx: &InventoryCtx<'_>, change: &ChangeEvent) -> Option<Valu
         out.insert("user_result".into(), user.clone());
     }
     out.insert("user".into(), user);
-    let changes: Vec<Value> = change
-        .changes
-        .iter()
-        .map(|c| json!({"field": c.field, "before": c.before, "after": c.after}))
-        .collect();
+    let changes = changes_json(change);
     out.insert(
         "unmapped".into(),
         json!({
