@@ -281,31 +281,21 @@ fn user_changes(
         before: Some(old_groups.keys().cloned().collect::<Vec<_>>().join(",")),
         after: Some(new_groups.keys().cloned().collect::<Vec<_>>().join(",")),
     };
-    for (id, name) in new_groups
-        .iter()
-        .filter(|(g, _)| !old_groups.contains_key(*g))
-    {
-        let mut e = event(
-            new,
-            ChangeClass::GroupManagement,
-            group::ADD_USER,
-            vec![groups_change()],
-        );
-        e.group = Some((id.clone(), name.clone()));
-        out.push(e);
-    }
-    for (id, name) in old_groups
-        .iter()
-        .filter(|(g, _)| !new_groups.contains_key(*g))
-    {
-        let mut e = event(
-            new,
-            ChangeClass::GroupManagement,
-            group::REMOVE_USER,
-            vec![groups_change()],
-        );
-        e.group = Some((id.clone(), name.clone()));
-        out.push(e);
+    // Joined groups (in the new state only), then left ones (in the old state only).
+    for (activity, from, other) in [
+        (group::ADD_USER, new_groups, old_groups),
+        (group::REMOVE_USER, old_groups, new_groups),
+    ] {
+        for (id, name) in from.iter().filter(|(g, _)| !other.contains_key(*g)) {
+            let mut e = event(
+                new,
+                ChangeClass::GroupManagement,
+                activity,
+                vec![groups_change()],
+            );
+            e.group = Some((id.clone(), name.clone()));
+            out.push(e);
+        }
     }
     out
 }
