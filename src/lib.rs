@@ -26,6 +26,8 @@ pub mod event;
 pub mod facility;
 /// Durations and rates for people.
 pub mod human;
+/// Identity context: inventory kinds, pages, pager, tracked state, changes, posture (pure).
+pub mod inventory;
 /// Duo log kinds (a leaf).
 pub mod log_kind;
 /// Duo log page parsing.

@@ -14,7 +14,7 @@ use super::Ctx;
 use crate::event::Event;
 use crate::logs::LogKind;
 
-fn push_header(out: &mut Vec<u8>, s: &str) {
+pub(super) fn push_header(out: &mut Vec<u8>, s: &str) {
     for c in s.chars() {
         match c {
             '\\' => out.extend_from_slice(b"\\\\"),
@@ -28,7 +28,7 @@ fn push_header(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-fn push_ext_value(out: &mut Vec<u8>, s: &str) {
+pub(super) fn push_ext_value(out: &mut Vec<u8>, s: &str) {
     for c in s.chars() {
         match c {
             '\\' => out.extend_from_slice(b"\\\\"),

@@ -6,11 +6,25 @@
 mod cef;
 mod ecs;
 mod filter;
+mod inventory_ecs;
+mod inventory_text;
 mod ip;
 mod json;
 mod ocsf;
 mod raw;
 mod record;
+
+/// ECS for the inventory and its changes.
+pub use inventory_ecs::{inventory_change_ecs, inventory_ecs};
+/// Raw and CEF for the inventory and its changes.
+pub use inventory_text::{
+    change_event_id, inventory_cef, inventory_change_cef, inventory_change_raw, inventory_event_id,
+    inventory_raw,
+};
+/// OCSF for the inventory and its changes.
+pub use ocsf::inventory::{
+    change_event as inventory_change_ocsf, inventory_event as inventory_ocsf, InventoryCtx,
+};
 
 use std::fmt;
 use std::str::FromStr;

@@ -79,7 +79,9 @@ pub struct SimConfig {
     pub max_clock_skew_s: i64,
     /// Artificial latency added to every log response.
     pub response_delay_ms: u64,
-    /// Log kind names (`authentication`, `trust_monitor`, ...) answered with 403/40301.
+    /// Log kind names (`authentication`, `trust_monitor`, ...) and inventory listing names
+    /// (`users`, `admins`, `groups`, `phones`, `endpoints`, `integrations`, `summary`)
+    /// answered with 403/40301.
     pub forbidden_kinds: Vec<String>,
     /// MSP: Accounts API keys and child accounts.
     pub accounts: Option<AccountsConfig>,
@@ -96,6 +98,9 @@ pub struct SimConfig {
     /// text, instead of rendering each record per request: for benchmarks, so that the
     /// simulator is not the bottleneck. Costs memory (about 1.1 KB per authentication event).
     pub prerender: bool,
+    /// Inventory per account (users, admins, groups, endpoints, applications); child accounts
+    /// get the same counts from their own seed.
+    pub inventory: super::inventory::InventoryCounts,
 }
 
 impl Default for SimConfig {
@@ -131,6 +136,7 @@ impl Default for SimConfig {
             clock_offset_ms: 0,
             auth_api_keys: None,
             prerender: false,
+            inventory: super::inventory::InventoryCounts::default(),
         }
     }
 }
@@ -263,7 +269,10 @@ pub struct RecordedRequest {
     pub account_id: Option<String>,
     /// Log kind name for log endpoints.
     pub kind: Option<String>,
-    /// Number of records returned (successful log responses only).
+    /// Listing name (`users`, `admins`, `groups`, `phones`, `endpoints`, `integrations`) for
+    /// inventory endpoints.
+    pub listing: Option<String>,
+    /// Number of records (or listed entities) returned, successful responses only.
     pub records: Option<usize>,
     /// The page ended inside a group of records sharing one timestamp unit (ms for v2 and Trust
     /// Monitor, s for v1) that continues after this page.

@@ -38,6 +38,7 @@ mod data;
 mod errors;
 mod faults;
 mod fields;
+pub mod inventory;
 mod logs;
 mod ratelimit;
 mod records;
@@ -47,7 +48,7 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -57,6 +58,7 @@ use tokio::task::JoinHandle;
 
 use clock::DuoClock;
 use data::{Dataset, Kind};
+use inventory::{Inventory, PushOutcome, PushRecord, PushState};
 use ratelimit::RateLimiter;
 
 pub use config::{
@@ -81,6 +83,9 @@ pub(crate) struct State {
     pub faults: Mutex<VecDeque<FaultRule>>,
     pub limiter: RateLimiter,
     pub clock: DuoClock,
+    /// Per account (`None` = the parent's own).
+    pub inventories: Mutex<HashMap<Option<String>, Inventory>>,
+    pub push: Mutex<PushState>,
 }
 
 /// Lock, recovering from poisoning (a panicking test thread must not wedge the server).
@@ -112,13 +117,25 @@ impl State {
                     .collect()
             })
             .unwrap_or_default();
+        let clock = DuoClock::new(cfg.clock_offset_ms);
+        let now_s = clock.now_ms().div_euclid(1000);
+        let mut inventories = HashMap::new();
+        inventories.insert(None, Inventory::generate(cfg.seed, &cfg.inventory, now_s));
+        for c in cfg.accounts.iter().flat_map(|a| a.children.iter()) {
+            inventories.insert(
+                Some(c.account_id.clone()),
+                Inventory::generate(c.seed, &cfg.inventory, now_s),
+            );
+        }
         State {
             parent,
+            inventories: Mutex::new(inventories),
+            push: Mutex::new(PushState::default()),
             children: Mutex::new(children),
             requests: Mutex::new(VecDeque::new()),
             faults: Mutex::new(VecDeque::new()),
             limiter: RateLimiter::new(cfg.rate_limit_per_minute, cfg.rate_limit_burst),
-            clock: DuoClock::new(cfg.clock_offset_ms),
+            clock,
             cfg,
         }
     }
@@ -153,6 +170,33 @@ impl SimHandle {
     /// Every request received so far (at most [`MAX_RECORDED_REQUESTS`], oldest dropped first).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.state.requests).iter().cloned().collect()
+    }
+
+    /// An account's inventory as it is now (`None` = the parent's own): the truth a snapshot
+    /// must reproduce.
+    pub fn inventory(&self, account_id: Option<&str>) -> Option<Inventory> {
+        lock(&self.state.inventories)
+            .get(&account_id.map(str::to_string))
+            .cloned()
+    }
+
+    /// Change an account's inventory (between snapshots, or during one).
+    pub fn mutate_inventory(&self, account_id: Option<&str>, change: impl FnOnce(&mut Inventory)) {
+        if let Some(inv) = lock(&self.state.inventories).get_mut(&account_id.map(str::to_string)) {
+            change(inv);
+        }
+    }
+
+    /// How `username` answers the pushes sent to them from now on (default: approve).
+    pub fn set_push_outcome(&self, username: &str, outcome: PushOutcome) {
+        lock(&self.state.push)
+            .outcomes
+            .insert(username.to_string(), outcome);
+    }
+
+    /// Every push sent through the Auth API so far.
+    pub fn pushes(&self) -> Vec<PushRecord> {
+        lock(&self.state.push).pushes.clone()
     }
 
     /// Forget the recorded requests.
@@ -217,6 +261,11 @@ impl SimHandle {
     /// Add (or replace) a child account; it appears in the next `account/list`.
     pub fn add_child_account(&self, child: ChildAccount) {
         let data = Arc::new(Dataset::for_child(&self.state.cfg, &child));
+        let now_s = self.state.clock.now_ms().div_euclid(1000);
+        lock(&self.state.inventories).insert(
+            Some(child.account_id.clone()),
+            Inventory::generate(child.seed, &self.state.cfg.inventory, now_s),
+        );
         let mut children = lock(&self.state.children);
         children.retain(|c| c.child.account_id != child.account_id);
         children.push(ChildEntry {

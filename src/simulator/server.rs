@@ -15,6 +15,7 @@ use super::clock::imf_fixdate;
 use super::data::{Dataset, Kind};
 use super::errors::ApiError;
 use super::faults::{self, Canned};
+use super::inventory::{self, Listing};
 use super::logs::{self, first};
 use super::{lock, Fault, RecordedRequest, State};
 
@@ -29,6 +30,10 @@ enum Route {
     Summary,
     AccountList,
     Log(Kind),
+    Listing(Listing),
+    Preauth,
+    Auth,
+    AuthStatus,
 }
 
 fn route(method: &Method, path: &str) -> Option<Route> {
@@ -37,6 +42,10 @@ fn route(method: &Method, path: &str) -> Option<Route> {
         "/auth/v2/ping" if get => Route::Ping,
         "/auth/v2/check" if get => Route::AuthCheck,
         "/admin/v1/info/summary" if get => Route::Summary,
+        "/auth/v2/preauth" if method == Method::POST => Route::Preauth,
+        "/auth/v2/auth" if method == Method::POST => Route::Auth,
+        "/auth/v2/auth_status" if get => Route::AuthStatus,
+        p if get && Listing::from_path(p).is_some() => Route::Listing(Listing::from_path(p)?),
         "/accounts/v1/account/list" if get || method == Method::POST => Route::AccountList,
         "/admin/v2/logs/authentication" if get => Route::Log(Kind::Authentication),
         "/admin/v1/logs/administrator" if get => Route::Log(Kind::Administrator),
@@ -51,6 +60,23 @@ fn route(method: &Method, path: &str) -> Option<Route> {
 
 fn parse_form(data: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(data).into_owned().collect()
+}
+
+/// The parameters of a JSON body (signature v5 puts POST parameters there, as duo_client does by
+/// default): a top-level object's scalar members, numbers and booleans as their text.
+fn parse_json_params(data: &[u8]) -> Vec<(String, String)> {
+    let Ok(Value::Object(members)) = serde_json::from_slice::<Value>(data) else {
+        return Vec::new();
+    };
+    members
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            Value::String(s) => Some((k, s)),
+            Value::Number(n) => Some((k, n.to_string())),
+            Value::Bool(b) => Some((k, b.to_string())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A JSON object from owned values (`json!` would deep-clone interpolated `Value`s).
@@ -78,8 +104,12 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
     let mut params = query.clone();
-    if method == Method::POST && !is_json {
-        params.extend(parse_form(&body));
+    if method == Method::POST {
+        if is_json {
+            params.extend(parse_json_params(&body));
+        } else {
+            params.extend(parse_form(&body));
+        }
     }
     let mut rec = RecordedRequest {
         method: method.to_string(),
@@ -91,6 +121,11 @@ async fn handle(
         account_id: first(&params, "account_id").map(str::to_string),
         kind: match route(&method, &path) {
             Some(Route::Log(k)) => Some(k.name().to_string()),
+            _ => None,
+        },
+        listing: match route(&method, &path) {
+            Some(Route::Listing(l)) => Some(l.name().to_string()),
+            Some(Route::Summary) => Some("summary".to_string()),
             _ => None,
         },
         records: None,
@@ -228,6 +263,10 @@ async fn process(
             return Ok(ok(json!({"time": state.clock.now_ms().div_euclid(1000)})))
         }
         Route::AuthCheck => return Err(wrong_type()),
+        Route::Preauth | Route::Auth | Route::AuthStatus if auth_keys.is_some() => {
+            return auth_api(state, route, req.params)
+        }
+        Route::Preauth | Route::Auth | Route::AuthStatus => return Err(wrong_type()),
         _ if auth_keys.is_some() => return Err(wrong_type()),
         Route::AccountList if !is_accounts_key => return Err(wrong_type()),
         Route::AccountList => return Ok(account_list(state)),
@@ -247,7 +286,15 @@ async fn process(
     };
     let kind = match route {
         Route::Log(kind) => kind,
-        _ => return Ok(summary(&dataset)),
+        Route::Listing(listing) => {
+            return serve_listing(state, rec, listing, account_id, req.params)
+        }
+        _ => {
+            if cfg.forbidden_kinds.iter().any(|k| k == "summary") {
+                return Err(ApiError::forbidden("Insufficient API permissions"));
+            }
+            return Ok(summary(state, account_id, &dataset));
+        }
     };
     if cfg.forbidden_kinds.iter().any(|k| k == kind.name()) {
         return Err(ApiError::forbidden("Insufficient API permissions"));
@@ -258,13 +305,54 @@ async fn process(
     logs::serve_log(cfg, &dataset, kind, req.params, state.clock.now_ms(), rec)
 }
 
-fn summary(ds: &Dataset) -> String {
-    ok(json!({
-        "admin_count": 3 + ds.seed % 5,
-        "integration_count": 8,
-        "telephony_credits_remaining": 473 + ds.seed % 500,
-        "user_count": 20,
-    }))
+fn summary(state: &State, account_id: Option<&str>, ds: &Dataset) -> String {
+    match lock(&state.inventories).get(&account_id.map(str::to_string)) {
+        Some(inv) => inventory::summary(inv),
+        None => ok(json!({
+            "admin_count": 3 + ds.seed % 5,
+            "integration_count": 8,
+            "telephony_credits_remaining": 473 + ds.seed % 500,
+            "user_count": 20,
+        })),
+    }
+}
+
+fn serve_listing(
+    state: &State,
+    rec: &mut RecordedRequest,
+    listing: Listing,
+    account_id: Option<&str>,
+    params: &[(String, String)],
+) -> Result<String, ApiError> {
+    if state
+        .cfg
+        .forbidden_kinds
+        .iter()
+        .any(|k| k == listing.name())
+    {
+        return Err(ApiError::forbidden("Insufficient API permissions"));
+    }
+    let inventories = lock(&state.inventories);
+    let inv = inventories
+        .get(&account_id.map(str::to_string))
+        .ok_or_else(|| ApiError::invalid("Invalid account_id"))?;
+    let (body, n) = inventory::serve_listing(&state.cfg, inv, listing, params)?;
+    rec.records = Some(n);
+    Ok(body)
+}
+
+/// The Auth API, on the parent's own inventory.
+fn auth_api(state: &State, route: Route, params: &[(String, String)]) -> Result<String, ApiError> {
+    let inventories = lock(&state.inventories);
+    let inv = inventories
+        .get(&None)
+        .ok_or_else(|| ApiError::new(500, 50000, "no inventory"))?;
+    let mut push = lock(&state.push);
+    match route {
+        Route::Preauth => inventory::preauth(inv, params),
+        Route::Auth => inventory::auth(inv, &mut push, params, state.cfg.seed),
+        _ => inventory::auth_status(&mut push, params),
+    }
 }
 
 fn account_list(state: &State) -> String {

@@ -6,6 +6,10 @@ use duo_collector::collector::parse_children;
 use duo_collector::config::Env;
 use duo_collector::duo::error::from_response;
 use duo_collector::duo::DuoError;
+use duo_collector::inventory::{
+    diff as inventory_diff, parse_page as parse_inventory_page, EntityState, InventoryKind,
+    OffsetPager,
+};
 use duo_collector::logs::page::{parse, Page, PageError};
 use duo_collector::logs::LogKind;
 use duo_collector::settings::parse_config_str;
@@ -276,4 +280,92 @@ idempotency_header = "X-Batch-Id"
 fn the_sample_config_is_valid() {
     let env = Env::from_pairs(&[("DUO_SKEY", "s3cr3t-skey-value-s3cr3t-skey-value-0042")]);
     parse_config_str(SAMPLE, "props.toml", &env).unwrap();
+}
+
+fn inventory_kind() -> impl Strategy<Value = InventoryKind> {
+    prop::sample::select(InventoryKind::ALL.to_vec())
+}
+
+/// An inventory entity: its id of any type, a secret member at the top or nested, anything else.
+fn inventory_record(kind: InventoryKind) -> impl Strategy<Value = Value> {
+    let id_field = kind.id_field().unwrap_or("user_count");
+    (
+        field(json!("DU0000000000000000001")),
+        any_json(),
+        any_json(),
+        any::<bool>(),
+    )
+        .prop_map(move |(id, extra, secret, nested)| {
+            let mut m = match extra {
+                Value::Object(m) => m,
+                other => [("extra".to_string(), other)].into_iter().collect(),
+            };
+            if let Some(id) = id {
+                m.insert(id_field.to_string(), id);
+            }
+            let s = json!({"secret_key": "SECRETVALUE", "skey": "SECRETVALUE", "note": secret});
+            if nested {
+                m.insert("sso".into(), json!({"inner": [s]}));
+            } else if let Value::Object(top) = s {
+                m.extend(top);
+            }
+            Value::Object(m)
+        })
+}
+
+fn inventory_body(kind: InventoryKind) -> impl Strategy<Value = Value> {
+    (
+        prop::collection::vec(inventory_record(kind), 0..5),
+        field(json!(100)),
+        prop_oneof![4 => Just(json!("OK")), 1 => any_json()],
+    )
+        .prop_map(move |(records, next, stat)| {
+            let response = match kind {
+                InventoryKind::Summary => records.into_iter().next().unwrap_or(json!({})),
+                _ => Value::from(records),
+            };
+            let mut body = json!({"stat": stat, "response": response});
+            if let Some(n) = next {
+                body["metadata"] = json!({"next_offset": n});
+            }
+            body
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn inventory_pages_parse_without_secrets_or_fail_with_a_typed_error(
+        (kind, body) in inventory_kind().prop_flat_map(|k| (Just(k), inventory_body(k)))
+    ) {
+        let text = body.to_string();
+        match parse_inventory_page(kind, text.as_bytes()) {
+            Ok(page) => {
+                let wanted = match &body["response"] {
+                    Value::Array(xs) => xs.len(),
+                    _ => 1,
+                };
+                prop_assert_eq!(page.entities.len(), wanted);
+                let mut pager = OffsetPager::new(kind);
+                for e in &page.entities {
+                    let rendered = serde_json::to_string(&e.record).unwrap();
+                    prop_assert!(!rendered.contains("SECRETVALUE"), "{}", rendered);
+                    let state = EntityState::from_entity(kind, e);
+                    let _ = inventory_diff(None, Some(&state));
+                    prop_assert_eq!(EntityState::from_stored(&state.to_stored()).ok(), Some(state));
+                }
+                let _ = pager.on_page(page);
+            }
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_are_refused_by_the_inventory_parser(
+        kind in inventory_kind(),
+        bytes in prop::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let _ = parse_inventory_page(kind, &bytes);
+    }
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Checks the golden snapshots (tests/it/snapshots/it__normalize_golden__*.snap) and, with
+"""Checks the golden snapshots (tests/it/snapshots/it__normalize_golden__*.snap, and the
+inventory's it__inventory_golden__*_ocsf.snap) and, with
 `--events FILE...`, files of OCSF events, one JSON object a line (`examples/ocsf_drain.rs`
 renders a whole simulator dataset so), so that record shapes the goldens lack are checked too.
 
@@ -38,6 +39,9 @@ CLASSES = {
     3002: "Authentication",
     3004: "EntityManagement",
     3006: "GroupManagement",
+    5001: "InventoryInfo",
+    5003: "UserInventory",
+    5023: "CloudResourcesInventoryInfo",
     6003: "ApiActivity",
 }
 
@@ -206,6 +210,8 @@ def main():
     total = {"ocsf": 0, "cef": 0, "events": 0}
     failures = []
     goldens = sorted(glob.glob(os.path.join(SNAPS, "it__normalize_golden__*_ocsf.snap")))
+    # The inventory and its change events (tests/it/inventory_golden.rs).
+    goldens += sorted(glob.glob(os.path.join(SNAPS, "it__inventory_golden__*_ocsf.snap")))
     auth = [ev for p in goldens if "authentication" in p for ev in load(p) if ev.get("class_uid") == 3002]
     broken = walk_rejects_violations(auth[0]) if auth else "self-check: no authentication golden"
     if broken:
@@ -215,7 +221,9 @@ def main():
         n, f = check_ocsf(path)
         total["ocsf"] += n
         failures += f
-    for path in sorted(glob.glob(os.path.join(SNAPS, "it__normalize_golden__*_cef.snap"))):
+    cef_goldens = sorted(glob.glob(os.path.join(SNAPS, "it__normalize_golden__*_cef.snap")))
+    cef_goldens += sorted(glob.glob(os.path.join(SNAPS, "it__inventory_golden__*_cef.snap")))
+    for path in cef_goldens:
         n, f = check_cef(path)
         total["cef"] += n
         failures += f

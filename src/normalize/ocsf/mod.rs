@@ -7,6 +7,7 @@
 
 mod admin;
 mod auth;
+pub(crate) mod inventory;
 
 pub(crate) use admin::{classify, is_user_target, Class};
 

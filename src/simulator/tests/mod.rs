@@ -2,6 +2,7 @@
 
 mod api;
 mod clock_and_limits;
+mod inventory;
 mod modes;
 mod paging;
 
