@@ -13,14 +13,7 @@ use duo_collector::logs::LogKind;
 use duo_collector::normalize::{Format, Formatter};
 use duo_collector::simulator::{SimConfig, Simulator};
 
-const KINDS: [LogKind; 6] = [
-    LogKind::Authentication,
-    LogKind::Administrator,
-    LogKind::Telephony,
-    LogKind::Activity,
-    LogKind::TrustMonitor,
-    LogKind::OfflineEnrollment,
-];
+const KINDS: [LogKind; 6] = LogKind::ALL;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
