@@ -8,7 +8,7 @@ use super::super::errors::ApiError;
 use super::super::logs::first;
 use super::super::rng::{mix, unit_interval};
 use super::super::SimConfig;
-use super::model::{Group, Inventory, Phone, User};
+use super::model::{Inventory, User};
 
 /// A paged inventory listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,14 +98,6 @@ fn user_summary(u: &User) -> Map<String, Value> {
     }
 }
 
-fn phone_value(p: &Phone) -> Value {
-    to_value(p)
-}
-
-fn group_value(g: &Group) -> Value {
-    to_value(g)
-}
-
 /// A user as `/admin/v1/users` lists it, with its phones, tokens and groups embedded.
 pub fn render_user(
     inv: &Inventory,
@@ -117,13 +109,13 @@ pub fn render_user(
         .phone_ids
         .iter()
         .filter_map(|id| phones.get(id.as_str()))
-        .map(|&i| phone_value(&inv.phones[i]))
+        .map(|&i| to_value(&inv.phones[i]))
         .collect();
     let groups: Vec<Value> = u
         .group_ids
         .iter()
         .filter_map(|id| inv.groups.iter().find(|g| &g.group_id == id))
-        .map(group_value)
+        .map(to_value)
         .collect();
     m.insert("phones".into(), Value::Array(embedded));
     m.insert("tokens".into(), to_value(&u.tokens));
@@ -148,7 +140,7 @@ fn render(inv: &Inventory, listing: Listing, range: std::ops::Range<usize>) -> V
             inv.phones[range]
                 .iter()
                 .map(|p| {
-                    let mut v = phone_value(p);
+                    let mut v = to_value(p);
                     let users: Vec<Value> = holders
                         .get(p.phone_id.as_str())
                         .map(|us| {
@@ -165,7 +157,7 @@ fn render(inv: &Inventory, listing: Listing, range: std::ops::Range<usize>) -> V
                 .collect()
         }
         Listing::Admins => inv.admins[range].iter().map(to_value).collect(),
-        Listing::Groups => inv.groups[range].iter().map(group_value).collect(),
+        Listing::Groups => inv.groups[range].iter().map(to_value).collect(),
         Listing::Endpoints => inv.endpoints[range].iter().map(to_value).collect(),
         Listing::Integrations => inv.integrations[range].iter().map(to_value).collect(),
     }
