@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
-use crate::collector::{IntegrationReport, IntegrationRuntime};
+use crate::collector::{IntegrationReport, IntegrationRuntime, SinkStatusRecorder};
 use crate::config::Integration;
 use crate::duo::RetryPolicy;
 use crate::observe::Observer;
@@ -88,7 +88,7 @@ fn open_sinks(
 ) -> anyhow::Result<SinkSet> {
     let reporting = SinkReporting {
         state: state.clone(),
-        observer: observer.clone(),
+        events: Arc::new(SinkStatusRecorder::new(state.clone(), observer.clone())),
     };
     SinkSet::open(settings, &reporting).map_err(|errors| {
         anyhow::anyhow!(

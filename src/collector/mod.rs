@@ -8,6 +8,7 @@
 
 mod accounts;
 mod drive;
+mod sink_status;
 
 use crate::duo::Call;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::sink::{deliver_all, PageReceipt, Sink, SinkError, SinkRetry, SinkSet}
 use crate::state::{Checkpoint, RunOutcome, State, StateError};
 
 pub use accounts::{parse_children, ChildAccount, ACCOUNT_LIST_PATH};
+pub use sink_status::SinkStatusRecorder;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {

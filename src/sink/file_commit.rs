@@ -242,7 +242,9 @@ mod tests {
     use crate::event::{Batch, Event, StreamId};
     use crate::logs::LogKind;
     use crate::normalize::Format;
-    use crate::sink::{deliver_all, Sink, SinkReporting, SinkRetry};
+    use futures::future::BoxFuture;
+
+    use crate::sink::{deliver_all, DeliveryEvents, DriverError, Sink, SinkReporting, SinkRetry};
     use crate::sink::{SinkKind, SinkSettings};
     use crate::state::{Checkpoint, State};
 
@@ -251,6 +253,29 @@ mod tests {
         state: State,
         stream: StreamId,
         run: i64,
+        events: Arc<RecordedDeliveries>,
+    }
+
+    /// The sinks' delivery reports, in order, as `"<sink> delivered"` / `"<sink> failed"`.
+    #[derive(Debug, Default)]
+    struct RecordedDeliveries(std::sync::Mutex<Vec<String>>);
+
+    impl DeliveryEvents for RecordedDeliveries {
+        fn attempt_failed<'a>(
+            &'a self,
+            sink: &'a str,
+            _stream: &'a StreamId,
+            _error: &'a DriverError,
+            _retry_in: Option<std::time::Duration>,
+        ) -> BoxFuture<'a, ()> {
+            self.0.lock().unwrap().push(format!("{sink} failed"));
+            Box::pin(async {})
+        }
+
+        fn delivered<'a>(&'a self, sink: &'a str) -> BoxFuture<'a, ()> {
+            self.0.lock().unwrap().push(format!("{sink} delivered"));
+            Box::pin(async {})
+        }
     }
 
     impl Fixture {
@@ -264,6 +289,7 @@ mod tests {
                 state,
                 stream,
                 run,
+                events: Arc::default(),
             }
         }
 
@@ -288,7 +314,7 @@ mod tests {
         fn reporting(&self) -> SinkReporting {
             SinkReporting {
                 state: self.state.clone(),
-                observer: Arc::new(crate::observe::Observer::new(1)),
+                events: self.events.clone(),
             }
         }
 
@@ -358,6 +384,25 @@ mod tests {
         // The page is fetched and written again: once.
         fx.page(std::slice::from_ref(&sink), &["c"], true).await;
         assert_eq!(txids(&fx.path("local.jsonl")), ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn each_sink_reports_its_own_delivery_and_records_nothing_itself() {
+        let fx = Fixture::new();
+        let sinks = [fx.open("one"), fx.open("two")];
+        fx.page(&sinks, &["a"], true).await;
+        fx.page(&sinks, &["b"], true).await;
+        assert_eq!(
+            *fx.events.0.lock().unwrap(),
+            [
+                "one delivered",
+                "two delivered",
+                "one delivered",
+                "two delivered"
+            ]
+        );
+        // The sink status is the collector's to record, from these reports.
+        assert_eq!(fx.state.sink_status().unwrap(), Vec::new());
     }
 
     #[tokio::test]

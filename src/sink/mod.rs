@@ -26,9 +26,10 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::Batch;
+use crate::event::{Batch, StreamId};
 use crate::normalize::Formatter;
 use crate::state::State;
 pub use config::{Batching, SinkKind, SinkSettings};
@@ -65,15 +66,31 @@ pub struct Sink {
     reporting: SinkReporting,
 }
 
+/// What a delivery reports as it goes. The sink only says what happened; its owner (the
+/// collector's `SinkStatusRecorder`) decides what to record: the sink status `status` shows,
+/// the error counter, and the watchdog's "waiting for a sink, not wedged".
+pub trait DeliveryEvents: Send + Sync + std::fmt::Debug {
+    /// A piece of a page failed; `retry_in` is the pause before it is tried again, `None`
+    /// when the page is given up (permanent error, or out of attempts).
+    fn attempt_failed<'a>(
+        &'a self,
+        sink: &'a str,
+        stream: &'a StreamId,
+        error: &'a DriverError,
+        retry_in: Option<Duration>,
+    ) -> BoxFuture<'a, ()>;
+
+    /// Every piece of a page was acknowledged by this sink (whatever the other sinks do).
+    fn delivered<'a>(&'a self, sink: &'a str) -> BoxFuture<'a, ()>;
+}
+
 /// Where a sink reports to while it delivers.
 #[derive(Debug, Clone)]
 pub struct SinkReporting {
-    /// Where the delivery state (last success, failing since, last error) and a file sink's
-    /// committed length are recorded.
+    /// Where a file sink's committed length is kept (the write-then-commit protocol of
+    /// `file_commit.rs` is part of its acknowledgement).
     pub state: State,
-    /// Counts failed attempts, and tells the watchdog that a stream waiting for this sink is
-    /// alive (backpressure is not a wedge).
-    pub observer: Arc<crate::observe::Observer>,
+    pub events: Arc<dyn DeliveryEvents>,
 }
 
 /// How a failing sink is retried before the page is given up for this run.
@@ -305,9 +322,11 @@ impl Sink {
                 Err(f) => f,
             };
             failed += 1;
-            self.record_failure(&failure.to_string());
-            self.reporting.observer.sink_error(&self.name);
+            let events = &self.reporting.events;
             if failure.is_permanent() {
+                events
+                    .attempt_failed(&self.name, batch.stream, &failure, None)
+                    .await;
                 tracing::error!(sink = %self.name, stream = %batch.stream, error = %failure, "sink refused the batch permanently; the checkpoint stays before it");
                 return Err(SinkError::Permanent {
                     sink: self.name.clone(),
@@ -315,6 +334,9 @@ impl Sink {
                 });
             }
             if retry.attempts.is_some_and(|max| failed >= max) {
+                events
+                    .attempt_failed(&self.name, batch.stream, &failure, None)
+                    .await;
                 return Err(SinkError::GaveUp {
                     sink: self.name.clone(),
                     attempts: failed,
@@ -325,9 +347,9 @@ impl Sink {
                 Some(after) => after.min(Duration::from_secs(300)),
                 None => retry.wait(wait),
             };
-            self.reporting
-                .observer
-                .waiting(&batch.stream.integration, pause);
+            events
+                .attempt_failed(&self.name, batch.stream, &failure, Some(pause))
+                .await;
             tracing::warn!(sink = %self.name, stream = %batch.stream, attempt = failed, retry_in = ?pause, error = %failure, "sink delivery failed; retrying (collection of this stream waits)");
             tokio::select! {
                 _ = cancel.cancelled() => return Err(SinkError::Cancelled),
@@ -335,22 +357,8 @@ impl Sink {
             }
             wait = (wait * 2).min(retry.max);
         }
-        self.record_success();
+        self.reporting.events.delivered(&self.name).await;
         Ok(())
-    }
-
-    fn record_success(&self) {
-        let state = &self.reporting.state;
-        if let Err(e) = state.record_sink_success(&self.name, crate::clock::now_ms()) {
-            tracing::warn!(sink = %self.name, error = %e, "cannot record the sink's delivery state");
-        }
-    }
-
-    fn record_failure(&self, error: &str) {
-        let state = &self.reporting.state;
-        if let Err(e) = state.record_sink_failure(&self.name, crate::clock::now_ms(), error) {
-            tracing::warn!(sink = %self.name, error = %e, "cannot record the sink's delivery state");
-        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! Per-sink delivery state: last success, failing since, last error. Written by the sinks as
-//! they deliver, read by `status` (possibly from another process).
+//! Per-sink delivery state: last success, failing since, last error. Written by the collector
+//! from the sinks' delivery reports, read by `status` (possibly from another process).
 
 use rusqlite::{params, OptionalExtension};
 
