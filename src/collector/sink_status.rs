@@ -4,14 +4,12 @@
 //! watchdog (backpressure is not a wedge).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 
 use crate::clock::now_ms;
-use crate::event::StreamId;
 use crate::observe::Observer;
-use crate::sink::{DeliveryEvents, DriverError};
+use crate::sink::{DeliveryEvents, FailedAttempt};
 use crate::state::State;
 
 #[derive(Debug)]
@@ -27,19 +25,14 @@ impl SinkStatusRecorder {
 }
 
 impl DeliveryEvents for SinkStatusRecorder {
-    fn attempt_failed<'a>(
-        &'a self,
-        sink: &'a str,
-        stream: &'a StreamId,
-        error: &'a DriverError,
-        retry_in: Option<Duration>,
-    ) -> BoxFuture<'a, ()> {
+    fn attempt_failed<'a>(&'a self, failed: FailedAttempt<'a>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
+            let sink = failed.sink;
             self.observer.sink_error(sink);
-            if let Some(pause) = retry_in {
-                self.observer.waiting(&stream.integration, pause);
+            if let Some(pause) = failed.retry_in {
+                self.observer.waiting(&failed.stream.integration, pause);
             }
-            let (name, text) = (sink.to_string(), error.to_string());
+            let (name, text) = (sink.to_string(), failed.error.to_string());
             let recorded = self
                 .state
                 .blocking(move |s| s.record_sink_failure(&name, now_ms(), &text))

@@ -6,12 +6,14 @@ use crate::sink::config::*;
 
 const TOKEN: &str = "hec-token-0f9e8d7c6b5a";
 
-fn parse(sinks: &str, dir: &std::path::Path) -> Result<Config, ConfigError> {
+/// Parses the corp integration with these sinks; `TOKEN_FILE` names a file holding [`TOKEN`].
+fn parse(sinks: &str) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "{}{sinks}",
         crate::settings::tests::corp_integration("[\"out\"]", "")
     );
-    let token_file = dir.join("token");
+    let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     parse_config_str(
         &text.replace("TOKEN_FILE", &token_file.display().to_string()),
@@ -20,15 +22,37 @@ fn parse(sinks: &str, dir: &std::path::Path) -> Result<Config, ConfigError> {
     )
 }
 
+/// A `[[sink]]` named "out" (the name the corp integration delivers to) of `sink_type`.
+fn out_sink(sink_type: &str, body: &str) -> String {
+    format!("[[sink]]\nname = \"out\"\ntype = \"{sink_type}\"\n{body}")
+}
+
+fn syslog(c: &Config, index: usize) -> &SyslogSettings {
+    match &c.sinks[index].kind {
+        SinkKind::Syslog(s) => s,
+        other => panic!("sink {index} is not syslog: {other:?}"),
+    }
+}
+
+fn http(c: &Config, index: usize) -> &HttpSettings {
+    match &c.sinks[index].kind {
+        SinkKind::Http(h) => h,
+        other => panic!("sink {index} is not http: {other:?}"),
+    }
+}
+
+fn nats(c: &Config, index: usize) -> &NatsSettings {
+    match &c.sinks[index].kind {
+        SinkKind::Nats(n) => n,
+        other => panic!("sink {index} is not nats: {other:?}"),
+    }
+}
+
 #[test]
 fn network_sinks_parse_with_defaults() {
-    let dir = tempfile::tempdir().unwrap();
-    let c = parse(
-        r#"
-[[sink]]
-name = "out"
-type = "syslog"
-transport = "tcp"
+    let c = parse(&out_sink(
+        "syslog",
+        r#"transport = "tcp"
 address = "siem.example.com:6514"
 
 [[sink]]
@@ -47,12 +71,9 @@ url = "nats://127.0.0.1:4222"
 stream = "DUO"
 token_env = "NATS_TOKEN"
 "#,
-        dir.path(),
-    )
+    ))
     .unwrap();
-    let SinkKind::Syslog(s) = &c.sinks[0].kind else {
-        panic!()
-    };
+    let s = syslog(&c, 0);
     assert_eq!(s.transport, SyslogTransport::Tcp);
     assert_eq!(
         (s.facility.code(), s.app_name.as_str(), s.host.as_str()),
@@ -65,18 +86,14 @@ token_env = "NATS_TOKEN"
             max_bytes: 1 << 20
         }
     );
-    let SinkKind::Http(h) = &c.sinks[1].kind else {
-        panic!()
-    };
+    let h = http(&c, 1);
     assert!(matches!(&h.auth, HttpAuth::Splunk(t) if t.expose() == TOKEN));
     assert!(h.gzip && h.flavor == HttpFlavor::SplunkHec && h.batch.max_events == 100);
     assert!(
         !format!("{:?}", c.sinks).contains(TOKEN),
         "Debug never shows a token"
     );
-    let SinkKind::Nats(n) = &c.sinks[2].kind else {
-        panic!()
-    };
+    let n = nats(&c, 2);
     assert!(matches!(&n.auth, NatsAuth::Token(t) if t.expose() == TOKEN));
     assert_eq!(n.subject, "duo.{integration}.{log}");
     assert!(!n.create_stream && !n.tls_required);
@@ -84,13 +101,9 @@ token_env = "NATS_TOKEN"
 
 #[test]
 fn every_problem_is_reported_at_once_with_sink_and_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let err = parse(
-        r#"
-[[sink]]
-name = "out"
-type = "syslog"
-transport = "carrier-pigeon"
+    let err = parse(&out_sink(
+        "syslog",
+        r#"transport = "carrier-pigeon"
 address = "no-port"
 facility = "kitchen"
 url = "https://x"
@@ -112,8 +125,7 @@ token_env = "MISSING_VAR"
 cert_file = "/nonexistent/cert.pem"
 batch_max_events = 0
 "#,
-        dir.path(),
-    )
+    ))
     .unwrap_err();
     let expect = [
         ("sink \"out\": field `transport`", "carrier-pigeon"),
@@ -152,21 +164,17 @@ fn tls_files_are_checked_and_go_together() {
     let dir = tempfile::tempdir().unwrap();
     let not_pem = dir.path().join("ca.pem");
     std::fs::write(&not_pem, "hello").unwrap();
-    let err = parse(
+    let err = parse(&out_sink(
+        "syslog",
         &format!(
-            r#"
-[[sink]]
-name = "out"
-type = "syslog"
-transport = "tcp"
+            r#"transport = "tcp"
 address = "siem:514"
 ca_file = {p:?}
 cert_file = {p:?}
 "#,
             p = not_pem.display().to_string()
         ),
-        dir.path(),
-    )
+    ))
     .unwrap_err();
     let all = err.problems.join("\n");
     assert!(
@@ -182,17 +190,12 @@ cert_file = {p:?}
 
 #[test]
 fn http_basic_auth_needs_both_halves() {
-    let dir = tempfile::tempdir().unwrap();
-    let err = parse(
-        r#"
-[[sink]]
-name = "out"
-type = "http"
-url = "https://example.com/in"
+    let err = parse(&out_sink(
+        "http",
+        r#"url = "https://example.com/in"
 username = "collector"
 "#,
-        dir.path(),
-    )
+    ))
     .unwrap_err();
     assert!(
         err.problems
@@ -201,21 +204,15 @@ username = "collector"
         "{:?}",
         err.problems
     );
-    let ok = parse(
-        r#"
-[[sink]]
-name = "out"
-type = "http"
-url = "https://example.com/in"
+    let ok = parse(&out_sink(
+        "http",
+        r#"url = "https://example.com/in"
 username = "collector"
 password_file = "TOKEN_FILE"
 "#,
-        dir.path(),
-    )
+    ))
     .unwrap();
-    let SinkKind::Http(h) = &ok.sinks[0].kind else {
-        panic!()
-    };
+    let h = http(&ok, 0);
     assert!(
         matches!(&h.auth, HttpAuth::Basic { username, password } if username == "collector" && password.expose() == TOKEN)
     );
@@ -253,7 +250,6 @@ fn every_key_in_a_type_s_table_is_read_by_its_validator() {
     }
     let err = parse(
         "[[sink]]\nname = \"out\"\ntype = \"file\"\npath = \"/tmp/x\"\nstream = \"DUO\"\ncolour = 1\n",
-        tempfile::tempdir().unwrap().path(),
     )
     .unwrap_err();
     assert!(
@@ -274,17 +270,14 @@ fn every_key_in_a_type_s_table_is_read_by_its_validator() {
 
 #[test]
 fn http_idempotency_header_defaults_renames_and_turns_off() {
-    let dir = tempfile::tempdir().unwrap();
     let sink = |extra: &str| {
         format!(
             "[[sink]]\nname = \"out\"\ntype = \"http\"\nurl = \"https://siem.example.com/in\"\n{extra}\n"
         )
     };
     let header = |extra: &str| {
-        let c = parse(&sink(extra), dir.path()).unwrap();
-        let SinkKind::Http(h) = &c.sinks[0].kind else {
-            panic!()
-        };
+        let c = parse(&sink(extra)).unwrap();
+        let h = http(&c, 0);
         h.idempotency_header.clone()
     };
     assert_eq!(header(""), Some("Idempotency-Key".to_string()));
@@ -298,12 +291,11 @@ fn http_idempotency_header_defaults_renames_and_turns_off() {
         "idempotency_header = \"Content-Type\"",
         "idempotency_header = \"X-Id\"\nheaders = { \"x-id\" = \"1\" }",
     ] {
-        let err = parse(&sink(bad), dir.path()).unwrap_err().to_string();
+        let err = parse(&sink(bad)).unwrap_err().to_string();
         assert!(err.contains("idempotency_header"), "{bad}: {err}");
     }
     let err = parse(
         "[[sink]]\nname = \"out\"\ntype = \"file\"\npath = \"/tmp/x\"\nidempotency_header = \"X\"\n",
-        dir.path(),
     )
     .unwrap_err()
     .to_string();
@@ -312,7 +304,6 @@ fn http_idempotency_header_defaults_renames_and_turns_off() {
 
 #[test]
 fn two_file_sinks_cannot_share_a_path() {
-    let dir = tempfile::tempdir().unwrap();
     let file = |name: &str, path: &str| {
         format!("[[sink]]\nname = \"{name}\"\ntype = \"file\"\npath = \"{path}\"\n")
     };
@@ -321,7 +312,7 @@ fn two_file_sinks_cannot_share_a_path() {
         file("out", "/var/log/duo/a.jsonl"),
         file("copy", "/var/log/duo/a.jsonl")
     );
-    let err = parse(&both, dir.path()).unwrap_err().to_string();
+    let err = parse(&both).unwrap_err().to_string();
     assert!(
         err.contains("sink \"copy\"") && err.contains("path") && err.contains("sink \"out\""),
         "{err}"
@@ -331,7 +322,7 @@ fn two_file_sinks_cannot_share_a_path() {
         file("out", "/var/log/duo/a.jsonl"),
         file("copy", "/var/log/duo/b.jsonl")
     );
-    parse(&apart, dir.path()).unwrap();
+    parse(&apart).unwrap();
 }
 
 /// The README's section on each sink type shows every key of that type's table.

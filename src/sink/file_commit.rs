@@ -244,7 +244,7 @@ mod tests {
     use crate::normalize::Format;
     use futures::future::BoxFuture;
 
-    use crate::sink::{deliver_all, DeliveryEvents, DriverError, Sink, SinkReporting, SinkRetry};
+    use crate::sink::{deliver_all, DeliveryEvents, FailedAttempt, Sink, SinkReporting, SinkRetry};
     use crate::sink::{SinkKind, SinkSettings};
     use crate::state::{Checkpoint, State};
 
@@ -261,14 +261,11 @@ mod tests {
     struct RecordedDeliveries(std::sync::Mutex<Vec<String>>);
 
     impl DeliveryEvents for RecordedDeliveries {
-        fn attempt_failed<'a>(
-            &'a self,
-            sink: &'a str,
-            _stream: &'a StreamId,
-            _error: &'a DriverError,
-            _retry_in: Option<std::time::Duration>,
-        ) -> BoxFuture<'a, ()> {
-            self.0.lock().unwrap().push(format!("{sink} failed"));
+        fn attempt_failed<'a>(&'a self, failed: FailedAttempt<'a>) -> BoxFuture<'a, ()> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} failed", failed.sink));
             Box::pin(async {})
         }
 

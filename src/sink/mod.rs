@@ -70,18 +70,21 @@ pub struct Sink {
 /// collector's `SinkStatusRecorder`) decides what to record: the sink status `status` shows,
 /// the error counter, and the watchdog's "waiting for a sink, not wedged".
 pub trait DeliveryEvents: Send + Sync + std::fmt::Debug {
-    /// A piece of a page failed; `retry_in` is the pause before it is tried again, `None`
-    /// when the page is given up (permanent error, or out of attempts).
-    fn attempt_failed<'a>(
-        &'a self,
-        sink: &'a str,
-        stream: &'a StreamId,
-        error: &'a DriverError,
-        retry_in: Option<Duration>,
-    ) -> BoxFuture<'a, ()>;
+    fn attempt_failed<'a>(&'a self, failed: FailedAttempt<'a>) -> BoxFuture<'a, ()>;
 
     /// Every piece of a page was acknowledged by this sink (whatever the other sinks do).
     fn delivered<'a>(&'a self, sink: &'a str) -> BoxFuture<'a, ()>;
+}
+
+/// A piece of a page a sink could not deliver.
+#[derive(Debug, Clone, Copy)]
+pub struct FailedAttempt<'a> {
+    pub sink: &'a str,
+    pub stream: &'a StreamId,
+    pub error: &'a DriverError,
+    /// The pause before the piece is tried again; `None` when the page is given up
+    /// (a permanent error, or out of attempts).
+    pub retry_in: Option<Duration>,
 }
 
 /// Where a sink reports to while it delivers.
@@ -322,34 +325,35 @@ impl Sink {
                 Err(f) => f,
             };
             failed += 1;
-            let events = &self.reporting.events;
-            if failure.is_permanent() {
-                events
-                    .attempt_failed(&self.name, batch.stream, &failure, None)
-                    .await;
-                tracing::error!(sink = %self.name, stream = %batch.stream, error = %failure, "sink refused the batch permanently; the checkpoint stays before it");
-                return Err(SinkError::Permanent {
-                    sink: self.name.clone(),
-                    error: failure,
-                });
-            }
-            if retry.attempts.is_some_and(|max| failed >= max) {
-                events
-                    .attempt_failed(&self.name, batch.stream, &failure, None)
-                    .await;
+            let out_of_attempts = retry.attempts.is_some_and(|max| failed >= max);
+            let retry_in = match failure.retry_after() {
+                _ if failure.is_permanent() || out_of_attempts => None,
+                Some(after) => Some(after.min(Duration::from_secs(300))),
+                None => Some(retry.wait(wait)),
+            };
+            self.reporting
+                .events
+                .attempt_failed(FailedAttempt {
+                    sink: &self.name,
+                    stream: batch.stream,
+                    error: &failure,
+                    retry_in,
+                })
+                .await;
+            let Some(pause) = retry_in else {
+                if failure.is_permanent() {
+                    tracing::error!(sink = %self.name, stream = %batch.stream, error = %failure, "sink refused the batch permanently; the checkpoint stays before it");
+                    return Err(SinkError::Permanent {
+                        sink: self.name.clone(),
+                        error: failure,
+                    });
+                }
                 return Err(SinkError::GaveUp {
                     sink: self.name.clone(),
                     attempts: failed,
                     last: failure,
                 });
-            }
-            let pause = match failure.retry_after() {
-                Some(after) => after.min(Duration::from_secs(300)),
-                None => retry.wait(wait),
             };
-            events
-                .attempt_failed(&self.name, batch.stream, &failure, Some(pause))
-                .await;
             tracing::warn!(sink = %self.name, stream = %batch.stream, attempt = failed, retry_in = ?pause, error = %failure, "sink delivery failed; retrying (collection of this stream waits)");
             tokio::select! {
                 _ = cancel.cancelled() => return Err(SinkError::Cancelled),

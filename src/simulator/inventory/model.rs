@@ -93,16 +93,16 @@ pub struct WebauthnCredential {
 pub struct User {
     pub user_id: String,
     pub username: String,
-    pub realname: String,
-    pub email: String,
     /// `active`, `bypass`, `disabled`, `locked out`, `pending deletion`.
     pub status: String,
+    pub lockout_reason: Option<String>,
     pub is_enrolled: bool,
     /// Unix seconds.
     pub created: i64,
     /// Unix seconds; `None`: never logged in.
     pub last_login: Option<i64>,
-    pub lockout_reason: Option<String>,
+    pub realname: String,
+    pub email: String,
     pub notes: String,
     /// Ids into [`Inventory::phones`]; a phone may belong to several users.
     pub phone_ids: Vec<String>,
