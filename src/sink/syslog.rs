@@ -61,8 +61,67 @@ fn local_hostname() -> String {
         .unwrap_or_default()
 }
 
-fn io_text(e: &std::io::Error) -> String {
-    e.to_string()
+/// Why a connection or a write failed. Every one of them may work on a new connection except a
+/// TLS server name that is not a name at all, which only the configuration can fix.
+#[derive(Debug, thiserror::Error)]
+enum SyslogError {
+    #[error("cannot resolve {address}: {source}")]
+    Resolve {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("{address} resolves to no address")]
+    NoAddress { address: String },
+    #[error("UDP socket: {0}")]
+    UdpSocket(std::io::Error),
+    #[error("{what} timed out after {timeout:?}")]
+    Timeout {
+        what: &'static str,
+        timeout: Duration,
+    },
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("TLS server name {name:?}: {reason}")]
+    ServerName { name: String, reason: String },
+    #[error("TLS handshake with {address}: {source}")]
+    Handshake {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("{address} refused the TLS session: {reason}")]
+    Refused {
+        address: String,
+        reason: Box<SyslogError>,
+    },
+    #[error("UDP send to {address}: {source}")]
+    UdpSend {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("writing to {address}: {source}")]
+    Write {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("the receiver closed the connection")]
+    Closed,
+    #[error("reading from the receiver: {0}")]
+    Read(std::io::Error),
+}
+
+impl From<SyslogError> for DriverError {
+    fn from(error: SyslogError) -> DriverError {
+        match error {
+            SyslogError::ServerName { .. } => DriverError::permanent(
+                error.to_string(),
+                "set the sink's `server_name` to the host name in the receiver's certificate",
+            ),
+            _ => DriverError::transient(error.to_string()),
+        }
+    }
 }
 
 impl SyslogSink {
@@ -107,7 +166,7 @@ impl SyslogSink {
             .map(|_| {
                 super::Probe::Reached(format!("syslog receiver {address} accepts connections"))
             })
-            .map_err(DriverError::transient)
+            .map_err(DriverError::from)
     }
 
     /// Batch limits, and the header bytes each message adds to its line.
@@ -153,44 +212,63 @@ impl SyslogSink {
         }
     }
 
-    async fn connect(&self) -> Result<Conn, String> {
+    async fn connect(&self) -> Result<Conn, SyslogError> {
         let s = &self.settings;
         let timeout = s.timeout;
-        let within = |what: &'static str| move |_| format!("{what} timed out after {timeout:?}");
+        let within = |what: &'static str| move |_| SyslogError::Timeout { what, timeout };
+        let address = || s.address.clone();
         if s.transport == SyslogTransport::Udp {
             let addr = tokio::net::lookup_host(&s.address)
                 .await
-                .map_err(|e| format!("cannot resolve {}: {e}", s.address))?
+                .map_err(|source| SyslogError::Resolve {
+                    address: address(),
+                    source,
+                })?
                 .next()
-                .ok_or_else(|| format!("{} resolves to no address", s.address))?;
+                .ok_or_else(|| SyslogError::NoAddress { address: address() })?;
             let local = if addr.is_ipv4() {
                 "0.0.0.0:0"
             } else {
                 "[::]:0"
             };
-            let socket = UdpSocket::bind(local).await.map_err(|e| io_text(&e))?;
-            socket.connect(addr).await.map_err(|e| io_text(&e))?;
+            let socket = UdpSocket::bind(local)
+                .await
+                .map_err(SyslogError::UdpSocket)?;
+            socket.connect(addr).await.map_err(SyslogError::UdpSocket)?;
             return Ok(Conn::Udp(socket));
         }
         let tcp = tokio::time::timeout(timeout, TcpStream::connect(&s.address))
             .await
             .map_err(within("connect"))?
-            .map_err(|e| format!("cannot connect to {}: {e}", s.address))?;
+            .map_err(|source| SyslogError::Connect {
+                address: address(),
+                source,
+            })?;
         let _ = tcp.set_nodelay(true);
         let Some(connector) = &self.tls else {
             return Ok(Conn::Tcp(tcp));
         };
         let name = s.tls.server_name.clone().unwrap_or_else(|| s.host.clone());
-        let server_name = rustls_pki_types::ServerName::try_from(name.clone())
-            .map_err(|e| format!("TLS server name {name:?}: {e}"))?;
+        let server_name = rustls_pki_types::ServerName::try_from(name.clone()).map_err(|e| {
+            SyslogError::ServerName {
+                name,
+                reason: e.to_string(),
+            }
+        })?;
         let tls = tokio::time::timeout(timeout, connector.connect(server_name, tcp))
             .await
             .map_err(within("TLS handshake"))?
-            .map_err(|e| format!("TLS handshake with {}: {e}", s.address))?;
+            .map_err(|source| SyslogError::Handshake {
+                address: address(),
+                source,
+            })?;
         let mut conn = Conn::Tls(Box::new(tls));
         check_open(&mut conn, TLS_SETTLE)
             .await
-            .map_err(|e| format!("{} refused the TLS session: {e}", s.address))?;
+            .map_err(|reason| SyslogError::Refused {
+                address: address(),
+                reason: Box::new(reason),
+            })?;
         Ok(conn)
     }
 
@@ -205,10 +283,14 @@ impl SyslogSink {
             // Whatever state the connection is in, a retry starts on a fresh one.
             self.conn = None;
         }
-        result.map_err(DriverError::transient)
+        result.map_err(DriverError::from)
     }
 
-    async fn try_send(&mut self, page: &Rendered<'_>, events: Range<usize>) -> Result<(), String> {
+    async fn try_send(
+        &mut self,
+        page: &Rendered<'_>,
+        events: Range<usize>,
+    ) -> Result<(), SyslogError> {
         if let Some(conn) = &mut self.conn {
             if let Err(e) = check_open(conn, Duration::ZERO).await {
                 tracing::info!(sink = %self.name, reason = %e, "syslog connection lost; reconnecting");
@@ -233,7 +315,10 @@ impl SyslogSink {
                     socket
                         .send(&message)
                         .await
-                        .map_err(|e| format!("UDP send to {}: {e}", self.settings.address))?;
+                        .map_err(|source| SyslogError::UdpSend {
+                            address: self.settings.address.clone(),
+                            source,
+                        })?;
                 }
                 _ => syslog_frame::octet_counted(&mut buf, &message),
             }
@@ -255,14 +340,20 @@ impl SyslogSink {
         };
         tokio::time::timeout(timeout, write)
             .await
-            .map_err(|_| format!("writing to {address} timed out after {timeout:?}"))?
-            .map_err(|e| format!("writing to {address}: {e}"))
+            .map_err(|_| SyslogError::Timeout {
+                what: "writing",
+                timeout,
+            })?
+            .map_err(|source| SyslogError::Write {
+                address: address.clone(),
+                source,
+            })
     }
 }
 
 /// Fails if the receiver closed the connection or sent a TLS alert; waits up to `wait` for
 /// that (zero: only what has already arrived). A syslog receiver never sends data otherwise.
-async fn check_open(conn: &mut Conn, wait: Duration) -> Result<(), String> {
+async fn check_open(conn: &mut Conn, wait: Duration) -> Result<(), SyslogError> {
     let mut buf = [0u8; 512];
     let read = async {
         match conn {
@@ -273,8 +364,8 @@ async fn check_open(conn: &mut Conn, wait: Duration) -> Result<(), String> {
     };
     match tokio::time::timeout(wait, read).await {
         Err(_) => Ok(()),
-        Ok(Ok(0)) => Err("the receiver closed the connection".into()),
+        Ok(Ok(0)) => Err(SyslogError::Closed),
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(SyslogError::Read(e)),
     }
 }

@@ -146,6 +146,28 @@ async fn mutual_tls_refuses_a_client_without_a_certificate() {
         report.error
     );
 
+    // A server name that is no host name cannot work on any retry: the run fails at once,
+    // with the fix.
+    let misnamed = SinkSetup::new(
+        &sim.base_url(),
+        &["tls"],
+        &syslog_sink(
+            "tls",
+            "tls",
+            rsyslog.tls,
+            &format!("{ca}\nserver_name = \"not a host name\""),
+        ),
+        "",
+    );
+    let report = collect(&misnamed.config, &options(Some(5))).await;
+    let error = report.error.as_deref().unwrap_or_default();
+    assert!(
+        report.outcome == RunOutcome::Failed
+            && error.contains("permanent failure, not retried")
+            && error.contains("set the sink's `server_name`"),
+        "{error}"
+    );
+
     // With the client certificate, everything arrives.
     let mutual = format!(
         "{ca}\ncert_file = {:?}\nkey_file = {:?}",
