@@ -242,9 +242,8 @@ mod tests {
     use crate::event::{Batch, Event, StreamId};
     use crate::logs::LogKind;
     use crate::normalize::Format;
-    use futures::future::BoxFuture;
-
-    use crate::sink::{deliver_all, DeliveryEvents, FailedAttempt, Sink, SinkReporting, SinkRetry};
+    use crate::sink::test_support::RecordedDeliveries;
+    use crate::sink::{deliver_all, Sink, SinkReporting, SinkRetry};
     use crate::sink::{SinkKind, SinkSettings};
     use crate::state::{Checkpoint, State};
 
@@ -254,25 +253,6 @@ mod tests {
         stream: StreamId,
         run: i64,
         events: Arc<RecordedDeliveries>,
-    }
-
-    /// The sinks' delivery reports, in order, as `"<sink> delivered"` / `"<sink> failed"`.
-    #[derive(Debug, Default)]
-    struct RecordedDeliveries(std::sync::Mutex<Vec<String>>);
-
-    impl DeliveryEvents for RecordedDeliveries {
-        fn attempt_failed<'a>(&'a self, failed: FailedAttempt<'a>) -> BoxFuture<'a, ()> {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("{} failed", failed.sink));
-            Box::pin(async {})
-        }
-
-        fn delivered<'a>(&'a self, sink: &'a str) -> BoxFuture<'a, ()> {
-            self.0.lock().unwrap().push(format!("{sink} delivered"));
-            Box::pin(async {})
-        }
     }
 
     impl Fixture {
@@ -390,7 +370,7 @@ mod tests {
         fx.page(&sinks, &["a"], true).await;
         fx.page(&sinks, &["b"], true).await;
         assert_eq!(
-            *fx.events.0.lock().unwrap(),
+            fx.events.reports(),
             [
                 "one delivered",
                 "two delivered",

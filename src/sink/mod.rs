@@ -445,6 +445,11 @@ pub async fn deliver_all(
 }
 
 #[cfg(test)]
+mod retry_tests;
+#[cfg(test)]
+mod test_support;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
