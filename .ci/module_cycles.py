@@ -31,6 +31,7 @@ RULES = [
     ("logs", NO_IO, "logs is pure"),
     ("inventory", NO_IO, "inventory is pure"),
     ("duo::sign", NO_IO, "duo::sign is pure"),
+    ("duo::retry", NO_IO, "duo::retry (the retry decision) is pure"),
     ("pager", NO_IO + ["pacing"], "the pager machine is pure"),
     ("clock", None, "clock is a leaf"),
     ("log_kind", None, "log_kind is a leaf"),
@@ -38,7 +39,8 @@ RULES = [
     ("proxy_setting", None, "proxy_setting is a leaf"),
     ("secret", None, "secret is a leaf"),
     ("facility", None, "facility is a leaf"),
-    ("sink", ["collector"], "sink never imports collector"),
+    ("sink", ["collector", "observe"],
+     "sink never imports collector, and reports deliveries through DeliveryEvents, not observe"),
     ("state", ["collector"], "state never imports collector"),
     ("duo::client", ["collector"], "duo::client never imports collector"),
 ]

@@ -11,7 +11,7 @@ use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::{deliver_and_commit, CollectError, IntegrationRuntime, Progress, StreamTarget};
-use crate::duo::client::jitter;
+use crate::duo::retry::jitter;
 use crate::duo::DuoError;
 use crate::logs::page::{parse, Page};
 use crate::pacing::{rate_limit_backoff, PaceKey, Pacer, RateLimitLog, RATE_LIMIT_ATTEMPTS};

@@ -1,14 +1,13 @@
-//! The signed HTTP client for the Duo Admin and Accounts APIs, with Duo's retry rules:
-//! 429 is retried on the 1, 2, 4 … 32 s schedule (plus jitter) that Duo's own clients use;
-//! 5xx, timeouts, connection errors and malformed bodies a few times; everything else not at all.
+//! The signed HTTP client for the Duo Admin, Accounts and Auth APIs; how a failure is retried is
+//! `retry.rs`'s decision.
 
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use super::clock::DuoClock;
 use super::error::{self, DuoError};
+use super::retry::{jitter, Backoff, Next, RetryPolicy};
 use super::sign::{self, SigVersion, SignInput};
 use crate::config::Integration;
 use crate::logs::page::PageError;
@@ -16,32 +15,6 @@ use crate::secret::Secret;
 
 pub const USER_AGENT: &str = concat!("duo-collector/", env!("CARGO_PKG_VERSION"));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How failed requests are retried.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// First wait after a 429; doubled after each further 429.
-    pub rate_limit_initial: Duration,
-    /// Give up on 429 once the next wait would exceed this (Duo's clients: 32 s).
-    pub rate_limit_max: Duration,
-    /// Attempts in all for transient failures (5xx, timeouts, connection errors).
-    pub transient_attempts: u32,
-    pub transient_initial: Duration,
-    /// Upper bound of the random extra added to each wait.
-    pub jitter: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            rate_limit_initial: Duration::from_secs(1),
-            rate_limit_max: Duration::from_secs(32),
-            transient_attempts: 4,
-            transient_initial: Duration::from_secs(1),
-            jitter: Duration::from_secs(1),
-        }
-    }
-}
 
 /// A client bound to one set of keys.
 #[derive(Debug, Clone)]
@@ -208,9 +181,8 @@ impl DuoClient {
         parse: impl Fn(&[u8]) -> Result<T, PageError>,
     ) -> Result<T, DuoError> {
         let started = Instant::now();
-        let mut rate_limit_wait = self.retry.rate_limit_initial;
+        let mut backoff = Backoff::new(&self.retry);
         let mut attempts = 0u32;
-        let mut transient_failures = 0u32;
         loop {
             attempts += 1;
             let outcome = tokio::select! {
@@ -223,24 +195,15 @@ impl DuoClient {
                     Ok(value) => return Ok(value),
                     Err(e) => e,
                 };
-            let wait = if err.is_rate_limited() {
-                if rate_limit_wait > self.retry.rate_limit_max {
+            let wait = match backoff.after(&err) {
+                Next::Retry(wait) => wait,
+                Next::GiveUp if err.is_rate_limited() => {
                     return Err(DuoError::RateLimited {
                         attempts,
                         waited: started.elapsed(),
-                    });
+                    })
                 }
-                let w = rate_limit_wait;
-                rate_limit_wait *= 2;
-                w
-            } else if err.is_transient() {
-                transient_failures += 1;
-                if transient_failures >= self.retry.transient_attempts {
-                    return Err(err);
-                }
-                self.retry.transient_initial * 2u32.saturating_pow(transient_failures - 1)
-            } else {
-                return Err(err);
+                Next::GiveUp => return Err(err),
             };
             let wait = wait + jitter(self.retry.jitter);
             if let Some((observer, integration)) = &self.observer {
@@ -357,15 +320,6 @@ impl DuoClient {
             DuoError::Transport(error_chain(&e))
         }
     }
-}
-
-/// A random extra wait in `0..=max`, so that retries of many streams do not line up.
-pub fn jitter(max: Duration) -> Duration {
-    let max = max.as_millis() as u64;
-    if max == 0 {
-        return Duration::ZERO;
-    }
-    Duration::from_millis(rand::rng().random_range(0..=max))
 }
 
 /// An error with its causes, `a: b: c`, since reqwest's own Display hides the cause.
