@@ -31,6 +31,8 @@ RULES = [
     ("logs", NO_IO, "logs is pure"),
     ("inventory", NO_IO, "inventory is pure"),
     ("duo::sign", NO_IO, "duo::sign is pure"),
+    ("verify::decide", NO_IO, "verify-user's decisions are pure"),
+    ("verify::record", NO_IO, "verify-user's outcome event is built without I/O"),
     ("pager", NO_IO + ["pacing"], "the pager machine is pure"),
     ("clock", None, "clock is a leaf"),
     ("log_kind", None, "log_kind is a leaf"),
