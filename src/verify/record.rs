@@ -3,7 +3,7 @@
 //! it as it renders Duo's authentications (OCSF Authentication 3002, activity Logon; ECS
 //! `authentication`; raw; CEF), and the verification's own facts (who asked, why, the
 //! outcome, how long it took) travel under `verification`, which lands in OCSF `unmapped` and
-//! ECS `cisco_duo.authentication`.
+//! ECS `cisco_duo.auth`.
 
 use serde_json::{json, Value};
 
@@ -105,7 +105,7 @@ mod tests {
         }
     }
 
-    fn ocsf(event: &Event) -> Value {
+    fn render(format: Format, event: &Event) -> String {
         let stream = StreamId::new("corp", None, LogKind::Authentication);
         let batch = Batch {
             stream: &stream,
@@ -113,7 +113,33 @@ mod tests {
             collected_at: "2023-11-14T22:13:20Z",
             events: std::slice::from_ref(event),
         };
-        serde_json::from_str(&render_one(Format::Ocsf, &batch, event)).unwrap()
+        render_one(format, &batch, event)
+    }
+
+    fn ocsf(event: &Event) -> Value {
+        serde_json::from_str(&render(Format::Ocsf, event)).unwrap()
+    }
+
+    #[test]
+    fn ecs_cef_and_raw_carry_the_verification_as_other_authentications() {
+        let user = UserRef::Username("alice".into());
+        let event = outcome_event(
+            &facts(&user, None, Outcome::Denied),
+            "verify-user:tx-1".into(),
+        );
+        let ecs: Value = serde_json::from_str(&render(Format::Ecs, &event)).unwrap();
+        assert_eq!(ecs["event"]["outcome"], "failure");
+        assert_eq!(ecs["user"]["name"], "alice");
+        assert_eq!(
+            ecs["cisco_duo"]["auth"]["verification"]["outcome"],
+            "denied"
+        );
+        let raw: Value = serde_json::from_str(&render(Format::Raw, &event)).unwrap();
+        assert_eq!(raw["verification"]["requested_by"], "helpdesk@host");
+        assert_eq!(raw["_duo_collector"]["event_id"], "verify-user:tx-1");
+        let cef = render(Format::Cef, &event);
+        assert!(cef.starts_with("CEF:0|"), "{cef}");
+        assert!(cef.contains("alice"), "{cef}");
     }
 
     #[test]

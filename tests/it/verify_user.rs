@@ -114,6 +114,8 @@ async fn approval_exits_0_with_pushinfo_json_and_the_outcome_event_in_the_file_s
                 "helpdesk-7@desk",
                 "--reason",
                 "ticket 4711",
+                "--log-level",
+                "debug",
             ],
         )
         .await;
