@@ -476,7 +476,10 @@ async fn verify_user(
     let user = match (args.username, args.user_id) {
         (Some(name), _) => UserRef::Username(name),
         (None, Some(id)) => UserRef::UserId(id),
-        (None, None) => unreachable!("clap requires --username or --user-id"),
+        (None, None) => {
+            eprintln!("error: give --username or --user-id");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
     };
     let request = VerifyRequest {
         integration: args.integration,
