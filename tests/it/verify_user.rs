@@ -21,9 +21,14 @@ struct Env {
 
 impl Env {
     async fn start() -> Env {
+        Env::start_with(|_| {}).await
+    }
+
+    async fn start_with(change: impl FnOnce(&mut duo_collector::simulator::SimConfig)) -> Env {
         let now = now_ms();
         let mut cfg = sim_config(10, now - 3_600_000, now - 60_000);
         cfg.auth_api_keys = Some((AUTH_IKEY.into(), AUTH_SKEY.into()));
+        change(&mut cfg);
         let sim = start_sim(cfg).await;
         let setup = Setup::new(&sim.base_url(), "");
         let auth_skey = setup.dir.path().join("corp.auth.skey");
@@ -424,5 +429,81 @@ async fn beside_a_running_collector_the_event_is_appended_and_nothing_is_cut() {
         events.iter().all(|e| e.get("crashed").is_none()),
         "{events:#?}"
     );
+    env.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bypass_and_disabled_users_get_no_push_and_exit_1() {
+    let env = Env::start().await;
+    let users = pushable(&env.inventory());
+    let (bypass, disabled) = (users[0].clone(), users[1].clone());
+    env.sim().mutate_inventory(None, |inv| {
+        for u in inv.users.iter_mut() {
+            if u.username == bypass {
+                u.status = "bypass".into();
+            } else if u.username == disabled {
+                u.status = "disabled".into();
+            }
+        }
+    });
+    let (code, json) = env.verify_json(&bypass, &[]).await;
+    assert_eq!((code, json["outcome"].as_str()), (Some(1), Some("bypass")));
+    assert!(
+        json["message"].as_str().unwrap().contains("bypass"),
+        "{json:#}"
+    );
+    let (code, json) = env.verify_json(&disabled, &[]).await;
+    assert_eq!((code, json["outcome"].as_str()), (Some(1), Some("refused")));
+    // Duo's own words come along.
+    assert!(
+        json["message"].as_str().unwrap().contains("disabled"),
+        "{json:#}"
+    );
+    assert!(env.sim().pushes().is_empty());
+    env.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_status_polls_are_retried_on_duos_schedule_until_the_answer() {
+    // One auth_status call per 3 s per key: the once-a-second polls meet 429s.
+    let env = Env::start_with(|c| {
+        c.rate_limit_per_minute = Some(20);
+        c.rate_limit_burst = 1;
+    })
+    .await;
+    let user = pushable(&env.inventory())[0].clone();
+    let (code, json) = env.verify_json(&user, &["--timeout", "45s"]).await;
+    assert_eq!(
+        (code, json["outcome"].as_str()),
+        (Some(0), Some("approved")),
+        "{json:#}"
+    );
+    let polls: Vec<u16> = env
+        .sim()
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/auth/v2/auth_status")
+        .map(|r| r.status)
+        .collect();
+    assert!(polls.contains(&429), "{polls:?}");
+    assert_eq!(polls.iter().filter(|s| **s == 200).count(), 2, "{polls:?}");
+    env.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_auth_api_keys_exit_1_with_duos_answer_and_no_secret() {
+    let env = Env::start().await;
+    let wrong = "wrongsecretwrongsecretwrongsecretwrong01";
+    std::fs::write(env.setup.dir.path().join("corp.auth.skey"), wrong).unwrap();
+    let user = pushable(&env.inventory())[0].clone();
+    let out = env.verify(&["--username", &user]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Duo preauth failed") && err.contains("40103"),
+        "{err}"
+    );
+    assert!(!text(&out).contains(wrong));
+    assert!(env.events().is_empty());
     env.sim.shutdown().await;
 }
