@@ -1,5 +1,6 @@
 //! The outcome as one event, pure. It is shaped like a record of Duo's authentication log
-//! (`txid`, `user`, `factor`, `result`, `reason`, `auth_device`, …), so every format renders
+//! (`txid`, `user`, `factor`, `result`, `reason`, `auth_device`, …; `event_type`
+//! `verification`), so every format renders
 //! it as it renders Duo's authentications (OCSF Authentication 3002, activity Logon; ECS
 //! `authentication`; raw; CEF), and the verification's own facts (who asked, why, the
 //! outcome, how long it took) travel under `verification`, which lands in OCSF `unmapped` and
@@ -52,7 +53,9 @@ pub fn outcome_event(facts: &OutcomeFacts<'_>, event_id: String) -> Event {
         "txid": facts.txid,
         "timestamp": facts.at_ms.div_euclid(1000),
         "isotimestamp": at.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string(),
-        "event_type": "authentication",
+        // Duo's own values are `authentication` and `enrollment`; this one says the record is
+        // the collector's, not Duo's log of the same push (ECS `event.action`, CEF `act`).
+        "event_type": "verification",
         "factor": if facts.outcome.pushed() { "duo_push" } else { "not_available" },
         "result": result,
         "reason": reason,

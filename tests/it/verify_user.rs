@@ -456,7 +456,10 @@ async fn bypass_and_disabled_users_get_no_push_and_exit_1() {
     assert_eq!((code, json["outcome"].as_str()), (Some(1), Some("refused")));
     // Duo's own words come along.
     assert!(
-        json["message"].as_str().unwrap().contains("disabled"),
+        json["message"]
+            .as_str()
+            .unwrap()
+            .contains("(Duo: Your account is disabled)"),
         "{json:#}"
     );
     assert!(env.sim().pushes().is_empty());
@@ -506,4 +509,87 @@ async fn wrong_auth_api_keys_exit_1_with_duos_answer_and_no_secret() {
     assert!(!text(&out).contains(wrong));
     assert!(env.events().is_empty());
     env.sim.shutdown().await;
+}
+
+/// Golden snapshots of the outcome event in every format, one per outcome kind that reads
+/// differently (pushed and approved, fraud, timed out, no push at all). `tests/ocsf/validate.py`
+/// checks `it__verify_user__*_ocsf.snap` against the OCSF 1.7.0 schema and the CEF lines with
+/// the cefp parser.
+#[test]
+fn outcome_event_golden() {
+    use duo_collector::event::{Batch, StreamId};
+    use duo_collector::log_kind::LogKind;
+    use duo_collector::normalize::{render_one, Format};
+    use duo_collector::verify::record::{event_id, outcome_event, OutcomeFacts};
+    use duo_collector::verify::{Device, Outcome, UserRef};
+
+    let device = Device {
+        id: "DP0000000000000000P1".into(),
+        name: Some("iPhone".into()),
+        display_name: Some("iOS (XXX-XXX-0100)".into()),
+        number: Some("XXX-XXX-0100".into()),
+        capabilities: vec!["auto".into(), "push".into()],
+    };
+    let by_name = UserRef::Username("zoë.okafor".into());
+    let by_id = UserRef::UserId("DU0000000000000000U1".into());
+    let cases = [
+        (
+            Outcome::Approved,
+            &by_name,
+            Some("Success. Logging you in..."),
+        ),
+        (
+            Outcome::Fraud,
+            &by_id,
+            Some("Login request reported as fraudulent."),
+        ),
+        (
+            Outcome::TimedOut,
+            &by_name,
+            Some("Pushed a login request to your device..."),
+        ),
+        (
+            Outcome::NotEnrolled,
+            &by_name,
+            Some("Enroll an authentication device to proceed"),
+        ),
+    ];
+    let stream = StreamId::new("corp", None, LogKind::Authentication);
+    let mut rendered: std::collections::BTreeMap<&str, Vec<serde_json::Value>> = Default::default();
+    for (i, (outcome, user, duo_says)) in cases.into_iter().enumerate() {
+        let txid = format!("0c1d2e3f-0000-4000-8000-00000000000{i}");
+        let facts = OutcomeFacts {
+            user,
+            device: outcome.pushed().then_some(&device),
+            txid: outcome.pushed().then_some(txid.as_str()),
+            outcome,
+            message: &outcome.message(user.as_str(), Some("iOS (XXX-XXX-0100)"), duo_says),
+            duo_status_msg: duo_says,
+            requested_by: "jdoe@helpdesk-3",
+            reason: "ticket 4711",
+            auth_ikey: "DI0000000000000000AU",
+            hostname: "helpdesk-3",
+            elapsed_ms: 6_012,
+            at_ms: 1_760_000_000_000 + i as i64,
+        };
+        let event = outcome_event(&facts, event_id(facts.txid, &format!("corp:{i}")));
+        let batch = Batch {
+            stream: &stream,
+            account_name: None,
+            collected_at: "2025-10-09T08:53:20.000Z",
+            events: std::slice::from_ref(&event),
+        };
+        for format in Format::ALL {
+            let line = render_one(format, &batch, &event);
+            let value = if format == Format::Cef {
+                serde_json::json!({"line": line, "event_id": event.event_id, "special": false})
+            } else {
+                serde_json::from_str(&line).unwrap()
+            };
+            rendered.entry(format.as_str()).or_default().push(value);
+        }
+    }
+    for (format, events) in rendered {
+        insta::assert_json_snapshot!(format!("outcomes_{format}"), events);
+    }
 }
