@@ -32,6 +32,8 @@ RULES = [
     ("inventory", NO_IO, "inventory is pure"),
     ("duo::sign", NO_IO, "duo::sign is pure"),
     ("duo::retry", NO_IO, "duo::retry (the retry decision) is pure"),
+    ("verify::decide", NO_IO, "verify-user's decisions are pure"),
+    ("verify::record", NO_IO, "verify-user's outcome event is built without I/O"),
     ("pager", NO_IO + ["pacing"], "the pager machine is pure"),
     ("clock", None, "clock is a leaf"),
     ("log_kind", None, "log_kind is a leaf"),

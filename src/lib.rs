@@ -62,3 +62,5 @@ pub mod sink;
 pub mod state;
 /// `status` rendering.
 pub mod status;
+/// `verify-user`: a Duo Push through the Auth API, its outcome to the sinks.
+pub mod verify;

@@ -30,9 +30,11 @@ checkpoint (SQLite, in state_dir) moves only after every sink acknowledged the e
   5. systemctl enable --now duo-collector   (unit: systemd/duo-collector.service; Type=notify,
      watchdog, the credentials directory via LoadCredential=, `systemctl reload` re-reads the config)
   6. duo-collector status              -- checkpoint, lag and last run per stream
+Verify a caller: duo-collector verify-user --integration corp --username alice  (Auth API keys)
 Try it without a Duo account: duo-collector demo
 
-Exit codes: 0 success, 1 failure (collection, connectivity, runtime), 2 invalid config.
+Exit codes: 0 success, 1 failure (collection, connectivity, runtime; verify-user: not verified),
+2 invalid config.
 Signals (run): SIGTERM/SIGINT finish the page in flight and exit 0; SIGHUP reloads the config."
 )]
 struct Cli {
@@ -112,10 +114,49 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Verify a user by Duo Push (Auth API keys): exit 0 approved, 1 not verified, 2 config.
+    ///
+    /// Asks Duo's Auth API whether the user can take a push (`preauth`), sends one to the
+    /// chosen device with who asks and why (`pushinfo`, shown in Duo Mobile), and waits for
+    /// the answer. Exit 1 for denied, fraud, no answer before --timeout, not enrolled, bypass,
+    /// refused by Duo, or no push-capable device, each with its own message. The outcome is
+    /// also sent to the integration's sinks as one event (an authentication).
+    VerifyUser(VerifyUserArgs),
     /// Serve the embedded Duo API simulator.
     Simulate(Box<demo::SimulateArgs>),
     /// Start the simulator and a collector printing events to stdout: no Duo account needed.
     Demo(demo::DemoArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("who").required(true).args(["username", "user_id"]))]
+struct VerifyUserArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The integration whose Auth API keys send the push (and whose sinks get the outcome).
+    #[arg(long)]
+    integration: String,
+    /// The Duo username.
+    #[arg(long)]
+    username: Option<String>,
+    /// The Duo user id (DU…).
+    #[arg(long)]
+    user_id: Option<String>,
+    /// "auto" (the first push-capable device) or a device id (DP…) from the user's devices.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// How long to wait for the user's answer once the push is sent.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+    /// Why, shown in Duo Mobile.
+    #[arg(long, default_value = "help desk verification")]
+    reason: String,
+    /// Who asks, shown in Duo Mobile. Default: <local user (behind sudo)>@<host>.
+    #[arg(long)]
+    requested_by: Option<String>,
+    /// Print one JSON object (outcome, user, device, txid, elapsed_ms, …).
+    #[arg(long)]
+    json: bool,
 }
 
 const EXIT_FAILURE: u8 = 1;
@@ -163,6 +204,7 @@ fn config_source(cli: &Cli) -> Option<(&std::path::Path, Env)> {
             Some((&config.config, env))
         }
         Command::Status { config, .. } => Some((&config.config, Env::real().without_secrets())),
+        Command::VerifyUser(args) => Some((&args.config.config, env)),
         Command::Simulate(_) | Command::Demo(_) => None,
     }
 }
@@ -405,6 +447,13 @@ async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::VerifyUser(args) => {
+            let Ok(cfg) = load_config(loaded) else {
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
+            let cancel = shutdown_token()?;
+            verify_user(&cfg, args, &cancel).await
+        }
         Command::Simulate(args) => {
             let cancel = shutdown_token()?;
             demo::simulate(*args, cancel).await?;
@@ -416,6 +465,52 @@ async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn verify_user(
+    cfg: &Config,
+    args: VerifyUserArgs,
+    cancel: &CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    use duo_collector::verify::{self, DeviceChoice, UserRef, VerifyRequest};
+    let user = match (args.username, args.user_id) {
+        (Some(name), _) => UserRef::Username(name),
+        (None, Some(id)) => UserRef::UserId(id),
+        (None, None) => {
+            eprintln!("error: give --username or --user-id");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let request = VerifyRequest {
+        integration: args.integration,
+        user,
+        device: DeviceChoice::parse(&args.device),
+        timeout: args.timeout,
+        requested_by: args.requested_by,
+        reason: args.reason,
+    };
+    let done = match verify::run(cfg, &request, cancel).await {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let code = if e.is_config() {
+                EXIT_CONFIG
+            } else {
+                EXIT_FAILURE
+            };
+            return Ok(ExitCode::from(code));
+        }
+    };
+    if args.json {
+        emit(&format!("{}\n", done.to_json()))?;
+    } else {
+        emit(&done.render_text())?;
+    }
+    if let Err(e) = &done.delivery {
+        eprintln!("error: the outcome event was not delivered to the sinks: {e}");
+        return Ok(ExitCode::from(EXIT_FAILURE));
+    }
+    Ok(ExitCode::from(done.outcome.exit_code()))
 }
 
 fn main() -> ExitCode {

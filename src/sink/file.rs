@@ -26,10 +26,16 @@ pub struct FileSink {
 }
 
 fn open_append(path: &Path, mode: Option<u32>) -> std::io::Result<File> {
+    let mut file = open_append_as_is(path, mode)?;
+    repair_torn_tail(&mut file)?;
+    Ok(file)
+}
+
+fn open_append_as_is(path: &Path, mode: Option<u32>) -> std::io::Result<File> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
@@ -39,7 +45,6 @@ fn open_append(path: &Path, mode: Option<u32>) -> std::io::Result<File> {
         use std::os::unix::fs::PermissionsExt;
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
-    repair_torn_tail(&mut file)?;
     Ok(file)
 }
 
@@ -121,6 +126,20 @@ impl FileSink {
             mode,
             file: Arc::new(Mutex::new(file)),
             commits,
+            spare: Vec::new(),
+        })
+    }
+
+    /// Opens the file while another process may be writing it (`verify-user` beside the
+    /// service): nothing is cut, neither a "torn" last line (it may be that process's write
+    /// in progress) nor what follows the committed length (its page in flight).
+    pub fn open_beside(sink: &str, path: &Path, mode: Option<u32>) -> std::io::Result<FileSink> {
+        let file = open_append_as_is(path, mode)?;
+        Ok(FileSink {
+            path: path.to_path_buf(),
+            mode,
+            file: Arc::new(Mutex::new(file)),
+            commits: Commits::new(sink, path, None),
             spare: Vec::new(),
         })
     }

@@ -201,10 +201,34 @@ impl Sink {
     /// Opens the sink; it records its delivery state (and a file's committed length) and
     /// counts its failures where `reporting` says.
     pub fn open(settings: &SinkSettings, reporting: SinkReporting) -> Result<Sink, SinkError> {
+        Sink::open_with(settings, reporting, false)
+    }
+
+    /// Opens the sink while another process may be collecting into it (`verify-user` beside
+    /// the service): a file sink's file is appended to as it is ([`FileSink::open_beside`]),
+    /// never cut, since what follows its committed length may be the other process's page in
+    /// flight. The caller records the file's length after its write ([`PageReceipt::files`]).
+    pub fn open_beside(
+        settings: &SinkSettings,
+        reporting: SinkReporting,
+    ) -> Result<Sink, SinkError> {
+        Sink::open_with(settings, reporting, true)
+    }
+
+    fn open_with(
+        settings: &SinkSettings,
+        reporting: SinkReporting,
+        beside: bool,
+    ) -> Result<Sink, SinkError> {
         let name = &settings.name;
         let driver = match &settings.kind {
             SinkKind::File { path, mode } => Driver::File(
-                FileSink::open_committed(name, path, *mode, Some(reporting.state.clone())).map_err(|e| {
+                if beside {
+                    FileSink::open_beside(name, path, *mode)
+                } else {
+                    FileSink::open_committed(name, path, *mode, Some(reporting.state.clone()))
+                }
+                .map_err(|e| {
                     open_error(name)(DriverError::permanent(
                         format!("cannot open {}: {e}", path.display()),
                         "create its directory and give the service user write access (systemd: LogsDirectory= or ReadWritePaths=)",

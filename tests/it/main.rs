@@ -36,3 +36,4 @@ mod sink_nats;
 mod sink_syslog;
 mod systemd_container;
 mod systemd_unit;
+mod verify_user;

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Checks the golden snapshots (tests/it/snapshots/it__normalize_golden__*.snap, and the
-inventory's it__inventory_golden__*_ocsf.snap) and, with
+"""Checks the golden snapshots (tests/it/snapshots/it__normalize_golden__*.snap, the
+inventory's it__inventory_golden__*_ocsf.snap and verify-user's it__verify_user__*.snap) and, with
 `--events FILE...`, files of OCSF events, one JSON object a line (`examples/ocsf_drain.rs`
 renders a whole simulator dataset so), so that record shapes the goldens lack are checked too.
 
@@ -212,6 +212,8 @@ def main():
     goldens = sorted(glob.glob(os.path.join(SNAPS, "it__normalize_golden__*_ocsf.snap")))
     # The inventory and its change events (tests/it/inventory_golden.rs).
     goldens += sorted(glob.glob(os.path.join(SNAPS, "it__inventory_golden__*_ocsf.snap")))
+    # verify-user's outcome event (tests/it/verify_user.rs).
+    goldens += sorted(glob.glob(os.path.join(SNAPS, "it__verify_user__*_ocsf.snap")))
     auth = [ev for p in goldens if "authentication" in p for ev in load(p) if ev.get("class_uid") == 3002]
     broken = walk_rejects_violations(auth[0]) if auth else "self-check: no authentication golden"
     if broken:
@@ -223,6 +225,7 @@ def main():
         failures += f
     cef_goldens = sorted(glob.glob(os.path.join(SNAPS, "it__normalize_golden__*_cef.snap")))
     cef_goldens += sorted(glob.glob(os.path.join(SNAPS, "it__inventory_golden__*_cef.snap")))
+    cef_goldens += sorted(glob.glob(os.path.join(SNAPS, "it__verify_user__*_cef.snap")))
     for path in cef_goldens:
         n, f = check_cef(path)
         total["cef"] += n
