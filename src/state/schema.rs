@@ -109,7 +109,18 @@ pub(super) fn migrate_to(conn: &mut Connection, target: i64) -> Result<(), State
     refuse_newer(conn, found)?;
     let pending = MIGRATIONS.iter().enumerate().take(target as usize);
     for (i, migration) in pending.skip(found as usize) {
-        let tx = conn.transaction()?;
+        // IMMEDIATE: take the write lock before reading the version, so that two processes
+        // opening a new file at once (the service and `status` or `verify-user`) migrate one
+        // after the other instead of both creating the same tables.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let applied: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )?;
+        if applied > i as i64 {
+            continue;
+        }
         match migration {
             Migration::Sql(sql) => tx.execute_batch(sql)?,
             Migration::Code(run) => run(&tx)?,
@@ -148,4 +159,32 @@ fn refuse_newer(conn: &Connection, found: i64) -> Result<(), StateError> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processes_opening_a_new_file_at_once_migrate_one_after_the_other() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.db");
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || {
+                        let mut conn = Connection::open(&path)?;
+                        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+                        migrate(&mut conn)
+                    })
+                })
+                .collect();
+            for opener in openers {
+                opener.join().unwrap().unwrap();
+            }
+            let conn = Connection::open(&path).unwrap();
+            assert_eq!(check_version(&conn).unwrap(), MIGRATIONS.len() as i64);
+        }
+    }
 }
