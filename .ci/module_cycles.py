@@ -46,6 +46,7 @@ RULES = [
 # (importer prefix, the only prefixes it may import, why).
 ONLY = [
     ("config", ["secret", "log_kind", "sig_version", "proxy_setting", "facility", "schedule",
+                "inventory::kind",
                 "normalize", "pacing::rate"],
      "config is imported, and imports only leaf types and pure modules"),
     ("checkpoint", ["log_kind"], "checkpoint is pure"),
