@@ -27,7 +27,7 @@ impl From<&StreamId> for StreamLabels {
         StreamLabels {
             integration: s.integration.clone(),
             account: s.account_id.clone().unwrap_or_default(),
-            log: s.log.as_str().to_string(),
+            log: s.source_name().to_string(),
         }
     }
 }

@@ -336,6 +336,7 @@ async fn deliver_and_commit(
             account_name: target.account_name.as_deref(),
             collected_at: &collected_at,
             events,
+            inventory: None,
         };
         // Sinks count their own failed attempts in the observer.
         receipt = deliver_all(&rt.sinks, &batch, &rt.sink_retry, cancel).await?;

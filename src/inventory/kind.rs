@@ -37,6 +37,18 @@ impl InventoryKind {
         }
     }
 
+    /// The name of its stream, as sinks label it (syslog MSGID, NATS subject `{log}`).
+    pub fn log_name(self) -> &'static str {
+        match self {
+            InventoryKind::Users => "inventory_users",
+            InventoryKind::Admins => "inventory_admins",
+            InventoryKind::Phones => "inventory_phones",
+            InventoryKind::Endpoints => "inventory_endpoints",
+            InventoryKind::Integrations => "inventory_integrations",
+            InventoryKind::Summary => "inventory_summary",
+        }
+    }
+
     pub fn path(self) -> &'static str {
         match self {
             InventoryKind::Users => "/admin/v1/users",
