@@ -40,6 +40,10 @@ pub mod observe;
 pub mod pacing;
 /// The pagers as pure state machines.
 pub mod pager;
+/// The posture counts as Prometheus gauges.
+pub mod posture_gauges;
+/// `posture`: the posture report from the latest complete inventory snapshots.
+pub mod posture_report;
 /// `collect-now` progress display.
 pub mod progress;
 /// The `proxy` setting (a leaf).

@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::filter::remove_path;
 use super::ocsf::inventory::{change_event, inventory_change_event, inventory_event};
 use super::{
-    inventory_cef, inventory_change_cef, inventory_change_ecs, inventory_change_raw,
-    inventory_ecs, inventory_raw, Format, InventoryCtx,
+    inventory_cef, inventory_change_cef, inventory_change_ecs, inventory_change_raw, inventory_ecs,
+    inventory_raw, Format, InventoryCtx,
 };
 use crate::event::{Batch, InventoryItem};
 use crate::inventory::InventoryKind;

@@ -298,7 +298,9 @@ mod tests {
         // A snapshot that fails part-way: the complete one is untouched, and the next
         // snapshot starts from nothing pending.
         state.begin_snapshot(&key()).unwrap();
-        state.add_pending(&key(), &[entity("a", "1")], &[], 2).unwrap();
+        state
+            .add_pending(&key(), &[entity("a", "1")], &[], 2)
+            .unwrap();
         state.begin_snapshot(&key()).unwrap();
         let second = [entity("a", "1"), entity("b", "2"), entity("d", "1")];
         state.add_pending(&key(), &second[..2], &[], 3).unwrap();

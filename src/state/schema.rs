@@ -127,7 +127,7 @@ pub fn latest_version() -> i64 {
 }
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StateError> {
-    migrate_to(conn, MIGRATIONS.len() as i64)
+    migrate_to(conn, latest_version())
 }
 
 /// Runs the migrations up to and including `target` (tests write older files with it).
