@@ -28,6 +28,8 @@ pub mod facility;
 pub mod human;
 /// Identity context: inventory kinds, pages, pager, tracked state, changes, posture (pure).
 pub mod inventory;
+/// `InventoryKind` (a leaf).
+pub mod inventory_kind;
 /// Duo log kinds (a leaf).
 pub mod log_kind;
 /// Duo log page parsing.

@@ -12,7 +12,7 @@ use super::report::{Env, Report};
 use super::secrets::{resolve_skey, SecretSources};
 use super::validate::{parse_duration_field, validate_name};
 use super::{AuthApiKeys, Integration, DEFAULT_REQUESTS_PER_MINUTE, MAX_LOOKBACK};
-use crate::inventory::kind::InventoryKind;
+use crate::inventory_kind::InventoryKind;
 use crate::log_kind::LogKind;
 use crate::pacing::rate::MIN_RATE_PER_MINUTE;
 use crate::schedule::Schedule;

@@ -16,7 +16,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::inventory::kind::InventoryKind;
+use crate::inventory_kind::InventoryKind;
 use crate::log_kind::LogKind;
 use crate::proxy_setting::ProxySetting;
 use crate::schedule::Schedule;
