@@ -21,6 +21,7 @@ mod crash_per_sink;
 mod duo_client;
 mod duo_strict;
 mod faults_and_retries;
+mod inventory;
 mod inventory_golden;
 mod log_kinds_and_msp;
 mod normalize_golden;
