@@ -105,7 +105,7 @@ enum Command {
     Posture {
         #[command(flatten)]
         config: ConfigArg,
-        /// Only this integration.
+        /// Only this integration (its own account, or its MSP children).
         #[arg(long)]
         integration: Option<String>,
         /// Machine-readable output.
