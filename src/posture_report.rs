@@ -152,13 +152,13 @@ pub fn to_text(report: &PostureReport, details: bool) -> String {
             p.snapshot_at
         );
         let rows: [(&str, usize, &[String]); 7] = [
+            ("users", c.users, &[]),
             ("not enrolled", c.not_enrolled, &d.not_enrolled),
             ("bypass", c.bypass, &d.bypass),
             ("locked out", c.locked_out, &d.locked_out),
             ("disabled", c.disabled, &d.disabled),
             ("inactive", c.inactive, &d.inactive),
             ("weak MFA only", c.weak_mfa_only, &d.weak_mfa_only),
-            ("users", c.users, &[]),
         ];
         for (label, count, list) in rows {
             let _ = writeln!(out, "  {label:<26}{count}");
