@@ -248,7 +248,12 @@ impl IntegrationRuntime {
             | Err(CollectError::Sink(SinkError::Cancelled)) => (RunOutcome::Interrupted, None),
             Err(CollectError::Duo(e @ DuoError::Api { status: 403, .. })) => (
                 RunOutcome::Failed,
-                Some(format!("{e}; fix: {}", kind.forbidden_fix())),
+                // Duo's own hint names the log permission; the inventory kind's is the one.
+                Some(format!(
+                    "{}; fix: {}",
+                    e.without_hint(),
+                    kind.forbidden_fix()
+                )),
             ),
             Err(CollectError::State(e)) if e.needs_operator() => {
                 cancel.cancel();

@@ -574,6 +574,17 @@ async fn test_connectivity_fails_a_denied_inventory_permission_with_the_fix() {
             .contains("Grant Administrators - Read"),
         "{admins}"
     );
+    // Collection fails that kind alone, with the same fix; the users snapshot completes.
+    let out = collect(&setup, "inventory").await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("FAILED corp/inventory_admins")
+            && said.contains("Grant Administrators - Read")
+            && !said.contains("Grant read log"),
+        "{said}"
+    );
+    assert!(said.contains("ok corp/inventory_users"), "{said}");
     sim.shutdown().await;
 }
 
