@@ -105,15 +105,15 @@ enum Command {
     Posture {
         #[command(flatten)]
         config: ConfigArg,
-        /// Only this integration (its own account, or its MSP children).
-        #[arg(long)]
-        integration: Option<String>,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
         /// List the user names behind each count.
         #[arg(long)]
         details: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Only this integration (its own account, or its MSP children).
+        #[arg(long)]
+        integration: Option<String>,
     },
     /// Check DNS, TLS, clock, keys, permissions per log kind and sinks; exit 1 if anything FAILs.
     TestConnectivity {

@@ -1,5 +1,5 @@
-//! Inventory snapshots end to end: the real binary (`collect-now --only inventory`, `posture`,
-//! `test-connectivity`) against the strict simulator (rate limits per endpoint, Duo's clock),
+//! Inventory snapshots end to end: the real binary (`collect-now --only inventory`, `posture`)
+//! against the strict simulator (rate limits per endpoint, Duo's clock),
 //! a real SQLite state file and a file sink in OCSF. Truth is the simulator's own inventory
 //! (`SimHandle::inventory`), counted here independently of `src/inventory/posture.rs`.
 
@@ -8,14 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use duo_collector::simulator::inventory::{Inventory, InventoryCounts};
-use duo_collector::simulator::{
-    AccountsConfig, ChildAccount, Fault, FaultRule, KindCounts, SimHandle,
-};
+use duo_collector::simulator::{Fault, FaultRule, SimHandle};
 use serde_json::Value;
 
-use crate::common::{
-    connectivity_check, now_ms, run_cli, sim_config, start_sim, text, Setup, IKEY, SKEY,
-};
+use crate::common::{now_ms, run_cli, sim_config, start_sim, text, Setup};
 
 const ALL_KINDS: &str =
     r#"inventory = ["users", "admins", "phones", "endpoints", "integrations", "summary"]"#;
@@ -27,7 +23,7 @@ fn counts(users: usize) -> InventoryCounts {
     }
 }
 
-fn sim_cfg(users: usize) -> duo_collector::simulator::SimConfig {
+pub(crate) fn sim_cfg(users: usize) -> duo_collector::simulator::SimConfig {
     let now = now_ms();
     let mut cfg = sim_config(0, now - 3_600_000, now);
     cfg.inventory = counts(users);
@@ -35,7 +31,7 @@ fn sim_cfg(users: usize) -> duo_collector::simulator::SimConfig {
 }
 
 /// A setup whose file sink writes OCSF.
-fn ocsf_setup(base_url: &str, extra: &str) -> Setup {
+pub(crate) fn ocsf_setup(base_url: &str, extra: &str) -> Setup {
     let setup = Setup::new(base_url, extra);
     let config = std::fs::read_to_string(&setup.config).unwrap();
     std::fs::write(
@@ -46,12 +42,12 @@ fn ocsf_setup(base_url: &str, extra: &str) -> Setup {
     setup
 }
 
-async fn collect(setup: &Setup, only: &str) -> Output {
+pub(crate) async fn collect(setup: &Setup, only: &str) -> Output {
     let config = setup.config.to_str().unwrap();
     run_cli(&["collect-now", "--config", config, "--only", only]).await
 }
 
-async fn posture(setup: &Setup) -> Value {
+pub(crate) async fn posture(setup: &Setup) -> Value {
     let config = setup.config.to_str().unwrap();
     let out = run_cli(&["posture", "--config", config, "--json", "--details"]).await;
     assert!(out.status.success(), "{}", text(&out));
@@ -220,11 +216,11 @@ fn ocsf_python() -> PathBuf {
     python
 }
 
-fn log_requests(sim: &SimHandle) -> usize {
+pub(crate) fn log_requests(sim: &SimHandle) -> usize {
     sim.requests().iter().filter(|r| r.kind.is_some()).count()
 }
 
-fn listing_requests(sim: &SimHandle) -> usize {
+pub(crate) fn listing_requests(sim: &SimHandle) -> usize {
     sim.requests()
         .iter()
         .filter(|r| r.listing.is_some() || r.path == "/admin/v1/info/summary")
@@ -425,263 +421,5 @@ async fn a_snapshot_failing_half_way_emits_no_deletes_and_the_next_diffs_against
         posture(&setup).await["integrations"][0]["counts"]["users"],
         users
     );
-    sim.shutdown().await;
-}
-
-/// The posture counts from the simulator's truth, as issue 11 §3 defines them.
-fn truth_counts(inv: &Inventory, snapshot_s: i64, inactive_after_s: i64) -> Value {
-    let cutoff = snapshot_s - inactive_after_s;
-    let status = |s: &str| inv.users.iter().filter(|u| u.status == s).count();
-    let phones: HashMap<&str, &duo_collector::simulator::inventory::Phone> = inv
-        .phones
-        .iter()
-        .map(|p| (p.phone_id.as_str(), p))
-        .collect();
-    let weak_phone = |id: &String| {
-        phones[id.as_str()]
-            .capabilities
-            .iter()
-            .all(|c| c == "sms" || c == "phone" || c == "auto")
-    };
-    let mut holders: HashMap<&str, usize> = HashMap::new();
-    for u in &inv.users {
-        for p in &u.phone_ids {
-            *holders.entry(p).or_default() += 1;
-        }
-    }
-    let mut admins: BTreeMap<&str, usize> = BTreeMap::new();
-    for a in &inv.admins {
-        *admins.entry(&a.role).or_default() += 1;
-    }
-    serde_json::json!({
-        "users": inv.users.len(),
-        "not_enrolled": inv.users.iter().filter(|u| !u.is_enrolled).count(),
-        "bypass": status("bypass"),
-        "locked_out": status("locked out"),
-        "disabled": status("disabled"),
-        "inactive": inv.users.iter().filter(|u| match u.last_login {
-            Some(t) => t < cutoff,
-            None => u.created < cutoff,
-        }).count(),
-        "shared_phones": holders.values().filter(|n| **n > 1).count(),
-        "weak_mfa_only": inv.users.iter().filter(|u| {
-            u.is_enrolled && u.tokens.is_empty() && u.webauthn.is_empty()
-                && !u.phone_ids.is_empty() && u.phone_ids.iter().all(weak_phone)
-        }).count(),
-        "admins": admins,
-        "telephony_credits_remaining": inv.telephony_credits_remaining,
-    })
-}
-
-fn snapshot_s(entry: &Value) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(entry["snapshot_at"].as_str().unwrap())
-        .unwrap()
-        .timestamp()
-}
-
-fn child(n: u8) -> ChildAccount {
-    ChildAccount {
-        account_id: format!("DA{n:018}"),
-        name: format!("Child {n}"),
-        api_hostname: format!("api-child{n:03}.duosecurity.com"),
-        counts: KindCounts::uniform(0),
-        seed: 200 + u64::from(n),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn posture_counts_equal_the_simulators_truth_for_every_msp_child_and_only_logs_takes_no_snapshot(
-) {
-    let mut cfg = sim_cfg(150);
-    cfg.ikey = "DIADM1NKEYADM1NKEY00".into(); // the parent's own Admin API keys are not ours
-    cfg.accounts = Some(AccountsConfig {
-        ikey: IKEY.into(),
-        skey: SKEY.into(),
-        children: vec![child(1), child(2)],
-    });
-    let sim = start_sim(cfg).await;
-    let handle = sim.handle();
-    let setup = ocsf_setup(
-        &sim.base_url(),
-        "accounts_api = true\ninventory = [\"users\", \"admins\", \"summary\"]\ninactive_after = \"30d\"",
-    );
-
-    let out = collect(&setup, "logs").await;
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        listing_requests(&handle),
-        0,
-        "--only logs takes no snapshot"
-    );
-    assert!(log_requests(&handle) > 0);
-    let none = posture(&setup).await;
-    assert_eq!(none["integrations"], serde_json::json!([]));
-
-    handle.clear_requests();
-    let out = collect(&setup, "inventory").await;
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        log_requests(&handle),
-        0,
-        "--only inventory polls no log endpoint"
-    );
-    let report = posture(&setup).await;
-    let entries = report["integrations"].as_array().unwrap();
-    assert_eq!(entries.len(), 2, "one snapshot per child: {report:#}");
-    for (entry, c) in entries.iter().zip([child(1), child(2)]) {
-        assert_eq!(entry["name"], "corp");
-        assert_eq!(entry["account_id"], c.account_id.as_str());
-        let truth = handle.inventory(Some(&c.account_id)).unwrap();
-        let expected = truth_counts(&truth, snapshot_s(entry), 30 * 86_400);
-        assert_eq!(entry["counts"], expected, "{}", c.account_id);
-        let details = &entry["details"];
-        assert_eq!(
-            details["bypass"].as_array().unwrap().len(),
-            expected["bypass"].as_u64().unwrap() as usize
-        );
-    }
-    let config = setup.config.to_str().unwrap();
-    let out = run_cli(&["posture", "--config", config, "--details"]).await;
-    assert!(out.status.success(), "{}", text(&out));
-    let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        shown.contains("not enrolled") && shown.contains(&child(2).account_id),
-        "{shown}"
-    );
-    sim.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn test_connectivity_fails_a_denied_inventory_permission_with_the_fix() {
-    let mut cfg = sim_cfg(20);
-    cfg.forbidden_kinds = vec!["admins".into()];
-    let sim = start_sim(cfg).await;
-    let setup = ocsf_setup(&sim.base_url(), r#"inventory = ["users", "admins"]"#);
-    let config = setup.config.to_str().unwrap();
-    let out = run_cli(&["test-connectivity", "--config", config, "--json"]).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        connectivity_check(&report, "Inventory users")["verdict"],
-        "PASS"
-    );
-    let admins = connectivity_check(&report, "Inventory admins");
-    assert_eq!(admins["verdict"], "FAIL");
-    assert!(
-        admins["hint"]
-            .as_str()
-            .unwrap()
-            .contains("Grant Administrators - Read"),
-        "{admins}"
-    );
-    // Collection fails that kind alone, with the same fix; the users snapshot completes.
-    let out = collect(&setup, "inventory").await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let said = text(&out);
-    assert!(
-        said.contains("FAILED corp/inventory_admins")
-            && said.contains("Grant Administrators - Read")
-            && !said.contains("Grant read log"),
-        "{said}"
-    );
-    assert!(said.contains("ok corp/inventory_users"), "{said}");
-    sim.shutdown().await;
-}
-
-/// The metric line's value, if `/metrics` has it.
-async fn gauge(base: &str, series: &str) -> Option<f64> {
-    let body = reqwest::get(format!("{base}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    body.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Polls `/metrics` until `series` shows `value`, failing after 30 s.
-async fn wait_for_gauge(base: &str, series: &str, value: f64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let got = gauge(base, series).await;
-        if got == Some(value) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{series} is {got:?}, not {value}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn run_follows_inventory_schedule_and_sets_the_posture_gauges() {
-    let sim = start_sim(sim_cfg(80)).await;
-    let handle = sim.handle();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let setup = ocsf_setup(
-        &sim.base_url(),
-        "schedule = \"0 0 * * * *\"\ninventory = [\"users\", \"admins\", \"summary\"]\ninventory_schedule = \"*/2 * * * * *\"",
-    );
-    let config = std::fs::read_to_string(&setup.config).unwrap().replacen(
-        "[collector]\n",
-        &format!("[collector]\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
-        1,
-    );
-    std::fs::write(&setup.config, config).unwrap();
-    let mut child = crate::common::spawn_collector(&[
-        "--log-level",
-        "warn",
-        "run",
-        "--config",
-        setup.config.to_str().unwrap(),
-    ]);
-    let base = format!("http://127.0.0.1:{port}");
-    let series = |count: &str| {
-        format!(
-            "duo_collector_posture_users{{integration=\"corp\",account=\"\",count=\"{count}\"}}"
-        )
-    };
-    wait_for_gauge(&base, &series("users"), 80.0).await;
-    let report = posture(&setup).await;
-    let counts = &report["integrations"][0]["counts"];
-    for count in [
-        "not_enrolled",
-        "bypass",
-        "locked_out",
-        "disabled",
-        "inactive",
-        "shared_phones",
-        "weak_mfa_only",
-    ] {
-        assert_eq!(
-            gauge(&base, &series(count)).await,
-            counts[count].as_f64(),
-            "{count}: the gauge is the posture report's count"
-        );
-    }
-    let credits = handle.inventory(None).unwrap().telephony_credits_remaining as f64;
-    wait_for_gauge(
-        &base,
-        "duo_collector_posture_telephony_credits_remaining{integration=\"corp\",account=\"\"}",
-        credits,
-    )
-    .await;
-
-    // The next scheduled snapshot (every 2 s) sees a user fewer; the log schedule is hourly.
-    handle.mutate_inventory(None, |inv| {
-        inv.users.pop();
-    });
-    wait_for_gauge(&base, &series("users"), 79.0).await;
-    child.start_kill().unwrap();
-    let _ = child.wait().await;
     sim.shutdown().await;
 }
