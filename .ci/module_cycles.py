@@ -37,6 +37,7 @@ RULES = [
     ("pager", NO_IO + ["pacing"], "the pager machine is pure"),
     ("clock", None, "clock is a leaf"),
     ("log_kind", None, "log_kind is a leaf"),
+    ("inventory_kind", None, "inventory_kind is a leaf"),
     ("sig_version", None, "sig_version is a leaf"),
     ("proxy_setting", None, "proxy_setting is a leaf"),
     ("secret", None, "secret is a leaf"),
@@ -50,6 +51,7 @@ RULES = [
 # (importer prefix, the only prefixes it may import, why).
 ONLY = [
     ("config", ["secret", "log_kind", "sig_version", "proxy_setting", "facility", "schedule",
+                "inventory_kind",
                 "normalize", "pacing::rate"],
      "config is imported, and imports only leaf types and pure modules"),
     ("checkpoint", ["log_kind"], "checkpoint is pure"),

@@ -54,6 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             account_name: None,
             collected_at: &collected_at,
             events: &events,
+            inventory: None,
         };
         lines.clear();
         for range in formatter.render_batch(&batch, &mut lines) {

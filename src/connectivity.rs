@@ -12,6 +12,7 @@ use crate::clock::now_ms;
 use crate::clock::SystemClock;
 use crate::config::Integration;
 use crate::duo::{DuoClient, DuoClock, DuoError, ProxyRoute, RetryPolicy};
+use crate::inventory::InventoryKind;
 use crate::logs::page::{response_of, PageError};
 use crate::logs::LogKind;
 use crate::pager::{self, Next, PagerSettings};
@@ -434,6 +435,10 @@ async fn check_integration(integration: &Integration, cancel: &CancellationToken
                 Err(e) => checks.push(key_failure(&check, &e)),
             }
         }
+        for kind in &integration.inventory {
+            checks
+                .push(inventory_check(&client, *kind, &log_host, account.as_deref(), cancel).await);
+        }
     }
     if let Some(auth) = &integration.auth_api {
         let auth_client = client.with_keys(&auth.ikey, &auth.skey);
@@ -446,6 +451,34 @@ async fn check_integration(integration: &Integration, cancel: &CancellationToken
         }
     }
     checks
+}
+
+/// One request of the inventory listing, one entity wide: a 403 names the permission to grant.
+async fn inventory_check(
+    client: &DuoClient,
+    kind: InventoryKind,
+    host: &str,
+    account: Option<&str>,
+    cancel: &CancellationToken,
+) -> Check {
+    let check = format!("Inventory {kind}");
+    let mut params = Vec::new();
+    if kind.page_limit().is_some() {
+        params.push(("limit".to_string(), "1".to_string()));
+    }
+    if let Some(a) = account {
+        params.push(("account_id".to_string(), a.to_string()));
+    }
+    match client
+        .request(&Call::get(host, kind.path(), &params), cancel, ignore_body)
+        .await
+    {
+        Ok(()) => Check::pass(check, format!("readable (\"{}\")", kind.permission())),
+        Err(e @ DuoError::Api { status: 403, .. }) => {
+            Check::fail(check, e.without_hint(), kind.forbidden_fix())
+        }
+        Err(e) => key_failure(&check, &e),
+    }
 }
 
 /// The pager's own first request for `kind`, one record wide and over the last five minutes

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
-use crate::collector::{IntegrationReport, IntegrationRuntime, SinkStatusRecorder};
+use crate::collector::{Collect, IntegrationReport, IntegrationRuntime, SinkStatusRecorder};
 use crate::config::Integration;
 use crate::duo::RetryPolicy;
 use crate::observe::Observer;
@@ -171,11 +171,21 @@ pub async fn collect_once(
     only: Option<&str>,
     cancel: &CancellationToken,
 ) -> Vec<IntegrationReport> {
+    collect_once_with(runtime, only, Collect::ALL, cancel).await
+}
+
+/// [`collect_once`] of the logs, the inventory or both (`collect-now --only`).
+pub async fn collect_once_with(
+    runtime: &Runtime,
+    only: Option<&str>,
+    what: Collect,
+    cancel: &CancellationToken,
+) -> Vec<IntegrationReport> {
     let selected = runtime
         .integrations
         .iter()
         .filter(|rt| only.is_none_or(|name| rt.settings.name == name));
-    let runs = selected.map(|rt| rt.collect_all(cancel));
+    let runs = selected.map(|rt| rt.collect(what, cancel));
     futures::future::join_all(runs).await
 }
 
@@ -183,6 +193,8 @@ pub async fn collect_once(
 struct Worker {
     runtime: Arc<IntegrationRuntime>,
     job: uuid::Uuid,
+    /// The inventory schedule's job, when the integration snapshots an inventory.
+    inventory_job: Option<uuid::Uuid>,
     stop: CancellationToken,
     handle: tokio::task::JoinHandle<()>,
 }
@@ -221,6 +233,24 @@ fn max_lag_seconds(
     max
 }
 
+/// A job that sends a tick on `tx` at each `schedule` time; a tick while one is still
+/// waiting is dropped (coalesced).
+fn coalescing_job(
+    schedule: &str,
+    tx: mpsc::Sender<()>,
+    name: String,
+) -> Result<Job, tokio_cron_scheduler::JobSchedulerError> {
+    Job::new_async(schedule, move |_, _| {
+        let tx = tx.clone();
+        let name = name.clone();
+        Box::pin(async move {
+            if tx.try_send(()).is_err() {
+                tracing::debug!(integration = %name, "schedule tick while a collection is pending or running; coalesced");
+            }
+        })
+    })
+}
+
 async fn start_worker(
     scheduler: &JobScheduler,
     state: State,
@@ -230,30 +260,50 @@ async fn start_worker(
     let (tick_tx, mut tick_rx) = mpsc::channel::<()>(1);
     let name = rt.settings.name.clone();
     rt.observer().set_delay(&name, rt.settings.delay);
-    let job_tx = tick_tx.clone();
-    let job_name = name.clone();
-    let job = Job::new_async(rt.settings.schedule.as_str(), move |_, _| {
-        let tx = job_tx.clone();
-        let name = job_name.clone();
-        Box::pin(async move {
-            if tx.try_send(()).is_err() {
-                tracing::debug!(integration = %name, "schedule tick while a collection is pending or running; coalesced");
-            }
-        })
-    })
-    .with_context(|| format!("integration {name:?}: schedule {:?}", rt.settings.schedule.as_str()))?;
+    let job = coalescing_job(rt.settings.schedule.as_str(), tick_tx.clone(), name.clone())
+        .with_context(|| {
+            format!(
+                "integration {name:?}: schedule {:?}",
+                rt.settings.schedule.as_str()
+            )
+        })?;
     let job = scheduler.add(job).await.context("cannot add a schedule")?;
     // Collect once right away rather than waiting for the first tick.
     let _ = tick_tx.try_send(());
+    let (inventory_tx, mut inventory_rx) = mpsc::channel::<()>(1);
+    let inventory_job = if rt.settings.inventory.is_empty() {
+        None
+    } else {
+        let schedule = rt.settings.inventory_schedule.as_str();
+        let job = coalescing_job(schedule, inventory_tx.clone(), name.clone())
+            .with_context(|| format!("integration {name:?}: inventory_schedule {schedule:?}"))?;
+        let job = scheduler.add(job).await.context("cannot add a schedule")?;
+        // A first snapshot at start too, after the first log collection.
+        let _ = inventory_tx.try_send(());
+        Some(job)
+    };
     let stop = cancel.child_token();
     let worker_stop = stop.clone();
     let worker_rt = rt.clone();
     let handle = tokio::spawn(async move {
         let rt = worker_rt;
         loop {
-            tokio::select! {
+            // One collection at a time: a log tick and an inventory tick take turns.
+            let inventory = tokio::select! {
                 _ = worker_stop.cancelled() => break,
-                tick = tick_rx.recv() => if tick.is_none() { break },
+                tick = tick_rx.recv() => if tick.is_none() { break } else { false },
+                Some(()) = inventory_rx.recv() => true,
+            };
+            if inventory {
+                let report = rt.snapshot_inventory(&worker_stop).await;
+                let failed = report
+                    .streams
+                    .iter()
+                    .filter(|r| r.outcome == RunOutcome::Failed)
+                    .count();
+                tracing::info!(integration = %rt.settings.name, snapshots = report.streams.len(), failed_snapshots = failed,
+                    events = report.events(), "inventory snapshots done");
+                continue;
             }
             let started = Instant::now();
             rt.observer().cycle_started(&rt.settings.name);
@@ -283,14 +333,17 @@ async fn start_worker(
     Ok(Worker {
         runtime: rt,
         job,
+        inventory_job,
         stop,
         handle,
     })
 }
 
 async fn stop_worker(scheduler: &JobScheduler, worker: Worker) {
-    if let Err(e) = scheduler.remove(&worker.job).await {
-        tracing::warn!(error = %e, "cannot remove a schedule");
+    for job in std::iter::once(worker.job).chain(worker.inventory_job) {
+        if let Err(e) = scheduler.remove(&job).await {
+            tracing::warn!(error = %e, "cannot remove a schedule");
+        }
     }
     // The worker finishes the page in flight and commits it before it returns.
     worker.stop.cancel();

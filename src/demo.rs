@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::daemon::{self, Runtime, RuntimeOptions};
 use crate::settings::parse_config_str;
+use crate::simulator::inventory::InventoryCounts;
 use crate::simulator::{AccountsConfig, ChildAccount, KindCounts, SimConfig, Simulator};
 
 /// Accounts API keys of the simulated MSP parent (`simulate --msp-children N`; test values).
@@ -93,6 +94,43 @@ pub struct SimulateArgs {
     /// event) and serve pages by copying text: for benchmarks, so the simulator keeps up.
     #[arg(long)]
     pub prerender: bool,
+    /// Users in each account's inventory (phones and groups come with them). Default: 60.
+    #[arg(long)]
+    pub inventory_users: Option<usize>,
+    /// On SIGUSR1, change this share of the users (in percent): each changed user's status
+    /// flips between active and disabled, so the next inventory snapshot has that many changes
+    /// (the inventory benchmark).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_percent)]
+    pub inventory_change_percent: f64,
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{text:?} is not a percentage between 0 and 100")),
+    }
+}
+
+/// Flips the status of every n-th user of the parent's inventory (n from `percent`); returns
+/// how many changed.
+fn change_users(sim: &crate::simulator::SimHandle, percent: f64) -> usize {
+    if percent <= 0.0 {
+        return 0;
+    }
+    let every = (100.0 / percent).round().max(1.0) as usize;
+    let mut changed = 0;
+    sim.mutate_inventory(None, |inv| {
+        for user in inv.users.iter_mut().step_by(every) {
+            user.status = if user.status == "active" {
+                "disabled"
+            } else {
+                "active"
+            }
+            .into();
+            changed += 1;
+        }
+    });
+    changed
 }
 
 impl SimulateArgs {
@@ -134,6 +172,12 @@ impl SimulateArgs {
                     .collect(),
             }),
             prerender: self.prerender,
+            inventory: InventoryCounts {
+                users: self
+                    .inventory_users
+                    .unwrap_or(InventoryCounts::default().users),
+                ..InventoryCounts::default()
+            },
             ..SimConfig::default()
         }
     }
@@ -208,7 +252,19 @@ pub async fn simulate(args: SimulateArgs, cancel: CancellationToken) -> anyhow::
             .write_all(config_snippet(&args, &sim.base_url()).as_bytes())
             .and_then(|()| out.flush());
     }
-    cancel.cancelled().await;
+    let handle = sim.handle();
+    let percent = args.inventory_change_percent;
+    let mut changes = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .context("cannot listen for SIGUSR1")?;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(()) = changes.recv() => {
+                let changed = change_users(&handle, percent);
+                eprintln!("SIGUSR1: changed the status of {changed} users");
+            }
+        }
+    }
     sim.shutdown().await;
     Ok(())
 }
@@ -287,6 +343,8 @@ pub async fn demo(args: DemoArgs, cancel: CancellationToken) -> anyhow::Result<(
         trust_monitor_events: None,
         offline_enrollment_events: None,
         msp_children: 0,
+        inventory_users: None,
+        inventory_change_percent: 0.0,
         prerender: false,
     };
     let sim_config = sim_args.sim_config();

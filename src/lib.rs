@@ -28,6 +28,8 @@ pub mod facility;
 pub mod human;
 /// Identity context: inventory kinds, pages, pager, tracked state, changes, posture (pure).
 pub mod inventory;
+/// `InventoryKind` (a leaf).
+pub mod inventory_kind;
 /// Duo log kinds (a leaf).
 pub mod log_kind;
 /// Duo log page parsing.
@@ -40,6 +42,10 @@ pub mod observe;
 pub mod pacing;
 /// The pagers as pure state machines.
 pub mod pager;
+/// The posture counts as Prometheus gauges.
+pub mod posture_gauges;
+/// `posture`: the posture report from the latest complete inventory snapshots.
+pub mod posture_report;
 /// `collect-now` progress display.
 pub mod progress;
 /// The `proxy` setting (a leaf).

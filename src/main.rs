@@ -7,11 +7,12 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use duo_collector::collector::Collect;
 use duo_collector::config::{ConfigError, Env, LogFormat, DEFAULT_CONFIG_PATH};
 use duo_collector::daemon::{self, Runtime, RuntimeOptions};
 use duo_collector::settings::Config;
 use duo_collector::state::{RunOutcome, State};
-use duo_collector::{demo, status};
+use duo_collector::{demo, posture_report, status};
 
 #[derive(Parser)]
 #[command(
@@ -87,11 +88,32 @@ enum Command {
         #[arg(long)]
         skip_secrets: bool,
     },
-    /// Drain every integration (or one) up to now − delay once, then exit.
+    /// Drain every integration (or one) up to now − delay once, and take a snapshot of each
+    /// configured inventory kind, then exit.
     CollectNow {
         #[command(flatten)]
         config: ConfigArg,
         /// Only this integration.
+        #[arg(long)]
+        integration: Option<String>,
+        /// Only the logs, or only the inventory snapshots. Default: both.
+        #[arg(long, value_parser = ["logs", "inventory"])]
+        only: Option<String>,
+    },
+    /// Posture counts per integration and account from the latest complete inventory
+    /// snapshots in the state database (no Duo call): users not enrolled, in bypass, locked
+    /// out, disabled, inactive, sharing a phone, with only SMS/phone-call factors; admins by
+    /// role; telephony credits left.
+    Posture {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// List the user names behind each count.
+        #[arg(long)]
+        details: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Only this integration (its own account, or its MSP children).
         #[arg(long)]
         integration: Option<String>,
     },
@@ -203,7 +225,9 @@ fn config_source(cli: &Cli) -> Option<(&std::path::Path, Env)> {
         Command::CollectNow { config, .. } | Command::TestConnectivity { config, .. } => {
             Some((&config.config, env))
         }
-        Command::Status { config, .. } => Some((&config.config, Env::real().without_secrets())),
+        Command::Status { config, .. } | Command::Posture { config, .. } => {
+            Some((&config.config, Env::real().without_secrets()))
+        }
         Command::VerifyUser(args) => Some((&args.config.config, env)),
         Command::Simulate(_) | Command::Demo(_) => None,
     }
@@ -358,6 +382,7 @@ async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
         Command::CollectNow {
             config,
             integration,
+            only,
         } => {
             let cfg = match load_config_with(loaded, &config.config, integration.as_deref()) {
                 Ok(cfg) => cfg,
@@ -369,7 +394,13 @@ async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
                 duo_collector::progress::ProgressDisplay::new(),
             ));
             let runtime = Runtime::build(&cfg, &options)?;
-            let reports = daemon::collect_once(&runtime, integration.as_deref(), &cancel).await;
+            let what = match only.as_deref() {
+                Some("logs") => Collect::LOGS,
+                Some("inventory") => Collect::INVENTORY,
+                _ => Collect::ALL,
+            };
+            let reports =
+                daemon::collect_once_with(&runtime, integration.as_deref(), what, &cancel).await;
             if let Some(code) = stdout_closed_exit() {
                 return Ok(code);
             }
@@ -453,6 +484,43 @@ async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
             };
             let cancel = shutdown_token()?;
             verify_user(&cfg, args, &cancel).await
+        }
+        Command::Posture {
+            integration,
+            json,
+            details,
+            ..
+        } => {
+            let Ok(cfg) = load_config(loaded) else {
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
+            if let Some(name) = integration
+                .as_deref()
+                .filter(|n| cfg.integration(n).is_none())
+            {
+                eprintln!("error: --integration {name:?}: no such integration in the config");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+            let path = cfg.state_db_path();
+            if !path.exists() {
+                eprintln!("no state database at {} yet: run `duo-collector collect-now --only inventory` first", path.display());
+                return Ok(ExitCode::from(EXIT_FAILURE));
+            }
+            let state = State::open_read_only(&path)?;
+            let selected: Vec<(String, std::time::Duration)> = cfg
+                .integrations
+                .iter()
+                .filter(|i| integration.as_deref().is_none_or(|n| n == i.name))
+                .map(|i| (i.name.clone(), i.inactive_after))
+                .collect();
+            let report = posture_report::report(&state, &selected)?;
+            if json {
+                let value = posture_report::to_json(&report, details);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&value)?))?;
+            } else {
+                emit(&posture_report::to_text(&report, details))?;
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Simulate(args) => {
             let cancel = shutdown_token()?;

@@ -27,7 +27,7 @@ impl From<&StreamId> for StreamLabels {
         StreamLabels {
             integration: s.integration.clone(),
             account: s.account_id.clone().unwrap_or_default(),
-            log: s.log.as_str().to_string(),
+            log: s.source_name().to_string(),
         }
     }
 }
@@ -136,6 +136,7 @@ pub struct Observer {
     collection_duration: Family<IntegrationLabels, Histogram, DurationBuckets>,
     duo_clock_offset: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
     request_rate: Family<StreamLabels, Gauge<f64, AtomicU64>>,
+    posture: crate::posture_gauges::PostureGauges,
     consecutive_failures: Mutex<HashMap<StreamId, u32>>,
     unready_after_failures: u32,
     ready: AtomicBool,
@@ -248,6 +249,7 @@ impl Observer {
             })
             .set(1);
         registry.register("build_info", "Build information (always 1)", build_info);
+        let posture = crate::posture_gauges::PostureGauges::register(&mut registry);
         Observer {
             listeners: Mutex::new(Vec::new()),
             registry,
@@ -264,6 +266,7 @@ impl Observer {
             collection_duration,
             duo_clock_offset,
             request_rate,
+            posture,
             consecutive_failures: Mutex::new(HashMap::new()),
             unready_after_failures: unready_after_failures.max(1),
             ready: AtomicBool::new(false),
@@ -364,7 +367,7 @@ impl Observer {
             self.events_delivered
                 .get_or_create(&DeliveryLabels {
                     integration: stream.integration.clone(),
-                    log: stream.log.as_str().to_string(),
+                    log: stream.source_name().to_string(),
                     sink: sink.clone(),
                 })
                 .inc_by(events as u64);
@@ -441,6 +444,16 @@ impl Observer {
         self.request_rate
             .get_or_create(&StreamLabels::from(stream))
             .set(per_minute);
+    }
+
+    /// The posture counts of an account's latest complete inventory snapshot.
+    pub fn posture(
+        &self,
+        integration: &str,
+        account: Option<&str>,
+        counts: &crate::inventory::PostureCounts,
+    ) {
+        self.posture.set(integration, account.unwrap_or(""), counts);
     }
 
     /// A Duo request retried after `wait` (a deliberate backoff, not a wedge).

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{deliver_and_commit, CollectError, IntegrationRuntime, Progress, StreamTarget};
 use crate::duo::retry::jitter;
 use crate::duo::DuoError;
-use crate::logs::page::{parse, Page};
+use crate::logs::page::{parse, PageError};
 use crate::pacing::{rate_limit_backoff, PaceKey, Pacer, RateLimitLog, RATE_LIMIT_ATTEMPTS};
 use crate::pager::{self, Done, Next, Notice, PagerSettings};
 use crate::state::StateError;
@@ -43,13 +43,7 @@ pub(super) async fn drain(
         checkpoint,
         rt.duo_clock.now_ms(),
     );
-    let mut fetcher = Fetcher {
-        rt,
-        target,
-        pacer: rt.pacers.get(pace_key(target)),
-        rate_log: RateLimitLog::default(),
-        waiting_out_limit: false,
-    };
+    let mut fetcher = Fetcher::new(rt, target);
     let result = loop {
         if cancel.is_cancelled() {
             break Ok(());
@@ -74,7 +68,10 @@ pub(super) async fn drain(
         if let Some(account) = &stream.account_id {
             params.push(("account_id".to_string(), account.clone()));
         }
-        match fetcher.fetch(&params, cancel).await {
+        match fetcher
+            .fetch(&params, cancel, |body| parse(stream.log, body))
+            .await
+        {
             Ok((page, permit)) => {
                 let delivery = match pager.on_page(page, rt.duo_clock.now_ms()) {
                     Ok(d) => d,
@@ -115,14 +112,14 @@ pub(super) async fn drain(
     result
 }
 
-fn account(target: &StreamTarget) -> &str {
+pub(super) fn account(target: &StreamTarget) -> &str {
     target.stream.account_id.as_deref().unwrap_or("-")
 }
 
 fn pace_key(target: &StreamTarget) -> PaceKey {
     PaceKey {
         account: target.stream.account_id.clone().unwrap_or_default(),
-        endpoint: target.stream.log.path().to_string(),
+        endpoint: target.stream.path().to_string(),
     }
 }
 
@@ -148,8 +145,8 @@ fn report(target: &StreamTarget, notices: Vec<Notice>) {
 }
 
 /// Fetches one page at the endpoint's pace, retrying 429s and transient failures without
-/// holding a page permit while it waits.
-struct Fetcher<'a> {
+/// holding a page permit while it waits. Log streams and inventory snapshots alike.
+pub(super) struct Fetcher<'a> {
     rt: &'a IntegrationRuntime,
     target: &'a StreamTarget,
     pacer: Arc<Pacer>,
@@ -159,13 +156,26 @@ struct Fetcher<'a> {
 }
 
 impl<'a> Fetcher<'a> {
-    async fn fetch(
+    pub(super) fn new(rt: &'a IntegrationRuntime, target: &'a StreamTarget) -> Fetcher<'a> {
+        Fetcher {
+            rt,
+            target,
+            pacer: rt.pacers.get(pace_key(target)),
+            rate_log: RateLimitLog::default(),
+            waiting_out_limit: false,
+        }
+    }
+
+    /// One page of the target's endpoint, parsed by `parse`, with the page permit it holds
+    /// until the caller has delivered and committed it.
+    pub(super) async fn fetch<T>(
         &mut self,
         params: &[(String, String)],
         cancel: &CancellationToken,
-    ) -> Result<(Page, Option<SemaphorePermit<'a>>), DuoError> {
+        parse: impl Fn(&[u8]) -> Result<T, PageError>,
+    ) -> Result<(T, Option<SemaphorePermit<'a>>), DuoError> {
         let rt: &'a IntegrationRuntime = self.rt;
-        let kind = self.target.stream.log;
+        let kind = self.target.stream.source_name();
         let retry = &rt.retry;
         let mut rate_limited_in_a_row = 0u32;
         let mut transient_failures = 0u32;
@@ -186,9 +196,9 @@ impl<'a> Fetcher<'a> {
             let outcome = rt
                 .client
                 .request_once(
-                    &Call::get(&self.target.host, kind.path(), params),
+                    &Call::get(&self.target.host, self.target.stream.path(), params),
                     cancel,
-                    |body| parse(kind, body),
+                    &parse,
                 )
                 .await;
             self.pacer.answered();
@@ -237,7 +247,7 @@ impl<'a> Fetcher<'a> {
         }
         if std::mem::take(&mut self.waiting_out_limit) {
             let _ = self.set_rate_limited_until(None).await;
-            tracing::info!(integration = %rt.settings.name, account = account(self.target), log = %self.target.stream.log,
+            tracing::info!(integration = %rt.settings.name, account = account(self.target), log = self.target.stream.source_name(),
                 rate_per_minute = self.pacer.rate_per_minute(), "Duo answers again after rate limiting; collection resumed");
         }
     }
@@ -250,7 +260,7 @@ impl<'a> Fetcher<'a> {
         rt.observer.api_retry(&rt.settings.name, backoff);
         let now = crate::clock::now_ms();
         if let Some(summary) = self.rate_log.on_rate_limited(now) {
-            tracing::warn!(integration = %stream.integration, account = account(self.target), log = %stream.log, responses_429 = summary.count,
+            tracing::warn!(integration = %stream.integration, account = account(self.target), log = stream.source_name(), responses_429 = summary.count,
                 rate_per_minute = format!("{rate:.2}"), "Duo is rate limiting this endpoint; pacing requests down (one line per minute)");
         }
         if in_a_row >= RATE_LIMIT_ATTEMPTS {
@@ -261,7 +271,7 @@ impl<'a> Fetcher<'a> {
                 tracing::error!(integration = %stream.integration, error = %e, "cannot record the rate-limit wait");
             }
             if !self.waiting_out_limit {
-                tracing::warn!(integration = %stream.integration, account = account(self.target), log = %stream.log, attempts = in_a_row,
+                tracing::warn!(integration = %stream.integration, account = account(self.target), log = stream.source_name(), attempts = in_a_row,
                     resume_at = %crate::status::iso(resume_ms), "still rate limited after Duo's retry schedule; waiting for the next slot instead of failing");
             }
             self.waiting_out_limit = true;
@@ -293,10 +303,10 @@ impl<'a> Fetcher<'a> {
     }
 
     /// The end of the run: 429s not yet reported get their line.
-    fn finish(&mut self) {
+    pub(super) fn finish(&mut self) {
         let stream = &self.target.stream;
         if let Some(summary) = self.rate_log.flush(crate::clock::now_ms()) {
-            tracing::warn!(integration = %stream.integration, account = account(self.target), log = %stream.log, responses_429 = summary.count,
+            tracing::warn!(integration = %stream.integration, account = account(self.target), log = stream.source_name(), responses_429 = summary.count,
                 rate_per_minute = format!("{:.2}", self.pacer.rate_per_minute()), "Duo rate limited this endpoint during the run");
         }
     }

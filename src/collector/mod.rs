@@ -8,6 +8,7 @@
 
 mod accounts;
 mod drive;
+mod inventory;
 mod sink_status;
 
 use crate::duo::Call;
@@ -20,6 +21,7 @@ use crate::clock::{now_ms, SystemClock};
 use crate::config::Integration;
 use crate::duo::{DuoClient, DuoClock, DuoError, RetryPolicy};
 use crate::event::{Batch, Event, StreamId};
+use crate::inventory::InventoryKind;
 use crate::observe::{CommittedPage, Observer};
 use crate::pacing::Pacers;
 use crate::pager::PagerError;
@@ -39,6 +41,8 @@ pub enum CollectError {
     State(#[from] StateError),
     #[error(transparent)]
     Pager(#[from] PagerError),
+    #[error(transparent)]
+    InventoryPager(#[from] crate::inventory::PagerError),
 }
 
 /// What one stream's run did.
@@ -75,6 +79,29 @@ impl IntegrationReport {
 struct Progress {
     pages: u64,
     events: u64,
+}
+
+/// What a collection takes: the log streams, the inventory snapshots, or both
+/// (`collect-now --only logs|inventory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Collect {
+    pub logs: bool,
+    pub inventory: bool,
+}
+
+impl Collect {
+    pub const ALL: Collect = Collect {
+        logs: true,
+        inventory: true,
+    };
+    pub const LOGS: Collect = Collect {
+        logs: true,
+        inventory: false,
+    };
+    pub const INVENTORY: Collect = Collect {
+        logs: false,
+        inventory: true,
+    };
 }
 
 /// One stream plus where its requests go.
@@ -192,45 +219,69 @@ impl IntegrationRuntime {
         self.in_flight.acquire().await.ok()
     }
 
-    /// The streams to collect now: every log kind of the account, or of every MSP child.
-    async fn targets(&self, cancel: &CancellationToken) -> Result<Vec<StreamTarget>, DuoError> {
+    /// The accounts to collect now: the integration's own, or every MSP child, each with the
+    /// host its requests are signed for and its name.
+    async fn accounts(&self, cancel: &CancellationToken) -> Result<Vec<Account>, DuoError> {
         let settings = &self.settings;
-        let accounts: Vec<(Option<String>, String, Option<String>)> = if settings.accounts_api {
-            accounts::children(self, cancel)
-                .await?
-                .into_iter()
-                .map(|c| {
-                    let host = c
-                        .api_hostname
-                        .clone()
-                        .unwrap_or_else(|| settings.api_hostname.clone());
-                    (Some(c.account_id), host, Some(c.name))
-                })
-                .collect()
-        } else {
-            vec![(None, settings.api_hostname.clone(), None)]
-        };
-        Ok(accounts
+        if !settings.accounts_api {
+            return Ok(vec![Account {
+                id: None,
+                host: settings.api_hostname.clone(),
+                name: None,
+            }]);
+        }
+        Ok(accounts::children(self, cancel)
+            .await?
             .into_iter()
-            .flat_map(|(account_id, host, name)| {
-                settings.logs.iter().map(move |kind| StreamTarget {
-                    stream: StreamId::new(&settings.name, account_id.clone(), *kind),
-                    host: host.clone(),
-                    account_name: name.clone(),
-                })
+            .map(|c| Account {
+                host: c
+                    .api_hostname
+                    .clone()
+                    .unwrap_or_else(|| settings.api_hostname.clone()),
+                id: Some(c.account_id),
+                name: Some(c.name),
             })
             .collect())
     }
 
-    /// Drains every stream up to now − delay. Each stream fails alone.
+    /// Drains every log stream up to now − delay (the log schedule). Each stream fails alone.
     pub async fn collect_all(&self, cancel: &CancellationToken) -> IntegrationReport {
+        self.collect(Collect::LOGS, cancel).await
+    }
+
+    /// Takes a snapshot of every configured inventory kind (the service's inventory
+    /// schedule), then sets the posture gauges from the complete snapshots. (`collect-now`
+    /// has no gauges to set, and so does not hold an account's users in memory for them.)
+    pub async fn snapshot_inventory(&self, cancel: &CancellationToken) -> IntegrationReport {
+        let report = self.collect(Collect::INVENTORY, cancel).await;
+        let mut accounts: Vec<Option<String>> = report
+            .streams
+            .iter()
+            .map(|s| s.stream.account_id.clone())
+            .collect();
+        accounts.dedup();
+        self.update_posture(&accounts).await;
+        report
+    }
+
+    /// Drains what `what` selects: the log streams up to now − delay, and a snapshot of each
+    /// configured inventory kind, for every account. Each stream and snapshot fails alone.
+    pub async fn collect(&self, what: Collect, cancel: &CancellationToken) -> IntegrationReport {
         let mut report = IntegrationReport {
             integration: self.settings.name.clone(),
             ..IntegrationReport::default()
         };
         self.measure_duo_clock(cancel).await;
-        let targets = match self.targets(cancel).await {
-            Ok(t) => t,
+        let inventory = if what.inventory {
+            self.settings.inventory.as_slice()
+        } else {
+            &[]
+        };
+        if !what.logs && inventory.is_empty() {
+            return report;
+        }
+        let accounts = match self.accounts(cancel).await {
+            Ok(a) => a,
             Err(e) => {
                 tracing::error!(integration = %self.settings.name, error = %e, "cannot list MSP child accounts; nothing collected this cycle");
                 report.error = Some(format!("listing child accounts: {e}"));
@@ -240,8 +291,37 @@ impl IntegrationRuntime {
         // The state database failing (locked, read-only, disk full) stops every stream: none
         // could commit, and each would fetch and deliver a page for nothing.
         let stop = cancel.child_token();
-        let runs = targets.iter().map(|t| self.collect_stream(t, &stop));
-        report.streams = futures::future::join_all(runs).await;
+        let logs = if what.logs {
+            self.settings.logs.as_slice()
+        } else {
+            &[]
+        };
+        let log_targets: Vec<StreamTarget> = accounts
+            .iter()
+            .flat_map(|a| {
+                logs.iter()
+                    .map(|kind| a.target(StreamId::new(&self.settings.name, a.id.clone(), *kind)))
+            })
+            .collect();
+        let inventory_targets: Vec<(StreamTarget, InventoryKind)> = accounts
+            .iter()
+            .flat_map(|a| {
+                inventory.iter().map(|kind| {
+                    let stream = StreamId::inventory(&self.settings.name, a.id.clone(), *kind);
+                    (a.target(stream), *kind)
+                })
+            })
+            .collect();
+        let log_runs =
+            futures::future::join_all(log_targets.iter().map(|t| self.collect_stream(t, &stop)));
+        let snapshots = futures::future::join_all(
+            inventory_targets
+                .iter()
+                .map(|(t, kind)| self.take_snapshot(t, *kind, &stop)),
+        );
+        let (mut streams, snapshots) = futures::join!(log_runs, snapshots);
+        streams.extend(snapshots);
+        report.streams = streams;
         self.record_duo_clock().await;
         report
     }
@@ -320,6 +400,24 @@ impl IntegrationRuntime {
     }
 }
 
+/// An account to collect: `None` for the integration's own.
+#[derive(Debug, Clone)]
+struct Account {
+    id: Option<String>,
+    host: String,
+    name: Option<String>,
+}
+
+impl Account {
+    fn target(&self, stream: StreamId) -> StreamTarget {
+        StreamTarget {
+            stream,
+            host: self.host.clone(),
+            account_name: self.name.clone(),
+        }
+    }
+}
+
 /// Hands a page to every sink and, once all acknowledged it, commits the checkpoint.
 async fn deliver_and_commit(
     rt: &IntegrationRuntime,
@@ -338,6 +436,7 @@ async fn deliver_and_commit(
             account_name: target.account_name.as_deref(),
             collected_at: &collected_at,
             events,
+            inventory: None,
         };
         // Sinks count their own failed attempts in the observer.
         receipt = deliver_all(&rt.sinks, &batch, &rt.sink_retry, cancel).await?;

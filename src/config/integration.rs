@@ -12,6 +12,7 @@ use super::report::{Env, Report};
 use super::secrets::{resolve_skey, SecretSources};
 use super::validate::{parse_duration_field, validate_name};
 use super::{AuthApiKeys, Integration, DEFAULT_REQUESTS_PER_MINUTE, MAX_LOOKBACK};
+use crate::inventory_kind::InventoryKind;
 use crate::log_kind::LogKind;
 use crate::pacing::rate::MIN_RATE_PER_MINUTE;
 use crate::schedule::Schedule;
@@ -19,6 +20,8 @@ use crate::secret::Secret;
 use crate::sig_version::SigVersion;
 
 pub const DEFAULT_SCHEDULE: &str = "0 */5 * * * *";
+pub const DEFAULT_INVENTORY_SCHEDULE: &str = "0 0 */6 * * *";
+const DEFAULT_INACTIVE_AFTER: Duration = Duration::from_secs(90 * 86_400);
 const DEFAULT_LOOKBACK: Duration = Duration::from_secs(86_400);
 const DEFAULT_DELAY: Duration = Duration::from_secs(120);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -65,7 +68,22 @@ pub(super) fn validate_integration(
         raw.delay.as_deref(),
         raw.request_timeout.as_deref(),
     );
-    let schedule = schedule(report, scope, raw.schedule);
+    let schedule = cron_field(report, scope, "schedule", raw.schedule, DEFAULT_SCHEDULE);
+    let inventory = inventory(report, scope, raw.inventory);
+    let inventory_schedule = cron_field(
+        report,
+        scope,
+        "inventory_schedule",
+        raw.inventory_schedule,
+        DEFAULT_INVENTORY_SCHEDULE,
+    );
+    let inactive_after = parse_duration_field(
+        report,
+        scope,
+        "inactive_after",
+        raw.inactive_after.as_deref(),
+        DEFAULT_INACTIVE_AFTER,
+    );
     let sinks = sinks(report, scope, raw.sinks, sink_names);
     let connect_to = match raw.connect_to {
         None => Some(None),
@@ -124,6 +142,9 @@ pub(super) fn validate_integration(
         max_in_flight: max_in_flight?,
         requests_per_minute: requests_per_minute?,
         auth_api: auth_api?,
+        inventory: inventory?,
+        inventory_schedule: inventory_schedule?,
+        inactive_after: inactive_after?,
     })
 }
 
@@ -198,14 +219,41 @@ fn logs(report: &mut Report, scope: &str, value: Option<Vec<String>>) -> Option<
     ok.then_some(kinds)
 }
 
-fn schedule(report: &mut Report, scope: &str, value: Option<String>) -> Option<Schedule> {
-    match Schedule::parse(value.as_deref().unwrap_or(DEFAULT_SCHEDULE)) {
+fn cron_field(
+    report: &mut Report,
+    scope: &str,
+    field: &str,
+    value: Option<String>,
+    default: &str,
+) -> Option<Schedule> {
+    match Schedule::parse(value.as_deref().unwrap_or(default)) {
         Ok(schedule) => Some(schedule),
         Err(e) => {
-            report.error(scope, "schedule", e);
+            report.error(scope, field, e);
             None
         }
     }
+}
+
+/// The inventory kinds to snapshot: none when not given; duplicates dropped.
+fn inventory(
+    report: &mut Report,
+    scope: &str,
+    value: Option<Vec<String>>,
+) -> Option<Vec<InventoryKind>> {
+    let mut kinds = Vec::new();
+    let mut ok = true;
+    for item in value.unwrap_or_default() {
+        match item.parse::<InventoryKind>() {
+            Ok(k) if !kinds.contains(&k) => kinds.push(k),
+            Ok(_) => {}
+            Err(e) => {
+                report.error(scope, "inventory", e);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(kinds)
 }
 
 /// How far back a new stream starts, how long Duo is given to publish, how long a request may

@@ -16,6 +16,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::inventory_kind::InventoryKind;
 use crate::log_kind::LogKind;
 use crate::proxy_setting::ProxySetting;
 use crate::schedule::Schedule;
@@ -138,6 +139,12 @@ pub struct Integration {
     pub requests_per_minute: f64,
     /// Optional Auth API keys (for push verification); `test-connectivity` checks them.
     pub auth_api: Option<AuthApiKeys>,
+    /// The inventory kinds snapshotted (empty: none).
+    pub inventory: Vec<InventoryKind>,
+    /// When `run` takes the inventory snapshots.
+    pub inventory_schedule: Schedule,
+    /// A user whose last login is older than this counts as inactive in the posture report.
+    pub inactive_after: Duration,
 }
 
 /// An Auth API application's keys.

@@ -40,6 +40,9 @@ pub const INTEGRATION_KEYS: &[&str] = &[
     "auth_skey_file",
     "auth_skey_env",
     "auth_skey_credential",
+    "inventory",
+    "inventory_schedule",
+    "inactive_after",
 ];
 #[derive(Debug, Default, Deserialize)]
 pub struct RawCollector {
@@ -79,4 +82,7 @@ pub struct RawIntegration {
     pub auth_skey_file: Option<String>,
     pub auth_skey_env: Option<String>,
     pub auth_skey_credential: Option<String>,
+    pub inventory: Option<Vec<String>>,
+    pub inventory_schedule: Option<String>,
+    pub inactive_after: Option<String>,
 }

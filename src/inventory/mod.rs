@@ -15,9 +15,6 @@ pub mod page;
 pub mod pager;
 pub mod posture;
 
-#[cfg(test)]
-mod tests;
-
 pub use diff::{diff, ChangeClass, ChangeEvent, FieldChange};
 pub use entity::{EntityError, EntityState};
 pub use kind::InventoryKind;

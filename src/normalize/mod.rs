@@ -7,6 +7,7 @@ mod cef;
 mod ecs;
 mod filter;
 mod inventory_ecs;
+mod inventory_render;
 mod inventory_text;
 mod ip;
 mod json;
@@ -29,7 +30,7 @@ pub use ocsf::inventory::{
 use std::fmt;
 use std::str::FromStr;
 
-use crate::event::{Batch, Event};
+use crate::event::{Batch, Event, StreamId};
 use crate::logs::LogKind;
 
 /// The output format of a sink.
@@ -152,11 +153,14 @@ impl Formatter {
 }
 
 /// RFC 5424 severity of an event (0 emergency … 7 debug), for syslog headers.
-pub fn syslog_severity(log: LogKind, event: &Event) -> u8 {
+pub fn syslog_severity(stream: &StreamId, event: &Event) -> u8 {
     const WARNING: u8 = 4;
     const NOTICE: u8 = 5;
     const INFORMATIONAL: u8 = 6;
-    match log {
+    if stream.inventory.is_some() {
+        return INFORMATIONAL;
+    }
+    match stream.log {
         LogKind::Authentication
             if event.raw.contains("\"result\":\"fraud\"")
                 || event.raw.contains("\"result\":\"denied\"") =>
@@ -187,6 +191,9 @@ pub fn render_filtered(
     batch: &Batch<'_>,
     out: &mut Vec<u8>,
 ) -> Vec<std::ops::Range<usize>> {
+    if let (Some(items), Some(kind)) = (batch.inventory, batch.stream.inventory) {
+        return inventory_render::render(format, exclude, batch, kind, items, out);
+    }
     let mut lines = Vec::with_capacity(batch.events.len());
     match format {
         Format::Raw => {

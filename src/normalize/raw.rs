@@ -18,7 +18,7 @@ pub(super) fn metadata_prefix(batch: &Batch<'_>) -> String {
         m.push_str(&json_string(name));
     }
     m.push_str(",\"log\":");
-    m.push_str(&json_string(batch.stream.log.as_str()));
+    m.push_str(&json_string(batch.stream.source_name()));
     m.push_str(",\"collected_at\":");
     m.push_str(&json_string(batch.collected_at));
     m.push_str(",\"event_id\":");
@@ -55,6 +55,7 @@ mod tests {
             account_name: None,
             collected_at: "2026-01-01T00:00:00Z",
             events,
+            inventory: None,
         }
     }
 

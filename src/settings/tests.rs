@@ -536,3 +536,37 @@ fn log_format_and_schedule_are_typed() {
         ],
     );
 }
+
+#[test]
+fn inventory_keys_default_off_and_name_the_field_when_wrong() {
+    let i = &parse(&valid_integration("")).unwrap().integrations[0];
+    assert!(i.inventory.is_empty());
+    assert_eq!(i.inventory_schedule.as_str(), "0 0 */6 * * *");
+    assert_eq!(i.inactive_after, Duration::from_secs(90 * 86_400));
+
+    let c = parse(&valid_integration(
+        "inventory = [\"users\", \"summary\", \"users\"]\ninventory_schedule = \"0 30 2 * * *\"\ninactive_after = \"30d\"",
+    ))
+    .unwrap();
+    let i = &c.integrations[0];
+    use crate::inventory::InventoryKind;
+    assert_eq!(
+        i.inventory,
+        vec![InventoryKind::Users, InventoryKind::Summary]
+    );
+    assert_eq!(i.inventory_schedule.as_str(), "0 30 2 * * *");
+    assert_eq!(i.inactive_after, Duration::from_secs(30 * 86_400));
+
+    assert_problem(
+        &valid_integration("inventory = [\"users\", \"groupz\"]"),
+        &["inventory", "groupz", "\"users\"", "\"summary\""],
+    );
+    assert_problem(
+        &valid_integration("inventory_schedule = \"every six hours\""),
+        &["inventory_schedule"],
+    );
+    assert_problem(
+        &valid_integration("inactive_after = \"ninety\""),
+        &["inactive_after", "duration"],
+    );
+}

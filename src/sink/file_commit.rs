@@ -310,6 +310,7 @@ mod tests {
                 account_name: None,
                 collected_at: "2026-01-01T00:00:00.000Z",
                 events: &events,
+                inventory: None,
             };
             let receipt = deliver_all(
                 sinks,

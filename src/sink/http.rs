@@ -36,8 +36,8 @@ impl std::fmt::Debug for HttpSink {
 }
 
 /// Splunk sourcetype for a log kind, e.g. `cisco:duo:authentication`.
-pub fn hec_sourcetype(log: crate::logs::LogKind) -> String {
-    format!("cisco:duo:{}", log.as_str())
+pub fn hec_sourcetype(stream: &crate::event::StreamId) -> String {
+    format!("cisco:duo:{}", stream.source_name())
 }
 
 /// The line as a JSON value: itself if it is JSON, else a JSON string (e.g. a CEF line).
@@ -210,7 +210,7 @@ impl HttpSink {
                         "time": event.ts_ms as f64 / 1000.0,
                         "host": self.hostname,
                         "source": source,
-                        "sourcetype": hec_sourcetype(stream.log),
+                        "sourcetype": hec_sourcetype(stream),
                     });
                     if let Some(index) = &self.settings.index {
                         head["index"] = index.clone().into();
@@ -366,6 +366,7 @@ mod tests {
             account_name: None,
             collected_at,
             events: &events,
+            inventory: None,
         };
         let first = piece_key(&batch("2026-01-01T00:00:00Z"), 0..2);
         // Fetched again later: same events, same key.

@@ -29,7 +29,7 @@ impl std::fmt::Debug for NatsSink {
 pub fn subject(template: &str, stream: &StreamId) -> String {
     template
         .replace("{integration}", &stream.integration)
-        .replace("{log}", stream.log.as_str())
+        .replace("{log}", stream.source_name())
         .replace("{account}", stream.account_id.as_deref().unwrap_or("own"))
 }
 

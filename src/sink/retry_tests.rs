@@ -48,6 +48,7 @@ async fn deliver_one(
         account_name: None,
         collected_at: "2026-12-01T00:00:00Z",
         events: &page,
+        inventory: None,
     };
     sink.deliver(&batch, retry, cancel).await
 }

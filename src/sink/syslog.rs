@@ -185,19 +185,19 @@ impl SyslogSink {
         let event = &batch.events[i];
         let header = Header {
             facility: self.settings.facility.code(),
-            severity: crate::normalize::syslog_severity(batch.stream.log, event),
+            severity: crate::normalize::syslog_severity(batch.stream, event),
             timestamp_ms: Some(event.ts_ms),
             hostname: &self.hostname,
             app_name: &self.settings.app_name,
             procid: &self.procid,
-            msgid: batch.stream.log.as_str(),
+            msgid: batch.stream.source_name(),
         };
         match self.settings.protocol {
             SyslogProtocol::Rfc3164 => syslog_frame::rfc3164(out, &header, page.line(i)),
             SyslogProtocol::Rfc5424 => {
                 let mut params = vec![
                     ("integration", batch.stream.integration.as_str()),
-                    ("log", batch.stream.log.as_str()),
+                    ("log", batch.stream.source_name()),
                     ("event_id", event.event_id.as_str()),
                 ];
                 if let Some(account) = &batch.stream.account_id {

@@ -6,6 +6,7 @@
 mod checkpoints;
 mod diagnose;
 mod files;
+mod inventory;
 mod pacing;
 mod schema;
 mod sinks;
@@ -21,6 +22,7 @@ use crate::logs::LogKind;
 pub use crate::checkpoint::{Checkpoint, Cursor, V1Checkpoint, WindowedCheckpoint};
 
 pub use files::FileMark;
+pub use inventory::{ChangedEntity, SnapshotInfo, SnapshotKey, StoredEntity};
 pub use pacing::{ClockStatus, PaceStatus};
 pub use sinks::SinkStatus;
 

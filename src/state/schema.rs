@@ -88,6 +88,28 @@ const MIGRATIONS: &[Migration] = &[
     // 5: one typed checkpoint per row, in a versioned encoding (`format`, `checkpoint`),
     // instead of columns shared by every paging family.
     Migration::Code(typed_checkpoints),
+    // 6: inventory snapshots (`inventory.rs`): per (integration, account, kind) the entities
+    // of the last complete snapshot and of the one being taken, and when each completed.
+    Migration::Sql(
+        "CREATE TABLE inventory_entities(
+        integration TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        complete INTEGER NOT NULL,
+        entity_id TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY(integration, account_id, kind, complete, entity_id)
+     ) WITHOUT ROWID;
+     CREATE TABLE inventory_snapshots(
+        integration TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        completed_ms INTEGER NOT NULL,
+        entities INTEGER NOT NULL,
+        PRIMARY KEY(integration, account_id, kind)
+     );",
+    ),
 ];
 
 fn current_version(conn: &Connection) -> Result<i64, StateError> {
@@ -99,8 +121,13 @@ fn current_version(conn: &Connection) -> Result<i64, StateError> {
     )?)
 }
 
+/// The schema version this build writes.
+pub fn latest_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
 pub fn migrate(conn: &mut Connection) -> Result<(), StateError> {
-    migrate_to(conn, MIGRATIONS.len() as i64)
+    migrate_to(conn, latest_version())
 }
 
 /// Runs the migrations up to and including `target` (tests write older files with it).

@@ -97,6 +97,7 @@ pub async fn deliver_outcome(
         account_name: None,
         collected_at: &collected_at,
         events: &events,
+        inventory: None,
     };
     let receipt = deliver_all(&sinks, &batch, &SinkRetry::default(), cancel).await?;
     for mark in receipt.files() {

@@ -115,6 +115,7 @@ mod tests {
             account_name: None,
             collected_at: "2023-11-14T22:13:20Z",
             events: std::slice::from_ref(event),
+            inventory: None,
         };
         render_one(format, &batch, event)
     }

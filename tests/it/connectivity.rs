@@ -22,13 +22,7 @@ async fn check(setup: &Setup) -> (Option<i32>, serde_json::Value, String) {
 }
 
 fn verdict<'a>(report: &'a serde_json::Value, check: &str) -> &'a serde_json::Value {
-    report["sections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|s| s["checks"].as_array().unwrap())
-        .find(|c| c["check"] == check)
-        .unwrap_or_else(|| panic!("no check {check:?} in {report:#}"))
+    crate::common::connectivity_check(report, check)
 }
 
 fn sim(

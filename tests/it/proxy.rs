@@ -120,13 +120,7 @@ async fn connectivity_json(
 }
 
 fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    report["sections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|s| s["checks"].as_array().unwrap())
-        .find(|c| c["check"] == name)
-        .unwrap_or_else(|| panic!("no check {name:?} in {report:#}"))
+    crate::common::connectivity_check(report, name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

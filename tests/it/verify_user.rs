@@ -578,6 +578,7 @@ fn outcome_event_golden() {
             account_name: None,
             collected_at: "2025-10-09T08:53:20.000Z",
             events: std::slice::from_ref(&event),
+            inventory: None,
         };
         for format in Format::ALL {
             let line = render_one(format, &batch, &event);

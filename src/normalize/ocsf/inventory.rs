@@ -306,3 +306,36 @@ pub fn change_event(ctx: &InventoryCtx<'_>, change: &ChangeEvent) -> Option<Valu
     );
     Some(Value::Object(out))
 }
+
+/// A device, application or summary change ([`ChangeClass::Inventory`]) in the entity's own
+/// inventory class (5001 or 5023), activity Other with "Created", "Changed" or "Deleted" as its
+/// name: OCSF has no change class for them, and the inventory class is where a consumer already
+/// keeps these entities. The fields that changed go to `unmapped.changes`.
+pub fn inventory_change_event(ctx: &InventoryCtx<'_>, change: &ChangeEvent) -> Value {
+    let event_id = change_event_id(ctx, change);
+    let kind = change.kind;
+    let class_uid = match kind {
+        InventoryKind::Phones | InventoryKind::Endpoints => 5001,
+        _ => 5023,
+    };
+    let mut out = base(ctx, class_uid, 99, &event_id, kind.as_str());
+    out.insert("activity_name".into(), json!(change.activity_name));
+    let mut object = json!({"uid": change.entity_id});
+    if !change.entity_name.is_empty() {
+        object["name"] = json!(change.entity_name);
+    }
+    if class_uid == 5001 {
+        object["type_id"] = json!(0);
+        out.insert("device".into(), object);
+    } else {
+        out.insert("resources".into(), json!([object]));
+    }
+    out.insert(
+        "unmapped".into(),
+        json!({
+            "changes": changes_json(change),
+            "_duo_collector": collector(ctx, kind, &event_id),
+        }),
+    );
+    Value::Object(out)
+}

@@ -3,6 +3,7 @@
 mod api;
 mod clock_and_limits;
 mod inventory;
+mod inventory_parts;
 mod modes;
 mod paging;
 

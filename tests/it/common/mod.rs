@@ -378,3 +378,14 @@ pub async fn wait_for_commits(db: &Path, within: std::time::Duration) -> u64 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The check named `name` in a `test-connectivity --json` report.
+pub fn connectivity_check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["checks"].as_array().unwrap())
+        .find(|c| c["check"] == name)
+        .unwrap_or_else(|| panic!("no check {name:?} in {report:#}"))
+}

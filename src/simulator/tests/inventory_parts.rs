@@ -1,10 +1,11 @@
-//! The inventory parts against the simulator's inventory (its truth), paged through the
-//! simulator's own listing code with strict short pages.
+//! The inventory parts (`crate::inventory`) against the simulator's inventory (its truth),
+//! paged through the simulator's own listing code with strict short pages. (Here rather than
+//! in `inventory/`, so that the pure module does not import the simulator, even in tests.)
 
 use std::collections::HashSet;
 
-use super::diff::{account, group, inventory as inv_activity};
-use super::*;
+use crate::inventory::diff::{account, group, inventory as inv_activity};
+use crate::inventory::*;
 use crate::simulator::inventory::{serve_listing, summary, Inventory, InventoryCounts, Listing};
 use crate::simulator::SimConfig;
 
