@@ -143,42 +143,16 @@ enum Command {
     /// the answer. Exit 1 for denied, fraud, no answer before --timeout, not enrolled, bypass,
     /// refused by Duo, or no push-capable device, each with its own message. The outcome is
     /// also sent to the integration's sinks as one event (an authentication).
-    VerifyUser(VerifyUserArgs),
+    VerifyUser {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        args: duo_collector::verify::VerifyUserArgs,
+    },
     /// Serve the embedded Duo API simulator.
     Simulate(Box<demo::SimulateArgs>),
     /// Start the simulator and a collector printing events to stdout: no Duo account needed.
     Demo(demo::DemoArgs),
-}
-
-#[derive(clap::Args)]
-#[command(group = clap::ArgGroup::new("who").required(true).args(["username", "user_id"]))]
-struct VerifyUserArgs {
-    #[command(flatten)]
-    config: ConfigArg,
-    /// The integration whose Auth API keys send the push (and whose sinks get the outcome).
-    #[arg(long)]
-    integration: String,
-    /// The Duo username.
-    #[arg(long)]
-    username: Option<String>,
-    /// The Duo user id (DU…).
-    #[arg(long)]
-    user_id: Option<String>,
-    /// "auto" (the first push-capable device) or a device id (DP…) from the user's devices.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// How long to wait for the user's answer once the push is sent.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    timeout: std::time::Duration,
-    /// Why, shown in Duo Mobile.
-    #[arg(long, default_value = "help desk verification")]
-    reason: String,
-    /// Who asks, shown in Duo Mobile. Default: <local user (behind sudo)>@<host>.
-    #[arg(long)]
-    requested_by: Option<String>,
-    /// Print one JSON object (outcome, user, device, txid, elapsed_ms, …).
-    #[arg(long)]
-    json: bool,
 }
 
 const EXIT_FAILURE: u8 = 1;
@@ -228,7 +202,7 @@ fn config_source(cli: &Cli) -> Option<(&std::path::Path, Env)> {
         Command::Status { config, .. } | Command::Posture { config, .. } => {
             Some((&config.config, Env::real().without_secrets()))
         }
-        Command::VerifyUser(args) => Some((&args.config.config, env)),
+        Command::VerifyUser { config, .. } => Some((&config.config, env)),
         Command::Simulate(_) | Command::Demo(_) => None,
     }
 }
@@ -478,7 +452,7 @@ async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::VerifyUser(args) => {
+        Command::VerifyUser { args, .. } => {
             let Ok(cfg) = load_config(loaded) else {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
@@ -537,27 +511,11 @@ async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
 
 async fn verify_user(
     cfg: &Config,
-    args: VerifyUserArgs,
+    args: duo_collector::verify::VerifyUserArgs,
     cancel: &CancellationToken,
 ) -> anyhow::Result<ExitCode> {
-    use duo_collector::verify::{self, DeviceChoice, UserRef, VerifyRequest};
-    let user = match (args.username, args.user_id) {
-        (Some(name), _) => UserRef::Username(name),
-        (None, Some(id)) => UserRef::UserId(id),
-        (None, None) => {
-            eprintln!("error: give --username or --user-id");
-            return Ok(ExitCode::from(EXIT_CONFIG));
-        }
-    };
-    let request = VerifyRequest {
-        integration: args.integration,
-        user,
-        device: DeviceChoice::parse(&args.device),
-        timeout: args.timeout,
-        requested_by: args.requested_by,
-        reason: args.reason,
-    };
-    let done = match verify::run(cfg, &request, cancel).await {
+    let json = args.json;
+    let done = match duo_collector::verify::run(cfg, &args.into_request(), cancel).await {
         Ok(done) => done,
         Err(e) => {
             eprintln!("error: {e}");
@@ -569,7 +527,7 @@ async fn verify_user(
             return Ok(ExitCode::from(code));
         }
     };
-    if args.json {
+    if json {
         emit(&format!("{}\n", done.to_json()))?;
     } else {
         emit(&done.render_text())?;

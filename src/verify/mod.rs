@@ -7,6 +7,7 @@
 //! `decide.rs` holds every decision (pure); `record.rs` the event (pure); this file and
 //! `deliver.rs` the I/O.
 
+mod args;
 pub mod decide;
 mod deliver;
 pub mod record;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AuthApiKeys, Integration};
 use crate::duo::{Call, DuoClient, DuoError, RetryPolicy};
 use crate::settings::Config;
+pub use args::VerifyUserArgs;
 pub use decide::{Device, DeviceChoice, Outcome, UserRef};
 pub use deliver::DeliverError;
 
