@@ -438,16 +438,20 @@ async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
             let rows = status::rows(&state.status()?, now, &delay_ms, &duo_offset);
             let sinks = status::sink_rows(&cfg.sinks, &state.sink_status()?);
             let pacing = status::pacing_rows(&clocks, &state.pacing_status().unwrap_or_default());
+            // Before migration 6 there is no inventory table: no snapshot to show.
+            let inventory = status::inventory_rows(&state.snapshots().unwrap_or_default(), now);
             if json {
-                let all =
-                    serde_json::json!({ "streams": rows, "sinks": sinks, "integrations": pacing });
+                let all = serde_json::json!({
+                    "streams": rows, "sinks": sinks, "integrations": pacing, "inventory": inventory
+                });
                 emit(&format!("{}\n", serde_json::to_string_pretty(&all)?))?;
             } else {
                 emit(&format!(
-                    "{}{}{}",
+                    "{}{}{}{}",
                     status::render_text(&rows),
                     status::render_sinks_text(&sinks),
-                    status::render_pacing_text(&pacing)
+                    status::render_pacing_text(&pacing),
+                    status::render_inventory_text(&inventory)
                 ))?;
             }
             Ok(ExitCode::SUCCESS)

@@ -241,6 +241,54 @@ pub fn render_sinks_text(rows: &[SinkRow]) -> String {
     out
 }
 
+/// The latest complete inventory snapshot of each (integration, account, kind), for `status`.
+#[derive(Debug, Serialize)]
+pub struct InventoryRow {
+    pub integration: String,
+    pub account_id: Option<String>,
+    pub kind: String,
+    pub snapshot_at: String,
+    pub age_seconds: i64,
+    pub entities: i64,
+}
+
+pub fn inventory_rows(snapshots: &[crate::state::SnapshotInfo], now_ms: i64) -> Vec<InventoryRow> {
+    snapshots
+        .iter()
+        .map(|s| InventoryRow {
+            integration: s.integration.clone(),
+            account_id: s.account_id.clone(),
+            kind: s.kind.clone(),
+            snapshot_at: iso(s.completed_ms),
+            age_seconds: (now_ms - s.completed_ms).max(0) / 1000,
+            entities: s.entities,
+        })
+        .collect()
+}
+
+pub fn render_inventory_text(rows: &[InventoryRow]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("inventory snapshots (latest complete)\n");
+    for r in rows {
+        let account = r
+            .account_id
+            .as_deref()
+            .map(|a| format!(" account {a}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  {}{account} {}: {} entities at {} ({} ago)\n",
+            r.integration,
+            r.kind,
+            r.entities,
+            r.snapshot_at,
+            crate::human::duration_secs(r.age_seconds)
+        ));
+    }
+    out
+}
+
 /// Per integration: Duo's clock offset and the pace of each endpoint, for `status`.
 #[derive(Debug, Serialize)]
 pub struct PacingRow {

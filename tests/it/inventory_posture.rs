@@ -125,6 +125,26 @@ async fn posture_counts_equal_the_simulators_truth_for_every_msp_child_and_only_
         );
     }
     let config = setup.config.to_str().unwrap();
+    // `status` shows each child's latest complete snapshot per kind, with its size.
+    let out = run_cli(&["status", "--config", config, "--json"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let snapshots = status["inventory"].as_array().unwrap();
+    assert_eq!(snapshots.len(), 6, "3 kinds x 2 children: {status:#}");
+    for c in [child(1), child(2)] {
+        let users = snapshots
+            .iter()
+            .find(|s| s["account_id"] == c.account_id.as_str() && s["kind"] == "users")
+            .unwrap();
+        let truth = handle.inventory(Some(&c.account_id)).unwrap();
+        assert_eq!(users["entities"], truth.users.len(), "{}", c.account_id);
+    }
+    let out = run_cli(&["status", "--config", config]).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("inventory snapshots (latest complete)"),
+        "{}",
+        text(&out)
+    );
     let out = run_cli(&["posture", "--config", config, "--details"]).await;
     assert!(out.status.success(), "{}", text(&out));
     let shown = String::from_utf8_lossy(&out.stdout);
