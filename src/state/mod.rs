@@ -9,6 +9,8 @@ mod files;
 mod pacing;
 mod schema;
 mod sinks;
+mod sqlite_store;
+mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -23,6 +25,8 @@ pub use crate::checkpoint::{Checkpoint, Cursor, V1Checkpoint, WindowedCheckpoint
 pub use files::FileMark;
 pub use pacing::{ClockStatus, PaceStatus};
 pub use sinks::SinkStatus;
+pub use sqlite_store::SqliteStore;
+pub use store::{PageCommit, Revision, StateStore, Versioned};
 
 /// How many runs per stream are kept for `status`; older ones are pruned.
 const RUNS_KEPT_PER_STREAM: i64 = 50;
@@ -54,6 +58,12 @@ pub enum StateError {
     DiskFull { path: String },
     #[error("state database {path} cannot be opened: check that its directory exists and is writable by the user duo-collector runs as; the next run resumes from the last checkpoint")]
     CannotOpen { path: String },
+    /// A compare-and-set on the checkpoint failed: another writer moved the stream since this
+    /// one last read or wrote it.
+    #[error("the checkpoint of {stream} was moved by another collector since revision {revision}: this one stops the stream and commits nothing; the holder of the stream goes on from the checkpoint it wrote")]
+    Fenced { stream: String, revision: u64 },
+    #[error("state store {bucket} (NATS JetStream key-value): {detail}")]
+    Kv { bucket: String, detail: String },
     #[error("state database {path} is not a usable SQLite database (corrupt, or another file): restore it from a backup and run again, which resumes from the last checkpoint it holds; or move it away, and the next run starts over from `initial_lookback` (delivering again what was delivered since then)")]
     NotADatabase { path: String },
 }
