@@ -32,6 +32,8 @@ pub mod inventory;
 pub mod log_kind;
 /// Duo log page parsing.
 pub mod logs;
+/// A NATS login as configured, shared by the NATS sink and the NATS state store.
+pub mod nats_connection;
 /// Output formats (pure).
 pub mod normalize;
 /// Metrics, readiness, heartbeat.
@@ -58,7 +60,9 @@ pub mod sig_version;
 pub mod simulator;
 /// Sinks and acknowledged delivery.
 pub mod sink;
-/// SQLite checkpoints and run history.
+/// The state store: SQLite checkpoints and run history, or NATS JetStream key-value buckets.
 pub mod state;
 /// `status` rendering.
 pub mod status;
+/// TLS client configuration from certificate files.
+pub mod tls;

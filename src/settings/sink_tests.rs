@@ -77,9 +77,9 @@ token_env = "NATS_TOKEN"
     let SinkKind::Nats(n) = &c.sinks[2].kind else {
         panic!()
     };
-    assert!(matches!(&n.auth, NatsAuth::Token(t) if t.expose() == TOKEN));
+    assert!(matches!(&n.connection.auth, NatsAuth::Token(t) if t.expose() == TOKEN));
     assert_eq!(n.subject, "duo.{integration}.{log}");
-    assert!(!n.create_stream && !n.tls_required);
+    assert!(!n.create_stream && !n.connection.tls_required);
 }
 
 #[test]
