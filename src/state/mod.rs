@@ -6,6 +6,7 @@
 mod checkpoints;
 mod diagnose;
 mod files;
+mod nats;
 mod pacing;
 mod schema;
 mod sinks;
@@ -23,6 +24,10 @@ use crate::logs::LogKind;
 pub use crate::checkpoint::{Checkpoint, Cursor, V1Checkpoint, WindowedCheckpoint};
 
 pub use files::FileMark;
+pub use nats::{
+    instance_id, keys as nats_keys, NatsStore, NatsStoreSettings, DEFAULT_BUCKET_PREFIX,
+    DEFAULT_LEASE_TTL,
+};
 pub use pacing::{ClockStatus, PaceStatus};
 pub use sinks::SinkStatus;
 pub use sqlite_store::SqliteStore;

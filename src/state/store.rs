@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use super::{
-    ClockStatus, FileMark, PaceStatus, RunOutcome, SinkStatus, SqliteStore, StateError,
+    ClockStatus, FileMark, NatsStore, PaceStatus, RunOutcome, SinkStatus, SqliteStore, StateError,
     StreamStatus,
 };
 use crate::checkpoint::Checkpoint;
@@ -58,12 +58,14 @@ pub struct PageCommit {
 #[derive(Debug, Clone)]
 pub enum StateStore {
     Sqlite(SqliteStore),
+    Nats(NatsStore),
 }
 
 macro_rules! each_backend {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             StateStore::Sqlite($store) => $call.await,
+            StateStore::Nats($store) => $call.await,
         }
     };
 }

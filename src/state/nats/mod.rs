@@ -1,0 +1,443 @@
+//! The NATS JetStream key-value backend of [`super::StateStore`], for several collectors that
+//! share their state. One bucket per concern under a prefix (`<prefix>-checkpoints`, `-runs`,
+//! `-rates`, `-clock`, `-sinks`, `-files`, `-leases`), each keeping one revision per key
+//! (history 1), with 1 or 3 replicas; keys are escaped parts (`keys.rs`), values JSON
+//! (`records.rs`).
+//!
+//! A checkpoint is written only by `create` (a stream's first commit) or `update` at the
+//! revision the committer holds: a failed compare-and-set is [`StateError::Fenced`], and
+//! nothing of that page is written after it. The file sinks' lengths are written *before* the
+//! checkpoint (buckets have no transactions across keys): a crash between the two leaves a
+//! length that covers a page whose checkpoint did not move, and that page is written again (the
+//! file holds it twice) rather than cut while counted as committed (lost).
+
+mod bucket;
+pub mod keys;
+mod records;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+use self::bucket::{Bucket, Conflict};
+use self::records::{
+    RunHistory, StoredCheckpoint, StoredClock, StoredFileMark, StoredRate, StoredSink,
+};
+use super::checkpoints::CHECKPOINT_FORMAT;
+use super::{FileMark, PageCommit, Revision, RunOutcome, StateError, Versioned};
+use crate::checkpoint::Checkpoint;
+use crate::event::StreamId;
+use crate::nats_connection::NatsConnection;
+use crate::pacing::PaceKey;
+
+/// `[state] backend = "nats"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatsStoreSettings {
+    pub connection: NatsConnection,
+    /// Bucket names start with it: `<prefix>-checkpoints`, ...
+    pub bucket_prefix: String,
+    /// 1, or 3 on a cluster of three or more servers.
+    pub replicas: usize,
+    /// How long a stream's lease lives unrenewed (the lease bucket's `max_age`).
+    pub lease_ttl: Duration,
+}
+
+pub const DEFAULT_BUCKET_PREFIX: &str = "duo-collector";
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// The buckets, by concern.
+const CONCERNS: [&str; 7] = [
+    "checkpoints",
+    "runs",
+    "rates",
+    "clock",
+    "sinks",
+    "files",
+    "leases",
+];
+
+/// Cheap to clone: clones share the connection and the buckets.
+#[derive(Debug, Clone)]
+pub struct NatsStore(Arc<Buckets>);
+
+#[derive(Debug)]
+pub struct Buckets {
+    checkpoints: Bucket,
+    runs: Bucket,
+    rates: Bucket,
+    clock: Bucket,
+    sinks: Bucket,
+    files: Bucket,
+    leases: Bucket,
+    /// This process, as run records and leases name it.
+    instance: String,
+}
+
+impl std::ops::Deref for NatsStore {
+    type Target = Buckets;
+
+    fn deref(&self) -> &Buckets {
+        &self.0
+    }
+}
+
+/// This process's id in the cluster: the host name and a random suffix, so two processes on
+/// one host (or one restarted) never pass for each other.
+pub fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_string());
+    let suffix: u32 = rand::random();
+    format!("{host}-{suffix:08x}")
+}
+
+impl NatsStore {
+    /// Logs in and opens the buckets, creating those that do not exist yet.
+    pub async fn open(settings: &NatsStoreSettings) -> Result<NatsStore, StateError> {
+        let client = settings
+            .connection
+            .connect("duo-collector state")
+            .await
+            .map_err(|failure| StateError::Kv {
+                bucket: settings.bucket_prefix.clone(),
+                detail: match failure.fix {
+                    Some(fix) => format!("{}: {fix}", failure.detail),
+                    None => failure.detail,
+                },
+            })?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(settings.connection.timeout)
+            .build(client);
+        let mut opened = Vec::with_capacity(CONCERNS.len());
+        for concern in CONCERNS {
+            opened.push(open_bucket(&js, settings, concern).await?);
+        }
+        let [checkpoints, runs, rates, clock, sinks, files, leases]: [Bucket; 7] =
+            opened.try_into().map_err(|_| StateError::Kv {
+                bucket: settings.bucket_prefix.clone(),
+                detail: "not every bucket opened".into(),
+            })?;
+        Ok(NatsStore(Arc::new(Buckets {
+            checkpoints,
+            runs,
+            rates,
+            clock,
+            sinks,
+            files,
+            leases,
+            instance: instance_id(),
+        })))
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    pub async fn load_checkpoint(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Versioned<Option<Checkpoint>>, StateError> {
+        let Some((stored, revision)) = self.stored_checkpoint(stream).await? else {
+            return Ok(Versioned {
+                value: None,
+                revision: Revision::NONE,
+            });
+        };
+        Ok(Versioned {
+            value: Some(stored.checkpoint),
+            revision: Revision(revision),
+        })
+    }
+
+    async fn stored_checkpoint(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<(StoredCheckpoint, u64)>, StateError> {
+        let key = keys::stream_key(stream);
+        let Some((stored, revision)) = self.checkpoints.get::<StoredCheckpoint>(&key).await? else {
+            return Ok(None);
+        };
+        let corrupt = |detail: String| StateError::Corrupt {
+            stream: stream.to_string(),
+            detail,
+        };
+        if stored.format != CHECKPOINT_FORMAT {
+            return Err(corrupt(format!(
+                "checkpoint format {} (this build reads {CHECKPOINT_FORMAT})",
+                stored.format
+            )));
+        }
+        if !stored.checkpoint.fits(stream.log) {
+            return Err(corrupt(format!(
+                "a checkpoint of another paging family than {}",
+                stream.log
+            )));
+        }
+        Ok(Some((stored, revision)))
+    }
+
+    pub async fn commit_page(
+        &self,
+        commit: PageCommit,
+        then: impl FnOnce() + Send + 'static,
+    ) -> Result<Revision, StateError> {
+        let store = self.clone();
+        // Spawned: a commit that was handed over finishes (and runs `then`) even if its
+        // caller is dropped meanwhile, as the SQLite commit does on the blocking pool.
+        tokio::spawn(async move {
+            let revision = store.commit(&commit).await?;
+            then();
+            Ok(revision)
+        })
+        .await
+        .map_err(|e| StateError::Blocking(e.to_string()))?
+    }
+
+    async fn commit(&self, commit: &PageCommit) -> Result<Revision, StateError> {
+        let stream = &commit.stream;
+        let fenced = || StateError::Fenced {
+            stream: stream.to_string(),
+            revision: commit.revision.0,
+        };
+        let key = keys::stream_key(stream);
+        let previous = self.stored_checkpoint(stream).await?;
+        let held = previous.as_ref().map_or(0, |(_, r)| *r);
+        if held != commit.revision.0 {
+            return Err(fenced());
+        }
+        self.write_file_marks(&commit.files, commit.now_ms).await?;
+        let stored = StoredCheckpoint {
+            format: CHECKPOINT_FORMAT,
+            checkpoint: commit.checkpoint.clone(),
+            events_total: previous.map_or(0, |(p, _)| p.events_total) + commit.events as i64,
+            updated_ms: commit.now_ms,
+        };
+        let revision = match self
+            .checkpoints
+            .write_at(&key, &stored, commit.revision.0)
+            .await?
+        {
+            Ok(revision) => revision,
+            Err(Conflict) => return Err(fenced()),
+        };
+        let events = commit.events as i64;
+        self.runs
+            .modify::<RunHistory, ()>(&key, |history| {
+                let mut history = history?;
+                let run = history.run_mut(commit.run_id)?;
+                run.pages += 1;
+                run.events += events;
+                Some((history, ()))
+            })
+            .await?;
+        Ok(Revision(revision))
+    }
+
+    async fn write_file_marks(&self, marks: &[FileMark], now_ms: i64) -> Result<(), StateError> {
+        for mark in marks {
+            let key = keys::token(&mark.sink);
+            self.files
+                .put(&key, &StoredFileMark::of(mark, now_ms))
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn begin_run(&self, stream: &StreamId, now_ms: i64) -> Result<i64, StateError> {
+        let key = keys::stream_key(stream);
+        let instance = self.instance.clone();
+        let id = self
+            .runs
+            .modify::<RunHistory, i64>(&key, |history| {
+                let mut history = history.unwrap_or_default();
+                let id = history.begin(&instance, now_ms);
+                Some((history, id))
+            })
+            .await?;
+        id.ok_or_else(|| self.runs.error("the run was not recorded"))
+    }
+
+    pub async fn end_run(
+        &self,
+        stream: &StreamId,
+        run_id: i64,
+        outcome: RunOutcome,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StateError> {
+        let key = keys::stream_key(stream);
+        self.runs
+            .modify::<RunHistory, ()>(&key, |history| {
+                let mut history = history?;
+                let run = history.run_mut(run_id)?;
+                run.ended_ms = Some(now_ms);
+                run.outcome = Some(outcome.as_str().to_string());
+                run.error = error.map(str::to_string);
+                history.prune();
+                Some((history, ()))
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn learned_rates(
+        &self,
+        integration: &str,
+        ceiling_per_minute: f64,
+    ) -> Result<std::collections::HashMap<PaceKey, f64>, StateError> {
+        let mut out = std::collections::HashMap::new();
+        for (owner, key, rate) in self.rates_stored().await? {
+            if owner == integration
+                && super::pacing::rate_still_applies(
+                    rate.rate_per_minute,
+                    rate.ceiling_per_minute,
+                    ceiling_per_minute,
+                )
+            {
+                out.insert(key, rate.rate_per_minute);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn save_rate(
+        &self,
+        integration: &str,
+        key: &PaceKey,
+        rate_per_minute: f64,
+        ceiling_per_minute: f64,
+        now_ms: i64,
+    ) -> Result<(), StateError> {
+        let stored_key = rate_key(integration, key);
+        self.rates
+            .modify::<StoredRate, ()>(&stored_key, |current| {
+                let rate_limited_until_ms = current.and_then(|c| c.rate_limited_until_ms);
+                let rate = StoredRate {
+                    rate_per_minute,
+                    ceiling_per_minute,
+                    updated_ms: now_ms,
+                    rate_limited_until_ms,
+                };
+                Some((rate, ()))
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_rate_limited_until(
+        &self,
+        integration: &str,
+        key: &PaceKey,
+        until_ms: Option<i64>,
+    ) -> Result<(), StateError> {
+        let stored_key = rate_key(integration, key);
+        self.rates
+            .modify::<StoredRate, ()>(&stored_key, |current| {
+                let mut rate = current?;
+                rate.rate_limited_until_ms = until_ms;
+                Some((rate, ()))
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn save_clock_offset(
+        &self,
+        integration: &str,
+        offset_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), StateError> {
+        let clock = StoredClock {
+            offset_ms,
+            measured_ms: now_ms,
+        };
+        self.clock.put(&keys::token(integration), &clock).await?;
+        Ok(())
+    }
+
+    pub async fn record_sink_success(&self, sink: &str, now_ms: i64) -> Result<(), StateError> {
+        self.sinks
+            .modify::<StoredSink, ()>(&keys::token(sink), |current| {
+                let mut status = current.unwrap_or_default();
+                status.last_success_ms = Some(now_ms);
+                status.failing_since_ms = None;
+                status.failed_attempts = 0;
+                Some((status, ()))
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn record_sink_failure(
+        &self,
+        sink: &str,
+        now_ms: i64,
+        error: &str,
+    ) -> Result<(), StateError> {
+        self.sinks
+            .modify::<StoredSink, ()>(&keys::token(sink), |current| {
+                let mut status = current.unwrap_or_default();
+                status.failing_since_ms = status.failing_since_ms.or(Some(now_ms));
+                status.last_error = Some(error.to_string());
+                status.last_error_ms = Some(now_ms);
+                status.failed_attempts += 1;
+                Some((status, ()))
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn file_mark(&self, sink: &str) -> Result<Option<FileMark>, StateError> {
+        let stored = self.files.get::<StoredFileMark>(&keys::token(sink)).await?;
+        Ok(stored.map(|(mark, _)| mark.mark(sink)))
+    }
+
+    pub async fn record_file_mark(&self, mark: &FileMark, now_ms: i64) -> Result<(), StateError> {
+        self.write_file_marks(std::slice::from_ref(mark), now_ms)
+            .await
+    }
+}
+
+fn rate_key(integration: &str, key: &PaceKey) -> String {
+    keys::key(&[integration, &key.account, &key.endpoint])
+}
+
+/// The bucket `<prefix>-<concern>`, created if missing. The lease bucket's `max_age` is the
+/// lease's time to live: nats-server 2.9 has no per-key TTL, so a lease nobody renews is
+/// removed by the bucket's age limit.
+async fn open_bucket(
+    js: &jetstream::Context,
+    settings: &NatsStoreSettings,
+    concern: &str,
+) -> Result<Bucket, StateError> {
+    let name = format!("{}-{concern}", settings.bucket_prefix);
+    let error = |detail: String| StateError::Kv {
+        bucket: name.clone(),
+        detail,
+    };
+    if let Ok(kv) = js.get_key_value(name.as_str()).await {
+        return Ok(Bucket { name, kv });
+    }
+    let config = jetstream::kv::Config {
+        bucket: name.clone(),
+        history: 1,
+        num_replicas: settings.replicas,
+        max_age: if concern == "leases" {
+            settings.lease_ttl
+        } else {
+            Duration::ZERO
+        },
+        ..Default::default()
+    };
+    let kv = js.create_key_value(config).await.map_err(|e| {
+        error(format!(
+            "cannot create the bucket ({e}): check that the server runs with JetStream (-js), that this user may create streams, and that {} servers are there for replicas = {}",
+            settings.replicas, settings.replicas
+        ))
+    })?;
+    Ok(Bucket { name, kv })
+}
