@@ -173,6 +173,21 @@ fn account_key(stream: &StreamId) -> &str {
     stream.account_id.as_deref().unwrap_or("")
 }
 
+/// A `runs` row of (started_ms, ended_ms, pages, events, outcome, error).
+fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        started_ms: r.get(0)?,
+        ended_ms: r.get(1)?,
+        pages: r.get(2)?,
+        events: r.get(3)?,
+        outcome: match r.get_ref(4)?.as_str()? {
+            RUNNING => None,
+            _ => Some(r.get(4)?),
+        },
+        error: r.get(5)?,
+    })
+}
+
 impl State {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<State, StateError> {
@@ -372,19 +387,7 @@ impl State {
                         "SELECT started_ms, ended_ms, pages, events, outcome, error FROM runs
                          WHERE integration=?1 AND account_id=?2 AND log=?3 ORDER BY id DESC LIMIT 1",
                         params![integration, account_id.as_deref().unwrap_or(""), log],
-                        |r| {
-                            Ok(RunRecord {
-                                started_ms: r.get(0)?,
-                                ended_ms: r.get(1)?,
-                                pages: r.get(2)?,
-                                events: r.get(3)?,
-                                outcome: match r.get_ref(4)?.as_str()? {
-                                    RUNNING => None,
-                                    _ => Some(r.get(4)?),
-                                },
-                                error: r.get(5)?,
-                            })
-                        },
+                        run_record,
                     )
                     .optional()?;
                 out.push(StreamStatus {
@@ -398,6 +401,21 @@ impl State {
                 });
             }
             Ok(out)
+        })
+    }
+
+    /// The stream's kept runs, newest first.
+    pub fn runs(&self, stream: &StreamId) -> Result<Vec<RunRecord>, StateError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT started_ms, ended_ms, pages, events, outcome, error FROM runs
+                 WHERE integration=?1 AND account_id=?2 AND log=?3 ORDER BY id DESC",
+            )?;
+            let rows = stmt.query_map(
+                params![stream.integration, account_key(stream), stream.log.as_str()],
+                run_record,
+            )?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::{
-    ClockStatus, FileMark, PaceStatus, PageCommit, Revision, RunOutcome, SinkStatus, State,
-    StateError, StreamStatus, Versioned,
+    ClockStatus, FileMark, PaceStatus, PageCommit, Revision, RunOutcome, RunRecord, SinkStatus,
+    State, StateError, StreamStatus, Versioned,
 };
 use crate::checkpoint::Checkpoint;
 use crate::event::StreamId;
@@ -106,6 +106,11 @@ impl SqliteStore {
         let (stream, error) = (stream.clone(), error.map(str::to_string));
         self.run(move |s| s.end_run(&stream, run_id, outcome, error.as_deref(), now_ms))
             .await
+    }
+
+    pub async fn runs(&self, stream: &StreamId) -> Result<Vec<RunRecord>, StateError> {
+        let stream = stream.clone();
+        self.run(move |s| s.runs(&stream)).await
     }
 
     pub async fn close_abandoned_runs(&self, now_ms: i64) -> Result<usize, StateError> {

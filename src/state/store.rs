@@ -17,8 +17,8 @@
 use std::collections::HashMap;
 
 use super::{
-    ClockStatus, FileMark, NatsStore, PaceStatus, RunOutcome, SinkStatus, SqliteStore, StateError,
-    StreamStatus,
+    ClockStatus, FileMark, NatsStore, PaceStatus, RunOutcome, RunRecord, SinkStatus, SqliteStore,
+    StateError, StreamStatus,
 };
 use crate::checkpoint::Checkpoint;
 use crate::event::StreamId;
@@ -111,6 +111,11 @@ impl StateStore {
         now_ms: i64,
     ) -> Result<(), StateError> {
         each_backend!(self, s => s.end_run(stream, run_id, outcome, error, now_ms))
+    }
+
+    /// The stream's kept runs, newest first.
+    pub async fn runs(&self, stream: &StreamId) -> Result<Vec<RunRecord>, StateError> {
+        each_backend!(self, s => s.runs(stream))
     }
 
     /// Marks runs left running by a process that died as interrupted; returns how many.

@@ -34,5 +34,6 @@ mod sink_fanout;
 mod sink_http;
 mod sink_nats;
 mod sink_syslog;
+mod state_contract;
 mod systemd_container;
 mod systemd_unit;

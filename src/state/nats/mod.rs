@@ -284,6 +284,16 @@ impl NatsStore {
         Ok(())
     }
 
+    pub async fn runs(&self, stream: &StreamId) -> Result<Vec<super::RunRecord>, StateError> {
+        let history = self
+            .runs
+            .get::<RunHistory>(&keys::stream_key(stream))
+            .await?;
+        Ok(history.map_or_else(Vec::new, |(h, _)| {
+            h.runs.iter().rev().map(|r| r.record()).collect()
+        }))
+    }
+
     pub async fn learned_rates(
         &self,
         integration: &str,
@@ -422,22 +432,33 @@ async fn open_bucket(
     if let Ok(kv) = js.get_key_value(name.as_str()).await {
         return Ok(Bucket { name, kv });
     }
-    let config = jetstream::kv::Config {
-        bucket: name.clone(),
-        history: 1,
-        num_replicas: settings.replicas,
+    // The bucket's stream as `create_key_value` would make it: that call first reads the
+    // account's info, which async-nats 0.51 cannot parse from nats-server 2.9.
+    let config = jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
         max_age: if concern == "leases" {
             settings.lease_ttl
         } else {
             Duration::ZERO
         },
+        num_replicas: settings.replicas,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
         ..Default::default()
     };
-    let kv = js.create_key_value(config).await.map_err(|e| {
+    js.get_or_create_stream(config).await.map_err(|e| {
         error(format!(
             "cannot create the bucket ({e}): check that the server runs with JetStream (-js), that this user may create streams, and that {} servers are there for replicas = {}",
             settings.replicas, settings.replicas
         ))
     })?;
+    let kv = js
+        .get_key_value(name.as_str())
+        .await
+        .map_err(|e| error(format!("cannot open the bucket: {e}")))?;
     Ok(Bucket { name, kv })
 }
