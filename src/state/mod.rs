@@ -31,7 +31,7 @@ pub use nats::{
 pub use pacing::{ClockStatus, PaceStatus};
 pub use sinks::SinkStatus;
 pub use sqlite_store::SqliteStore;
-pub use store::{PageCommit, Revision, StateStore, Versioned};
+pub use store::{PageCommit, Revision, StateStore, StoreSettings, Versioned};
 
 /// How many runs per stream are kept for `status`; older ones are pruned.
 const RUNS_KEPT_PER_STREAM: i64 = 50;

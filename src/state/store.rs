@@ -54,6 +54,15 @@ pub struct PageCommit {
     pub revision: Revision,
 }
 
+/// Which backend `[state]` chose.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum StoreSettings {
+    /// `state.db` in `state_dir`.
+    #[default]
+    Sqlite,
+    Nats(Box<super::NatsStoreSettings>),
+}
+
 /// The state store. Cheap to clone; clones share the backend.
 #[derive(Debug, Clone)]
 pub enum StateStore {
@@ -71,6 +80,17 @@ macro_rules! each_backend {
 }
 
 impl StateStore {
+    /// Opens the chosen backend; `state_db` is the SQLite file's path.
+    pub async fn open(
+        settings: &StoreSettings,
+        state_db: &std::path::Path,
+    ) -> Result<StateStore, StateError> {
+        match settings {
+            StoreSettings::Sqlite => Ok(StateStore::sqlite(super::State::open(state_db)?)),
+            StoreSettings::Nats(nats) => Ok(StateStore::Nats(NatsStore::open(nats).await?)),
+        }
+    }
+
     /// The SQLite store over an open database.
     pub fn sqlite(state: super::State) -> StateStore {
         StateStore::Sqlite(SqliteStore::new(state))

@@ -21,7 +21,8 @@ use crate::secret::Secret;
 pub use fragment::{accepted_keys, Fragment, Key, Kind, SinkType, Validator, TYPES};
 pub use http::{HttpAuth, HttpFlavor, HttpSettings};
 pub use nats::{
-    connection as nats_connection, NatsAuth, NatsConnection, NatsSettings, DEFAULT_SUBJECT,
+    connection as nats_connection, NatsAuth, NatsConnection, NatsSettings,
+    CONNECTION_KEYS as NATS_CONNECTION_KEYS, DEFAULT_SUBJECT,
 };
 pub use syslog::{SyslogProtocol, SyslogSettings, SyslogTransport};
 

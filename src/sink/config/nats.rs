@@ -9,13 +9,18 @@ pub use crate::nats_connection::{NatsAuth, NatsConnection};
 
 /// The keys only this type has.
 const OWN: &[Key] = &[
-    text("url"),
     text("stream"),
     text("subject"),
     flag("create_stream"),
-    text("creds_file"),
-    flag("tls_required"),
     text("ack_timeout"),
+];
+
+/// The login keys ([`connection`] reads them), shared with `[state]`.
+pub const CONNECTION_KEYS: &[&[Key]] = &[
+    &[text("url"), text("creds_file"), flag("tls_required")],
+    TOKEN,
+    PASSWORD,
+    CLIENT_TLS,
 ];
 
 /// The default `timeout` and batch limits.
@@ -24,7 +29,14 @@ const LIMITS: (Duration, Batching) = (Duration::from_secs(10), Batching::new(500
 pub(super) const TYPE: SinkType = SinkType {
     name: "nats",
     validate: |report, env, scope, raw| nats(report, env, scope, raw).map(SinkKind::Nats),
-    keys: &[OWN, TOKEN, PASSWORD, CLIENT_TLS, BATCH],
+    keys: &[
+        CONNECTION_KEYS[0],
+        OWN,
+        CONNECTION_KEYS[1],
+        CONNECTION_KEYS[2],
+        CONNECTION_KEYS[3],
+        BATCH,
+    ],
 };
 
 #[derive(Debug, Clone, PartialEq)]
