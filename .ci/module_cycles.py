@@ -38,6 +38,7 @@ RULES = [
     ("proxy_setting", None, "proxy_setting is a leaf"),
     ("secret", None, "secret is a leaf"),
     ("facility", None, "facility is a leaf"),
+    ("lease", None, "lease is a leaf (pure: decides from what it is told)"),
     ("sink", ["collector"], "sink never imports collector"),
     ("state", ["collector"], "state never imports collector"),
     ("duo::client", ["collector"], "duo::client never imports collector"),

@@ -28,9 +28,11 @@ pub mod facility;
 pub mod human;
 /// Identity context: inventory kinds, pages, pager, tracked state, changes, posture (pure).
 pub mod inventory;
+/// Duo log page parsing.
+/// Leases on streams, pure: fair share, renewal and stop timing.
+pub mod lease;
 /// Duo log kinds (a leaf).
 pub mod log_kind;
-/// Duo log page parsing.
 pub mod logs;
 /// A NATS login as configured, shared by the NATS sink and the NATS state store.
 pub mod nats_connection;
