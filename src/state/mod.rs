@@ -25,8 +25,8 @@ pub use crate::checkpoint::{Checkpoint, Cursor, V1Checkpoint, WindowedCheckpoint
 
 pub use files::FileMark;
 pub use nats::{
-    instance_id, keys as nats_keys, NatsStore, NatsStoreSettings, DEFAULT_BUCKET_PREFIX,
-    DEFAULT_LEASE_TTL,
+    instance_id, keys as nats_keys, HeldLease, LeaseHolder, LeaseRecord, NatsStore,
+    NatsStoreSettings, DEFAULT_BUCKET_PREFIX, DEFAULT_LEASE_TTL,
 };
 pub use pacing::{ClockStatus, PaceStatus};
 pub use sinks::SinkStatus;

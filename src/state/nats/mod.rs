@@ -13,6 +13,7 @@
 
 mod bucket;
 pub mod keys;
+mod leases;
 mod records;
 mod status;
 
@@ -20,6 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+
+pub use self::leases::{HeldLease, LeaseHolder, LeaseRecord};
 
 use self::bucket::{Bucket, Conflict};
 use self::records::{
