@@ -207,6 +207,23 @@ mod tests {
         )
     }
 
+    fn nats_store(state: &str) -> NatsStoreSettings {
+        match parse(state).unwrap().state {
+            StoreSettings::Nats(n) => *n,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Prefix, replicas, lease ttl and timeout (s).
+    fn store_shape(n: &NatsStoreSettings) -> (&str, usize, u64, u64) {
+        (
+            n.bucket_prefix.as_str(),
+            n.replicas,
+            n.lease_ttl.as_secs(),
+            n.connection.timeout.as_secs(),
+        )
+    }
+
     fn problems(state: &str) -> String {
         let problems = parse(state).unwrap_err().problems.join("\n");
         assert!(
@@ -223,55 +240,15 @@ mod tests {
             parse("[state]\nbackend = \"sqlite\"").unwrap().state,
             StoreSettings::Sqlite
         );
-        let StoreSettings::Nats(n) = parse(
-            "[state]\nbackend = \"nats\"\nurl = \"nats://10.0.0.1:4222,nats://10.0.0.2:4222\"\ntoken_env = \"NATS_TOKEN\"",
-        )
-        .unwrap()
-        .state
-        else {
-            panic!("nats")
-        };
+        let n = nats_store("[state]\nbackend = \"nats\"\nurl = \"nats://10.0.0.1:4222,nats://10.0.0.2:4222\"\ntoken_env = \"NATS_TOKEN\"");
         assert_eq!(
             n.connection.url,
             "nats://10.0.0.1:4222,nats://10.0.0.2:4222"
         );
         assert!(matches!(&n.connection.auth, NatsAuth::Token(t) if t.expose() == TOKEN));
-        assert_eq!(
-            (
-                n.bucket_prefix.as_str(),
-                n.replicas,
-                n.lease_ttl,
-                n.connection.timeout
-            ),
-            (
-                "duo-collector",
-                1,
-                Duration::from_secs(30),
-                Duration::from_secs(5)
-            )
-        );
-        let StoreSettings::Nats(n) = parse(
-            "[state]\nbackend = \"nats\"\nurl = \"tls://nats.example:4222\"\nbucket_prefix = \"duo_east-1\"\nreplicas = 3\nlease_ttl = \"45s\"\ntimeout = \"2s\"",
-        )
-        .unwrap()
-        .state
-        else {
-            panic!("nats")
-        };
-        assert_eq!(
-            (
-                n.bucket_prefix.as_str(),
-                n.replicas,
-                n.lease_ttl,
-                n.connection.timeout
-            ),
-            (
-                "duo_east-1",
-                3,
-                Duration::from_secs(45),
-                Duration::from_secs(2)
-            )
-        );
+        assert_eq!(store_shape(&n), ("duo-collector", 1, 30, 5));
+        let n = nats_store("[state]\nbackend = \"nats\"\nurl = \"tls://nats.example:4222\"\nbucket_prefix = \"duo_east-1\"\nreplicas = 3\nlease_ttl = \"45s\"\ntimeout = \"2s\"");
+        assert_eq!(store_shape(&n), ("duo_east-1", 3, 45, 2));
         assert!(n.connection.tls_required, "tls:// asks for TLS");
         let warnings = parse("[state]\nbackend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"")
             .unwrap()

@@ -12,6 +12,7 @@ mod schema;
 mod sinks;
 mod sqlite_store;
 mod store;
+mod write;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,7 @@ pub use pacing::{ClockStatus, PaceStatus};
 pub use sinks::SinkStatus;
 pub use sqlite_store::SqliteStore;
 pub use store::{PageCommit, Revision, StateStore, StoreSettings, Versioned};
+pub use write::{ClockReading, LearnedRate, RateLimited, RunEnd, SinkAttempt, Write};
 
 /// How many runs per stream are kept for `status`; older ones are pruned.
 const RUNS_KEPT_PER_STREAM: i64 = 50;

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::{
-    ClockStatus, FileMark, PaceStatus, PageCommit, Revision, RunOutcome, RunRecord, SinkStatus,
-    State, StateError, StreamStatus, Versioned,
+    ClockStatus, FileMark, PaceStatus, PageCommit, Revision, RunRecord, SinkStatus, State,
+    StateError, StreamStatus, Versioned, Write,
 };
 use crate::checkpoint::Checkpoint;
 use crate::event::StreamId;
@@ -95,19 +95,6 @@ impl SqliteStore {
         self.run(move |s| s.begin_run(&stream, now_ms)).await
     }
 
-    pub async fn end_run(
-        &self,
-        stream: &StreamId,
-        run_id: i64,
-        outcome: RunOutcome,
-        error: Option<&str>,
-        now_ms: i64,
-    ) -> Result<(), StateError> {
-        let (stream, error) = (stream.clone(), error.map(str::to_string));
-        self.run(move |s| s.end_run(&stream, run_id, outcome, error.as_deref(), now_ms))
-            .await
-    }
-
     pub async fn runs(&self, stream: &StreamId) -> Result<Vec<RunRecord>, StateError> {
         let stream = stream.clone();
         self.run(move |s| s.runs(&stream)).await
@@ -131,51 +118,8 @@ impl SqliteStore {
             .await
     }
 
-    pub async fn save_rate(
-        &self,
-        integration: &str,
-        key: &PaceKey,
-        rate_per_minute: f64,
-        ceiling_per_minute: f64,
-        now_ms: i64,
-    ) -> Result<(), StateError> {
-        let (integration, key) = (integration.to_string(), key.clone());
-        self.run(move |s| {
-            s.save_rate(
-                &integration,
-                &key,
-                rate_per_minute,
-                ceiling_per_minute,
-                now_ms,
-            )
-        })
-        .await
-    }
-
-    pub async fn set_rate_limited_until(
-        &self,
-        integration: &str,
-        key: &PaceKey,
-        until_ms: Option<i64>,
-    ) -> Result<(), StateError> {
-        let (integration, key) = (integration.to_string(), key.clone());
-        self.run(move |s| s.set_rate_limited_until(&integration, &key, until_ms))
-            .await
-    }
-
     pub async fn pacing_status(&self) -> Result<Vec<PaceStatus>, StateError> {
         self.run(|s| s.pacing_status()).await
-    }
-
-    pub async fn save_clock_offset(
-        &self,
-        integration: &str,
-        offset_ms: i64,
-        now_ms: i64,
-    ) -> Result<(), StateError> {
-        let integration = integration.to_string();
-        self.run(move |s| s.save_clock_offset(&integration, offset_ms, now_ms))
-            .await
     }
 
     pub async fn clock_offset(&self, integration: &str) -> Result<Option<ClockStatus>, StateError> {
@@ -187,23 +131,6 @@ impl SqliteStore {
         self.run(|s| s.clock_offsets()).await
     }
 
-    pub async fn record_sink_success(&self, sink: &str, now_ms: i64) -> Result<(), StateError> {
-        let sink = sink.to_string();
-        self.run(move |s| s.record_sink_success(&sink, now_ms))
-            .await
-    }
-
-    pub async fn record_sink_failure(
-        &self,
-        sink: &str,
-        now_ms: i64,
-        error: &str,
-    ) -> Result<(), StateError> {
-        let (sink, error) = (sink.to_string(), error.to_string());
-        self.run(move |s| s.record_sink_failure(&sink, now_ms, &error))
-            .await
-    }
-
     pub async fn sink_status(&self) -> Result<Vec<SinkStatus>, StateError> {
         self.run(|s| s.sink_status()).await
     }
@@ -213,8 +140,30 @@ impl SqliteStore {
         self.run(move |s| s.file_mark(&sink)).await
     }
 
-    pub async fn record_file_mark(&self, mark: &FileMark, now_ms: i64) -> Result<(), StateError> {
-        let mark = mark.clone();
-        self.run(move |s| s.record_file_mark(&mark, now_ms)).await
+    pub async fn write(&self, write: Write) -> Result<(), StateError> {
+        self.run(move |s| match write {
+            Write::EndRun(end) => s.end_run(
+                &end.stream,
+                end.run_id,
+                end.outcome,
+                end.error.as_deref(),
+                end.now_ms,
+            ),
+            Write::Rate(r) => s.save_rate(
+                &r.integration,
+                &r.key,
+                r.rate_per_minute,
+                r.ceiling_per_minute,
+                r.now_ms,
+            ),
+            Write::RateLimited(r) => s.set_rate_limited_until(&r.integration, &r.key, r.until_ms),
+            Write::Clock(c) => s.save_clock_offset(&c.integration, c.offset_ms, c.now_ms),
+            Write::Sink(a) => match &a.error {
+                None => s.record_sink_success(&a.sink, a.now_ms),
+                Some(error) => s.record_sink_failure(&a.sink, a.now_ms, error),
+            },
+            Write::FileMark { mark, now_ms } => s.record_file_mark(&mark, now_ms),
+        })
+        .await
     }
 }

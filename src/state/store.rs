@@ -17,8 +17,8 @@
 use std::collections::HashMap;
 
 use super::{
-    ClockStatus, FileMark, NatsStore, PaceStatus, RunOutcome, RunRecord, SinkStatus, SqliteStore,
-    StateError, StreamStatus,
+    ClockStatus, FileMark, NatsStore, PaceStatus, RunRecord, SinkStatus, SqliteStore, StateError,
+    StreamStatus, Write,
 };
 use crate::checkpoint::Checkpoint;
 use crate::event::StreamId;
@@ -121,18 +121,6 @@ impl StateStore {
         each_backend!(self, s => s.begin_run(stream, now_ms))
     }
 
-    /// Ends a run; older runs beyond the kept history of the stream are dropped.
-    pub async fn end_run(
-        &self,
-        stream: &StreamId,
-        run_id: i64,
-        outcome: RunOutcome,
-        error: Option<&str>,
-        now_ms: i64,
-    ) -> Result<(), StateError> {
-        each_backend!(self, s => s.end_run(stream, run_id, outcome, error, now_ms))
-    }
-
     /// The stream's kept runs, newest first.
     pub async fn runs(&self, stream: &StreamId) -> Result<Vec<RunRecord>, StateError> {
         each_backend!(self, s => s.runs(stream))
@@ -158,39 +146,8 @@ impl StateStore {
         each_backend!(self, s => s.learned_rates(integration, ceiling_per_minute))
     }
 
-    pub async fn save_rate(
-        &self,
-        integration: &str,
-        key: &PaceKey,
-        rate_per_minute: f64,
-        ceiling_per_minute: f64,
-        now_ms: i64,
-    ) -> Result<(), StateError> {
-        each_backend!(self, s => s.save_rate(integration, key, rate_per_minute, ceiling_per_minute, now_ms))
-    }
-
-    /// Records (or with `None` clears) "rate limited, resuming at T" on a learned rate; a key
-    /// without a learned rate is left alone.
-    pub async fn set_rate_limited_until(
-        &self,
-        integration: &str,
-        key: &PaceKey,
-        until_ms: Option<i64>,
-    ) -> Result<(), StateError> {
-        each_backend!(self, s => s.set_rate_limited_until(integration, key, until_ms))
-    }
-
     pub async fn pacing_status(&self) -> Result<Vec<PaceStatus>, StateError> {
         each_backend!(self, s => s.pacing_status())
-    }
-
-    pub async fn save_clock_offset(
-        &self,
-        integration: &str,
-        offset_ms: i64,
-        now_ms: i64,
-    ) -> Result<(), StateError> {
-        each_backend!(self, s => s.save_clock_offset(integration, offset_ms, now_ms))
     }
 
     pub async fn clock_offset(&self, integration: &str) -> Result<Option<ClockStatus>, StateError> {
@@ -199,19 +156,6 @@ impl StateStore {
 
     pub async fn clock_offsets(&self) -> Result<Vec<ClockStatus>, StateError> {
         each_backend!(self, s => s.clock_offsets())
-    }
-
-    pub async fn record_sink_success(&self, sink: &str, now_ms: i64) -> Result<(), StateError> {
-        each_backend!(self, s => s.record_sink_success(sink, now_ms))
-    }
-
-    pub async fn record_sink_failure(
-        &self,
-        sink: &str,
-        now_ms: i64,
-        error: &str,
-    ) -> Result<(), StateError> {
-        each_backend!(self, s => s.record_sink_failure(sink, now_ms, error))
     }
 
     pub async fn sink_status(&self) -> Result<Vec<SinkStatus>, StateError> {
@@ -223,7 +167,8 @@ impl StateStore {
         each_backend!(self, s => s.file_mark(sink))
     }
 
-    pub async fn record_file_mark(&self, mark: &FileMark, now_ms: i64) -> Result<(), StateError> {
-        each_backend!(self, s => s.record_file_mark(mark, now_ms))
+    /// Applies a write other than a page's commit (see [`Write`]).
+    pub async fn write(&self, write: Write) -> Result<(), StateError> {
+        each_backend!(self, s => s.write(write))
     }
 }

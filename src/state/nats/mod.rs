@@ -16,6 +16,7 @@ pub mod keys;
 mod leases;
 mod records;
 mod status;
+mod writes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,11 +26,9 @@ use async_nats::jetstream;
 pub use self::leases::{HeldLease, LeaseHolder, LeaseRecord};
 
 use self::bucket::{Bucket, Conflict};
-use self::records::{
-    RunHistory, StoredCheckpoint, StoredClock, StoredFileMark, StoredRate, StoredSink,
-};
+use self::records::{RunHistory, StoredCheckpoint, StoredFileMark};
 use super::checkpoints::CHECKPOINT_FORMAT;
-use super::{FileMark, PageCommit, Revision, RunOutcome, StateError, Versioned};
+use super::{FileMark, PageCommit, Revision, StateError, Versioned};
 use crate::checkpoint::Checkpoint;
 use crate::event::StreamId;
 use crate::nats_connection::NatsConnection;
@@ -264,29 +263,6 @@ impl NatsStore {
         id.ok_or_else(|| self.runs.error("the run was not recorded"))
     }
 
-    pub async fn end_run(
-        &self,
-        stream: &StreamId,
-        run_id: i64,
-        outcome: RunOutcome,
-        error: Option<&str>,
-        now_ms: i64,
-    ) -> Result<(), StateError> {
-        let key = keys::stream_key(stream);
-        self.runs
-            .modify::<RunHistory, ()>(&key, |history| {
-                let mut history = history?;
-                let run = history.run_mut(run_id)?;
-                run.ended_ms = Some(now_ms);
-                run.outcome = Some(outcome.as_str().to_string());
-                run.error = error.map(str::to_string);
-                history.prune();
-                Some((history, ()))
-            })
-            .await?;
-        Ok(())
-    }
-
     pub async fn runs(&self, stream: &StreamId) -> Result<Vec<super::RunRecord>, StateError> {
         let history = self
             .runs
@@ -317,105 +293,13 @@ impl NatsStore {
         Ok(out)
     }
 
-    pub async fn save_rate(
-        &self,
-        integration: &str,
-        key: &PaceKey,
-        rate_per_minute: f64,
-        ceiling_per_minute: f64,
-        now_ms: i64,
-    ) -> Result<(), StateError> {
-        let stored_key = rate_key(integration, key);
-        self.rates
-            .modify::<StoredRate, ()>(&stored_key, |current| {
-                let rate_limited_until_ms = current.and_then(|c| c.rate_limited_until_ms);
-                let rate = StoredRate {
-                    rate_per_minute,
-                    ceiling_per_minute,
-                    updated_ms: now_ms,
-                    rate_limited_until_ms,
-                };
-                Some((rate, ()))
-            })
-            .await?;
-        Ok(())
-    }
-
-    pub async fn set_rate_limited_until(
-        &self,
-        integration: &str,
-        key: &PaceKey,
-        until_ms: Option<i64>,
-    ) -> Result<(), StateError> {
-        let stored_key = rate_key(integration, key);
-        self.rates
-            .modify::<StoredRate, ()>(&stored_key, |current| {
-                let mut rate = current?;
-                rate.rate_limited_until_ms = until_ms;
-                Some((rate, ()))
-            })
-            .await?;
-        Ok(())
-    }
-
-    pub async fn save_clock_offset(
-        &self,
-        integration: &str,
-        offset_ms: i64,
-        now_ms: i64,
-    ) -> Result<(), StateError> {
-        let clock = StoredClock {
-            offset_ms,
-            measured_ms: now_ms,
-        };
-        self.clock.put(&keys::token(integration), &clock).await?;
-        Ok(())
-    }
-
-    pub async fn record_sink_success(&self, sink: &str, now_ms: i64) -> Result<(), StateError> {
-        self.sinks
-            .modify::<StoredSink, ()>(&keys::token(sink), |current| {
-                let mut status = current.unwrap_or_default();
-                status.last_success_ms = Some(now_ms);
-                status.failing_since_ms = None;
-                status.failed_attempts = 0;
-                Some((status, ()))
-            })
-            .await?;
-        Ok(())
-    }
-
-    pub async fn record_sink_failure(
-        &self,
-        sink: &str,
-        now_ms: i64,
-        error: &str,
-    ) -> Result<(), StateError> {
-        self.sinks
-            .modify::<StoredSink, ()>(&keys::token(sink), |current| {
-                let mut status = current.unwrap_or_default();
-                status.failing_since_ms = status.failing_since_ms.or(Some(now_ms));
-                status.last_error = Some(error.to_string());
-                status.last_error_ms = Some(now_ms);
-                status.failed_attempts += 1;
-                Some((status, ()))
-            })
-            .await?;
-        Ok(())
-    }
-
     pub async fn file_mark(&self, sink: &str) -> Result<Option<FileMark>, StateError> {
         let stored = self.files.get::<StoredFileMark>(&keys::token(sink)).await?;
         Ok(stored.map(|(mark, _)| mark.mark(sink)))
     }
-
-    pub async fn record_file_mark(&self, mark: &FileMark, now_ms: i64) -> Result<(), StateError> {
-        self.write_file_marks(std::slice::from_ref(mark), now_ms)
-            .await
-    }
 }
 
-fn rate_key(integration: &str, key: &PaceKey) -> String {
+pub(super) fn rate_key(integration: &str, key: &PaceKey) -> String {
     keys::key(&[integration, &key.account, &key.endpoint])
 }
 

@@ -1,82 +1,19 @@
 //! The state-store contract, one suite run against both backends: SQLite (a real file) and
 //! NATS JetStream key-value buckets (a real `nats-server -js` per test). Each contract is an
-//! async fn over a [`Backend`] that can open the store again (reopen = persistence);
+//! async fn over a [`Backend`] that can open the store again, after restarting the server
+//! behind it (reopen = persistence);
 //! `contract!` makes one test per backend of it (`state_contract::sqlite::<name>`,
 //! `state_contract::nats::<name>`).
 
-use std::time::Duration;
+mod support;
 
-use futures::future::BoxFuture;
+pub use support::nats_settings;
 
-use crate::sink_support::{free_port, NatsServer};
+use support::*;
+
 use duo_collector::event::StreamId;
 use duo_collector::log_kind::LogKind;
-use duo_collector::nats_connection::{NatsAuth, NatsConnection};
-use duo_collector::pacing::PaceKey;
-use duo_collector::state::{
-    Checkpoint, ClockStatus, Cursor, FileMark, NatsStore, NatsStoreSettings, PageCommit, Revision,
-    RunOutcome, State, StateError, StateStore, V1Checkpoint, WindowedCheckpoint,
-};
-use duo_collector::tls::TlsFiles;
-
-/// A store that can be opened (again) on the same data.
-trait Backend: Sync {
-    fn open(&self) -> BoxFuture<'_, StateStore>;
-}
-
-struct Sqlite(tempfile::TempDir);
-
-impl Sqlite {
-    async fn new() -> Sqlite {
-        Sqlite(tempfile::tempdir().unwrap())
-    }
-}
-
-impl Backend for Sqlite {
-    fn open(&self) -> BoxFuture<'_, StateStore> {
-        Box::pin(async move {
-            StateStore::sqlite(State::open(&self.0.path().join("state.db")).unwrap())
-        })
-    }
-}
-
-struct Nats {
-    _dir: tempfile::TempDir,
-    server: NatsServer,
-}
-
-impl Nats {
-    async fn new() -> Nats {
-        let dir = tempfile::tempdir().unwrap();
-        let server = NatsServer::start(dir.path(), free_port()).await;
-        Nats { _dir: dir, server }
-    }
-
-    fn settings(&self) -> NatsStoreSettings {
-        nats_settings(&self.server.url())
-    }
-}
-
-pub fn nats_settings(url: &str) -> NatsStoreSettings {
-    NatsStoreSettings {
-        connection: NatsConnection {
-            url: url.to_string(),
-            auth: NatsAuth::None,
-            tls: TlsFiles::default(),
-            tls_required: false,
-            timeout: Duration::from_secs(5),
-        },
-        bucket_prefix: "contract".into(),
-        replicas: 1,
-        lease_ttl: Duration::from_secs(30),
-    }
-}
-
-impl Backend for Nats {
-    fn open(&self) -> BoxFuture<'_, StateStore> {
-        Box::pin(async move { StateStore::Nats(NatsStore::open(&self.settings()).await.unwrap()) })
-    }
-}
+use duo_collector::state::{ClockStatus, Revision, RunOutcome, SinkStatus, StateError};
 
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -112,102 +49,6 @@ contract!(
     names_that_keys_do_not_allow_read_back,
 );
 
-fn windowed(mintime_ms: i64, cursor: Option<Cursor>) -> Checkpoint {
-    Checkpoint::Windowed(WindowedCheckpoint {
-        mintime_ms,
-        window_max_ms: Some(mintime_ms + 60_000),
-        cursor,
-        newest_event_ms: Some(mintime_ms + 5),
-    })
-}
-
-fn v1(mintime_ms: i64, seen: &[&str]) -> Checkpoint {
-    Checkpoint::V1(V1Checkpoint {
-        mintime_ms,
-        seen: seen.iter().map(|s| s.to_string()).collect(),
-        newest_event_ms: Some(mintime_ms),
-    })
-}
-
-fn commit(
-    stream: &StreamId,
-    run_id: i64,
-    cp: &Checkpoint,
-    events: usize,
-    revision: Revision,
-) -> PageCommit {
-    PageCommit {
-        stream: stream.clone(),
-        run_id,
-        checkpoint: cp.clone(),
-        events,
-        now_ms: 1_000 + events as i64,
-        files: Vec::new(),
-        revision,
-    }
-}
-
-/// Loads the stream, commits `cp` at the revision read; returns the new revision.
-async fn commit_next(
-    store: &StateStore,
-    stream: &StreamId,
-    run_id: i64,
-    cp: &Checkpoint,
-    events: usize,
-) -> Revision {
-    let loaded = store.load_checkpoint(stream).await.unwrap();
-    store
-        .commit_page(commit(stream, run_id, cp, events, loaded.revision), || {})
-        .await
-        .unwrap()
-}
-
-fn the_streams() -> Vec<(StreamId, Checkpoint, Checkpoint)> {
-    vec![
-        (
-            StreamId::new("corp", None, LogKind::Authentication),
-            windowed(
-                1_000,
-                Some(Cursor::V2Pair {
-                    ms: 1_500,
-                    id: "af0b".into(),
-                }),
-            ),
-            windowed(61_001, None),
-        ),
-        (
-            StreamId::new("corp", Some("DA1".into()), LogKind::TrustMonitor),
-            windowed(
-                2_000,
-                Some(Cursor::TrustMonitorOffset {
-                    offset: "31229".into(),
-                }),
-            ),
-            windowed(
-                2_000,
-                Some(Cursor::TrustMonitorOffset {
-                    offset: "31230".into(),
-                }),
-            ),
-        ),
-        (
-            StreamId::new("corp", None, LogKind::Administrator),
-            v1(5_000, &["f1", "f2"]),
-            v1(6_000, &["f3"]),
-        ),
-        (
-            StreamId::new("corp", None, LogKind::Telephony),
-            windowed(
-                3_000,
-                Some(Cursor::V2Opaque {
-                    text: "opaque".into(),
-                }),
-            ),
-            windowed(63_001, None),
-        ),
-    ]
-}
-
 async fn checkpoints_of_every_paging_family_load_commit_and_advance(b: &dyn Backend) {
     let store = b.open().await;
     for (stream, first, second) in the_streams() {
@@ -236,7 +77,7 @@ async fn checkpoints_of_every_paging_family_load_commit_and_advance(b: &dyn Back
         let read = store.load_checkpoint(&stream).await.unwrap();
         assert_eq!((read.value, read.revision), (Some(second), r2), "{stream}");
         store
-            .end_run(&stream, run, RunOutcome::Ok, None, 20)
+            .write(ended(&stream, run, RunOutcome::Ok, None, 20))
             .await
             .unwrap();
     }
@@ -363,34 +204,27 @@ async fn of_racing_commits_from_one_revision_exactly_one_lands(b: &dyn Backend) 
     assert_eq!(store.runs(&stream).await.unwrap()[0].pages, 2);
 }
 
-fn pace(account: &str, endpoint: &str) -> PaceKey {
-    PaceKey {
-        account: account.into(),
-        endpoint: endpoint.into(),
-    }
-}
-
 async fn learned_rates_and_rate_limits_follow_the_ceiling(b: &dyn Backend) {
     let store = b.open().await;
     store
-        .save_rate("corp", &pace("", "/a"), 3.0, 6.0, 1)
+        .write(rate("corp", &pace("", "/a"), 3.0, 6.0, 1))
         .await
         .unwrap();
     store
-        .save_rate("corp", &pace("DA1", "/b"), 6.0, 6.0, 1)
+        .write(rate("corp", &pace("DA1", "/b"), 6.0, 6.0, 1))
         .await
         .unwrap();
     store
-        .save_rate("other", &pace("", "/a"), 1.0, 6.0, 1)
+        .write(rate("other", &pace("", "/a"), 1.0, 6.0, 1))
         .await
         .unwrap();
     store
-        .set_rate_limited_until("corp", &pace("", "/a"), Some(99))
+        .write(limited("corp", &pace("", "/a"), Some(99)))
         .await
         .unwrap();
     // A key without a learned rate is left alone.
     store
-        .set_rate_limited_until("corp", &pace("", "/none"), Some(5))
+        .write(limited("corp", &pace("", "/none"), Some(5)))
         .await
         .unwrap();
     let same = store.learned_rates("corp", 6.0).await.unwrap();
@@ -410,7 +244,7 @@ async fn learned_rates_and_rate_limits_follow_the_ceiling(b: &dyn Backend) {
     );
     // A new rate keeps the rate limit; clearing it clears it.
     store
-        .save_rate("corp", &pace("", "/a"), 2.0, 6.0, 2)
+        .write(rate("corp", &pace("", "/a"), 2.0, 6.0, 2))
         .await
         .unwrap();
     let status = store.pacing_status().await.unwrap();
@@ -435,7 +269,7 @@ async fn learned_rates_and_rate_limits_follow_the_ceiling(b: &dyn Backend) {
         ]
     );
     store
-        .set_rate_limited_until("corp", &pace("", "/a"), None)
+        .write(limited("corp", &pace("", "/a"), None))
         .await
         .unwrap();
     assert_eq!(
@@ -447,9 +281,9 @@ async fn learned_rates_and_rate_limits_follow_the_ceiling(b: &dyn Backend) {
 async fn clock_offsets_round_trip(b: &dyn Backend) {
     let store = b.open().await;
     assert_eq!(store.clock_offset("corp").await.unwrap(), None);
-    store.save_clock_offset("corp", -45_000, 7).await.unwrap();
-    store.save_clock_offset("corp", -44_000, 8).await.unwrap();
-    store.save_clock_offset("acme", 10, 9).await.unwrap();
+    store.write(clock("corp", -45_000, 7)).await.unwrap();
+    store.write(clock("corp", -44_000, 8)).await.unwrap();
+    store.write(clock("acme", 10, 9)).await.unwrap();
     let corp = ClockStatus {
         integration: "corp".into(),
         offset_ms: -44_000,
@@ -472,67 +306,70 @@ async fn clock_offsets_round_trip(b: &dyn Backend) {
 async fn sink_status_keeps_failing_since_until_a_success(b: &dyn Backend) {
     let store = b.open().await;
     assert!(store.sink_status().await.unwrap().is_empty());
-    store.record_sink_success("siem", 10).await.unwrap();
+    store.write(sink_ok("siem", 10)).await.unwrap();
     store
-        .record_sink_failure("siem", 20, "refused")
+        .write(sink_failed("siem", 20, "refused"))
         .await
         .unwrap();
     store
-        .record_sink_failure("siem", 30, "timed out")
+        .write(sink_failed("siem", 30, "timed out"))
         .await
         .unwrap();
-    store.record_sink_failure("bus", 31, "down").await.unwrap();
+    store.write(sink_failed("bus", 31, "down")).await.unwrap();
     let all = store.sink_status().await.unwrap();
     assert_eq!(
         all.iter().map(|s| s.sink.as_str()).collect::<Vec<_>>(),
         ["bus", "siem"]
     );
-    let s = &all[1];
-    assert_eq!(
-        (
-            s.last_success_ms,
-            s.failing_since_ms,
-            s.last_error.as_deref(),
-            s.last_error_ms,
-            s.failed_attempts
-        ),
-        (Some(10), Some(20), Some("timed out"), Some(30), 2)
-    );
-    store.record_sink_success("siem", 40).await.unwrap();
-    let s = &store.sink_status().await.unwrap()[1];
-    assert_eq!(
-        (s.last_success_ms, s.failing_since_ms, s.failed_attempts),
-        (Some(40), None, 0)
-    );
-    assert_eq!(
-        s.last_error.as_deref(),
-        Some("timed out"),
-        "the last error stays visible"
-    );
-}
-
-fn mark(len: u64) -> FileMark {
-    FileMark {
-        sink: "local".into(),
-        path: "/var/log/duo/events.jsonl".into(),
-        dev: u64::MAX - 1,
-        ino: 1 << 63,
-        len,
-    }
+    let failing = SinkStatus {
+        sink: "siem".into(),
+        last_success_ms: Some(10),
+        failing_since_ms: Some(20),
+        last_error: Some("timed out".into()),
+        last_error_ms: Some(30),
+        failed_attempts: 2,
+    };
+    assert_eq!(all[1], failing);
+    store.write(sink_ok("siem", 40)).await.unwrap();
+    let recovered = SinkStatus {
+        last_success_ms: Some(40),
+        failing_since_ms: None,
+        failed_attempts: 0,
+        // The last error stays visible.
+        ..failing
+    };
+    assert_eq!(store.sink_status().await.unwrap()[1], recovered);
 }
 
 async fn file_marks_move_with_the_commit_and_alone(b: &dyn Backend) {
     let store = b.open().await;
     assert_eq!(store.file_mark("local").await.unwrap(), None);
-    store.record_file_mark(&mark(0), 1).await.unwrap();
-    assert_eq!(store.file_mark("local").await.unwrap(), Some(mark(0)));
+    store
+        .write(file_mark_at(&mark("local", 0), 1))
+        .await
+        .unwrap();
+    store
+        .write(file_mark_at(&mark("audit", 9), 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.file_mark("local").await.unwrap(),
+        Some(mark("local", 0))
+    );
     let stream = StreamId::new("corp", None, LogKind::Authentication);
     let run = store.begin_run(&stream, 1).await.unwrap();
     let mut page = commit(&stream, run, &windowed(1_000, None), 3, Revision::NONE);
-    page.files = vec![mark(120)];
+    page.files = vec![mark("local", 120)];
     store.commit_page(page, || {}).await.unwrap();
-    // Device and inode numbers above i64::MAX come back intact.
-    assert_eq!(store.file_mark("local").await.unwrap(), Some(mark(120)));
+    assert_eq!(
+        store.file_mark("local").await.unwrap(),
+        Some(mark("local", 120))
+    );
+    assert_eq!(
+        store.file_mark("audit").await.unwrap(),
+        Some(mark("audit", 9)),
+        "per sink"
+    );
 }
 
 /// The history each backend keeps per stream (`RUNS_KEPT_PER_STREAM`).
@@ -561,7 +398,7 @@ async fn run_history_is_bounded_and_abandoned_runs_are_closed(b: &dyn Backend) {
     for i in 0..(RUNS_KEPT as i64 + 10) {
         let id = store.begin_run(&stream, 100 + i).await.unwrap();
         store
-            .end_run(&stream, id, RunOutcome::Failed, Some("x"), 100 + i)
+            .write(ended(&stream, id, RunOutcome::Failed, Some("x"), 100 + i))
             .await
             .unwrap();
         ids.push(id);
@@ -588,17 +425,22 @@ async fn everything_survives_a_reopen(b: &dyn Backend) {
         let run = store.begin_run(&stream, 1).await.unwrap();
         commit_next(&store, &stream, run, &cp, 2).await;
         store
-            .end_run(&stream, run, RunOutcome::Ok, None, 3)
+            .write(ended(&stream, run, RunOutcome::Ok, None, 3))
             .await
             .unwrap();
         store
-            .save_rate("corp", &pace("", "/a"), 3.0, 6.0, 1)
+            .write(rate("corp", &pace("", "/a"), 3.0, 6.0, 1))
             .await
             .unwrap();
-        store.save_clock_offset("corp", -5, 2).await.unwrap();
-        store.record_sink_failure("siem", 2, "down").await.unwrap();
-        store.record_file_mark(&mark(42), 2).await.unwrap();
+        store.write(clock("corp", -5, 2)).await.unwrap();
+        store.write(sink_failed("siem", 2, "down")).await.unwrap();
+        store
+            .write(file_mark_at(&mark("local", 42), 2))
+            .await
+            .unwrap();
     }
+    // The server too: JetStream's store on disk, not only the client, holds the state.
+    b.restart().await;
     let store = b.open().await;
     let loaded = store.load_checkpoint(&stream).await.unwrap();
     assert_eq!(loaded.value, Some(cp));
@@ -625,7 +467,10 @@ async fn everything_survives_a_reopen(b: &dyn Backend) {
         Some(-5)
     );
     assert_eq!(store.sink_status().await.unwrap()[0].failed_attempts, 1);
-    assert_eq!(store.file_mark("local").await.unwrap(), Some(mark(42)));
+    assert_eq!(
+        store.file_mark("local").await.unwrap(),
+        Some(mark("local", 42))
+    );
 }
 
 async fn names_that_keys_do_not_allow_read_back(b: &dyn Backend) {
@@ -650,15 +495,15 @@ async fn names_that_keys_do_not_allow_read_back(b: &dyn Backend) {
             ("msp east/1.x".to_string(), Some("DA 1.*>".to_string())),
         ]
     );
-    store.record_sink_success("siem.main", 1).await.unwrap();
+    store.write(sink_ok("siem.main", 1)).await.unwrap();
     store
-        .save_rate(
+        .write(rate(
             "msp east/1.x",
             &pace("DA 1.*>", "/admin/v2/logs/activity"),
             1.0,
             6.0,
             1,
-        )
+        ))
         .await
         .unwrap();
     assert_eq!(store.sink_status().await.unwrap()[0].sink, "siem.main");
