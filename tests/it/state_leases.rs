@@ -1,7 +1,8 @@
 //! Stream leases in a real `nats-server -js` (2.9, no per-key TTL: the lease bucket's
 //! `max_age` is the ttl): two instances contend and one wins; an unrenewed lease expires
 //! within the ttl and another instance takes it; a renewed one outlives it; the former holder's
-//! renewal and release after an expiry touch nothing of the new holder's.
+//! renewal and release after an expiry touch nothing of the new holder's. And the store whose
+//! server is gone: a clear, fast error, and the same revision commits once it is back.
 
 use std::time::{Duration, Instant};
 
@@ -9,12 +10,12 @@ use crate::sink_support::{free_port, NatsServer};
 use crate::state_contract::nats_settings;
 use duo_collector::event::StreamId;
 use duo_collector::log_kind::LogKind;
-use duo_collector::state::NatsStore;
+use duo_collector::state::{NatsStore, PageCommit, Revision, StateError, StateStore};
 
 const TTL: Duration = Duration::from_secs(3);
 
 struct Cluster {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     server: NatsServer,
 }
 
@@ -22,7 +23,7 @@ impl Cluster {
     async fn start() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let server = NatsServer::start(dir.path(), free_port()).await;
-        Cluster { _dir: dir, server }
+        Cluster { dir, server }
     }
 
     /// A collector instance: its own connection and instance id.
@@ -147,5 +148,66 @@ async fn a_lease_renewed_every_third_of_its_ttl_outlives_it_and_a_release_frees_
     assert!(
         b.take_lease(&s, 3).await.unwrap().is_some(),
         "released: free at once"
+    );
+}
+
+/// The server gone (a single node down is quorum lost): a store call fails within its timeout
+/// with an error that names the bucket and stops the integration (`needs_operator`), commits
+/// nothing, and the same revision commits once the server is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_its_server_fails_fast_and_clearly_and_resumes_when_it_returns() {
+    let mut cluster = Cluster::start().await;
+    let store = StateStore::Nats(cluster.instance().await);
+    let s = stream();
+    let run = store.begin_run(&s, 1).await.unwrap();
+    let page = |mintime_ms, revision| PageCommit {
+        stream: s.clone(),
+        run_id: run,
+        checkpoint: duo_collector::state::Checkpoint::start(LogKind::Authentication, mintime_ms),
+        events: 1,
+        now_ms: 2,
+        files: Vec::new(),
+        revision,
+    };
+    let r1 = store
+        .commit_page(page(1_000, Revision::NONE), || {})
+        .await
+        .unwrap();
+
+    let port = cluster.server.port;
+    cluster.server.stop();
+    let asked = Instant::now();
+    let failed = store.commit_page(page(2_000, r1), || {}).await;
+    let waited = asked.elapsed();
+    match &failed {
+        Err(e @ StateError::Kv { bucket, .. }) => {
+            assert!(bucket.starts_with("contract-"), "{e}");
+            assert!(e.needs_operator(), "the integration stops: {e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        waited < Duration::from_secs(3),
+        "failed within its timeout: {waited:?}"
+    );
+
+    cluster.server = NatsServer::start(cluster.dir.path(), port).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r2 = loop {
+        match store.commit_page(page(2_000, r1), || {}).await {
+            Ok(r) => break r,
+            Err(StateError::Kv { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let now = store.load_checkpoint(&s).await.unwrap();
+    assert_eq!(now.revision, r2);
+    assert_eq!(now.value.map(|c| c.mintime_ms()), Some(2_000));
+    assert_eq!(
+        store.runs(&s).await.unwrap()[0].pages,
+        2,
+        "the failed try counted nothing"
     );
 }
