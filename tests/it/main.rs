@@ -35,6 +35,6 @@ mod sink_http;
 mod sink_nats;
 mod sink_syslog;
 mod state_contract;
-mod state_leases;
+mod state_nats;
 mod systemd_container;
 mod systemd_unit;

@@ -303,9 +303,10 @@ pub(super) fn rate_key(integration: &str, key: &PaceKey) -> String {
     keys::key(&[integration, &key.account, &key.endpoint])
 }
 
-/// The bucket `<prefix>-<concern>`, created if missing. The lease bucket's `max_age` is the
-/// lease's time to live: nats-server 2.9 has no per-key TTL, so a lease nobody renews is
-/// removed by the bucket's age limit.
+/// The bucket `<prefix>-<concern>`, created if missing; an existing one must have the
+/// configured replicas (and, for leases, `max_age = lease_ttl`). The lease bucket's `max_age`
+/// is the lease's time to live: nats-server 2.9 has no per-key TTL, so a lease nobody renews
+/// is removed by the bucket's age limit.
 async fn open_bucket(
     js: &jetstream::Context,
     settings: &NatsStoreSettings,
@@ -316,36 +317,66 @@ async fn open_bucket(
         bucket: name.clone(),
         detail,
     };
-    if let Ok(kv) = js.get_key_value(name.as_str()).await {
-        return Ok(Bucket { name, kv });
-    }
-    // The bucket's stream as `create_key_value` would make it: that call first reads the
-    // account's info, which async-nats 0.51 cannot parse from nats-server 2.9.
-    let config = jetstream::stream::Config {
-        name: format!("KV_{name}"),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        max_age: if concern == "leases" {
-            settings.lease_ttl
-        } else {
-            Duration::ZERO
-        },
-        num_replicas: settings.replicas,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: jetstream::stream::DiscardPolicy::New,
-        ..Default::default()
+    let max_age = if concern == "leases" {
+        settings.lease_ttl
+    } else {
+        Duration::ZERO
     };
-    js.get_or_create_stream(config).await.map_err(|e| {
-        error(format!(
-            "cannot create the bucket ({e}): check that the server runs with JetStream (-js), that this user may create streams, and that {} servers are there for replicas = {}",
-            settings.replicas, settings.replicas
-        ))
-    })?;
+    match js.get_stream(format!("KV_{name}")).await {
+        Ok(stream) => {
+            let found = &stream.cached_info().config;
+            if found.num_replicas != settings.replicas {
+                return Err(error(format!(
+                    "the bucket has {} replica(s), [state] has replicas = {}: set replicas = {}, or change the bucket (nats stream edit KV_{name} --replicas {})",
+                    found.num_replicas, settings.replicas, found.num_replicas, settings.replicas
+                )));
+            }
+            if found.max_age != max_age {
+                return Err(error(format!(
+                    "the bucket expires leases after {}, [state] has lease_ttl = {}: every collector that shares these buckets needs the same lease_ttl; set it to {}, or use another bucket_prefix",
+                    humantime::format_duration(found.max_age),
+                    humantime::format_duration(settings.lease_ttl),
+                    humantime::format_duration(found.max_age)
+                )));
+            }
+        }
+        Err(e) if stream_missing(&e) => {
+            // The bucket's stream as `create_key_value` would make it: that call first reads
+            // the account's info, which async-nats 0.51 cannot parse from nats-server 2.9.
+            let config = jetstream::stream::Config {
+                name: format!("KV_{name}"),
+                subjects: vec![format!("$KV.{name}.>")],
+                max_messages_per_subject: 1,
+                max_age,
+                num_replicas: settings.replicas,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: jetstream::stream::DiscardPolicy::New,
+                ..Default::default()
+            };
+            // Another collector may create it at the same time: the same config is no conflict.
+            js.get_or_create_stream(config).await.map_err(|e| {
+                error(format!(
+                    "cannot create the bucket ({e}): check that this user may create streams, and that {} servers are there for replicas = {}",
+                    settings.replicas, settings.replicas
+                ))
+            })?;
+        }
+        Err(e) => {
+            return Err(error(format!(
+                "no answer from JetStream ({e}): check that the server runs with JetStream (-js) and that this user may use it"
+            )))
+        }
+    }
     let kv = js
         .get_key_value(name.as_str())
         .await
         .map_err(|e| error(format!("cannot open the bucket: {e}")))?;
     Ok(Bucket { name, kv })
+}
+
+fn stream_missing(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(js)
+        if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
 }

@@ -2,7 +2,8 @@
 //! `max_age` is the ttl): two instances contend and one wins; an unrenewed lease expires
 //! within the ttl and another instance takes it; a renewed one outlives it; the former holder's
 //! renewal and release after an expiry touch nothing of the new holder's. And the store whose
-//! server is gone: a clear, fast error, and the same revision commits once it is back.
+//! server is gone: a clear, fast error, and the same revision commits once it is back; and
+//! `test-connectivity` checking the store.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,9 @@ use crate::sink_support::{free_port, NatsServer};
 use crate::state_contract::nats_settings;
 use duo_collector::event::StreamId;
 use duo_collector::log_kind::LogKind;
-use duo_collector::state::{NatsStore, PageCommit, Revision, StateError, StateStore};
+use duo_collector::state::{
+    NatsStore, PageCommit, Revision, StateError, StateStore, StoreSettings,
+};
 
 const TTL: Duration = Duration::from_secs(3);
 
@@ -209,5 +212,102 @@ async fn a_store_without_its_server_fails_fast_and_clearly_and_resumes_when_it_r
         store.runs(&s).await.unwrap()[0].pages,
         2,
         "the failed try counted nothing"
+    );
+}
+
+fn state_config(url: &str, replicas: usize) -> duo_collector::settings::Config {
+    let text = format!(
+        r#"
+[state]
+backend = "nats"
+url = "{url}"
+bucket_prefix = "probe"
+replicas = {replicas}
+
+[[integration]]
+name = "corp"
+api_hostname = "api-abcd1234.duosecurity.com"
+ikey = "DIWJ8X6AEYOR5OMC6TQ1"
+skey = "0123456789012345678901234567890123456789"
+sinks = ["out"]
+
+[[sink]]
+name = "out"
+type = "stdout"
+"#
+    );
+    duo_collector::settings::parse_config_str(
+        &text,
+        "test.toml",
+        &duo_collector::config::Env::from_pairs(&[]),
+    )
+    .unwrap()
+}
+
+/// The state section of `test-connectivity` (integrations left out: `only` names none).
+async fn state_check(config: &duo_collector::settings::Config) -> String {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let report = duo_collector::connectivity::run(config, Some("none"), &cancel).await;
+    let text = report.render_text();
+    let state = text
+        .split("\nstate (NATS JetStream")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no state section: {text}"));
+    state.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_connectivity_checks_the_state_store_and_its_replicas() {
+    let cluster = Cluster::start().await;
+    let ok = state_check(&state_config(&cluster.server.url(), 1)).await;
+    assert!(
+        ok.contains(
+            "PASS  State store: JetStream answered; the buckets probe-* are open with 1 replica(s)"
+        ),
+        "{ok}"
+    );
+    // The buckets exist with one replica: asked for three, the check says which to change.
+    let three = state_check(&state_config(&cluster.server.url(), 3)).await;
+    assert!(
+        three.contains("FAIL  State store:")
+            && three.contains("the bucket has 1 replica(s), [state] has replicas = 3"),
+        "{three}"
+    );
+    // No buckets yet, three replicas: one server cannot hold them.
+    let mut fresh = state_config(&cluster.server.url(), 3);
+    if let StoreSettings::Nats(n) = &mut fresh.state {
+        n.bucket_prefix = "fresh".into();
+    }
+    let fresh = state_check(&fresh).await;
+    assert!(
+        fresh.contains("FAIL  State store:")
+            && fresh.contains("3 servers are there for replicas = 3"),
+        "{fresh}"
+    );
+    // Nobody listening.
+    let gone = state_check(&state_config(
+        &format!("nats://127.0.0.1:{}", free_port()),
+        1,
+    ))
+    .await;
+    assert!(
+        gone.contains("FAIL  State store:") && gone.contains("cannot connect to NATS"),
+        "{gone}"
+    );
+}
+
+/// Collectors that share buckets must agree on the lease ttl (the lease bucket's `max_age`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_ttl_other_than_the_lease_bucket_s_is_refused_with_the_fix() {
+    let cluster = Cluster::start().await;
+    cluster.instance().await;
+    let mut settings = nats_settings(&cluster.server.url());
+    settings.lease_ttl = Duration::from_secs(30);
+    let refused = NatsStore::open(&settings).await.unwrap_err().to_string();
+    assert!(
+        refused.contains("contract-leases")
+            && refused.contains("expires leases after 3s, [state] has lease_ttl = 30s")
+            && refused.contains("set it to 3s"),
+        "{refused}"
     );
 }
