@@ -311,3 +311,27 @@ async fn a_lease_ttl_other_than_the_lease_bucket_s_is_refused_with_the_fix() {
         "{refused}"
     );
 }
+
+/// A value in the buckets that this build did not write (another program, a newer build) is
+/// refused as corrupt, naming the stream, never misread and never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_this_build_cannot_read_is_refused_as_corrupt() {
+    let cluster = Cluster::start().await;
+    let store = StateStore::Nats(cluster.instance().await);
+    let client = async_nats::connect(cluster.server.url()).await.unwrap();
+    let kv = async_nats::jetstream::new(client)
+        .get_key_value("contract-checkpoints")
+        .await
+        .unwrap();
+    let s = stream();
+    let key = duo_collector::state::nats_keys::stream_key(&s);
+    let v1_for_a_windowed_kind = r#"{"format":1,"checkpoint":{"family":"v1","mintime_ms":5,"seen":[],"newest_event_ms":null},"events_total":0,"updated_ms":1}"#;
+    for text in ["{", "[]", r#"{"format":2}"#, v1_for_a_windowed_kind] {
+        kv.put(&key, text.into()).await.unwrap();
+        let loaded = store.load_checkpoint(&s).await;
+        assert!(
+            matches!(&loaded, Err(StateError::Corrupt { stream, .. }) if stream.contains("DA1")),
+            "{text}: {loaded:?}"
+        );
+    }
+}
