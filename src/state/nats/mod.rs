@@ -9,7 +9,11 @@
 //! nothing of that page is written after it. The file sinks' lengths are written *before* the
 //! checkpoint (buckets have no transactions across keys): a crash between the two leaves a
 //! length that covers a page whose checkpoint did not move, and that page is written again (the
-//! file holds it twice) rather than cut while counted as committed (lost).
+//! file holds it twice) rather than cut while counted as committed (lost). The run's counters
+//! follow the checkpoint and are only for `status`: once the checkpoint moved, the commit
+//! stands even if they could not be written. A write the server stored but whose ack was lost
+//! is recognised by reading the checkpoint back (it is ours only if it is exactly what was
+//! written).
 
 mod bucket;
 pub mod keys;
@@ -221,13 +225,24 @@ impl NatsStore {
         let revision = match self
             .checkpoints
             .write_at(&key, &stored, commit.revision.0)
-            .await?
+            .await
         {
-            Ok(revision) => revision,
-            Err(Conflict) => return Err(fenced()),
+            Ok(Ok(revision)) => revision,
+            Ok(Err(Conflict)) => return Err(fenced()),
+            // No answer does not mean not written: the server may have stored it and the ack
+            // been lost. Read once: what is there now is ours only if it is exactly what this
+            // commit wrote; anything else leaves the commit failed.
+            Err(e) => match self.stored_checkpoint(stream).await {
+                Ok(Some((now, revision))) if now == stored => revision,
+                _ => return Err(e),
+            },
         };
+        // The checkpoint moved: the commit is done, whatever happens to the run's counters
+        // (they are for `status`; failing the commit now would leave a delivered page counted
+        // as not committed).
         let events = commit.events as i64;
-        self.runs
+        let counted = self
+            .runs
             .modify::<RunHistory, ()>(&key, |history| {
                 let mut history = history?;
                 let run = history.run_mut(commit.run_id)?;
@@ -235,7 +250,10 @@ impl NatsStore {
                 run.events += events;
                 Some((history, ()))
             })
-            .await?;
+            .await;
+        if let Err(e) = counted {
+            tracing::warn!(integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log, error = %e, "the page is committed; its run's counters were not updated");
+        }
         Ok(Revision(revision))
     }
 

@@ -7,7 +7,7 @@ use crate::checkpoint::Checkpoint;
 use crate::state::{FileMark, RunOutcome, RunRecord, SinkStatus, RUNS_KEPT_PER_STREAM};
 
 /// `<prefix>-checkpoints`, one per stream. `format` is the checkpoint encoding SQLite uses.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredCheckpoint {
     pub format: i64,
     pub checkpoint: Checkpoint,
