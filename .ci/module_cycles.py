@@ -42,6 +42,7 @@ RULES = [
     ("proxy_setting", None, "proxy_setting is a leaf"),
     ("secret", None, "secret is a leaf"),
     ("facility", None, "facility is a leaf"),
+    ("lease", None, "lease is a leaf (pure: decides from what it is told)"),
     ("sink", ["collector", "observe"],
      "sink never imports collector, and reports deliveries through DeliveryEvents, not observe"),
     ("state", ["collector"], "state never imports collector"),

@@ -19,6 +19,7 @@ use crate::pager::{self, Next, PagerSettings};
 use crate::settings::Config;
 use crate::sink::SinkSettings;
 use crate::sink::{DriverError, Probe};
+use crate::state::StoreSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -179,7 +180,33 @@ pub async fn run(
             });
         }
     }
+    if let StoreSettings::Nats(settings) = &config.state {
+        sections.push(Section {
+            target: format!("state (NATS JetStream, {})", settings.connection.url),
+            checks: vec![check_state(settings).await],
+        });
+    }
     ConnectivityReport { sections }
+}
+
+/// Logs in, and opens (creating those that are missing) the state buckets with the
+/// configured replicas: the server is reachable, JetStream is enabled, and it has the servers
+/// the replicas need.
+async fn check_state(settings: &crate::state::NatsStoreSettings) -> Check {
+    match crate::state::NatsStore::open(settings).await {
+        Ok(_) => Check::pass(
+            "State store",
+            format!(
+                "JetStream answered; the buckets {}-* are open with {} replica(s)",
+                settings.bucket_prefix, settings.replicas
+            ),
+        ),
+        Err(e) => Check::fail(
+            "State store",
+            e.to_string(),
+            "check `url` and the login in [state]; run nats-server with JetStream (-js); replicas = 3 needs a JetStream cluster of at least three servers",
+        ),
+    }
 }
 
 /// Duo's clock offset, from the response's `Date` header (or, without one, the ping's `time`).

@@ -30,10 +30,14 @@ pub mod human;
 pub mod inventory;
 /// `InventoryKind` (a leaf).
 pub mod inventory_kind;
+/// Leases on streams, pure: fair share, renewal and stop timing.
+pub mod lease;
 /// Duo log kinds (a leaf).
 pub mod log_kind;
 /// Duo log page parsing.
 pub mod logs;
+/// A NATS login as configured, shared by the NATS sink and the NATS state store.
+pub mod nats_connection;
 /// Output formats (pure).
 pub mod normalize;
 /// Metrics, readiness, heartbeat.
@@ -64,9 +68,11 @@ pub mod sig_version;
 pub mod simulator;
 /// Sinks and acknowledged delivery.
 pub mod sink;
-/// SQLite checkpoints and run history.
+/// The state store: SQLite checkpoints and run history, or NATS JetStream key-value buckets.
 pub mod state;
 /// `status` rendering.
 pub mod status;
+/// TLS client configuration from certificate files.
+pub mod tls;
 /// `verify-user`: a Duo Push through the Auth API, its outcome to the sinks.
 pub mod verify;

@@ -48,6 +48,8 @@ pub struct ConfigFile {
     pub integrations: Vec<Integration>,
     /// Every `[[sink]]` as written, in file order.
     pub sinks: Vec<SinkSection>,
+    /// `[state]` as written, for `settings` to validate (it shares the NATS sink's login keys).
+    pub state: Option<toml::Table>,
     /// The problems and warnings found so far; the sinks' validation adds theirs.
     pub report: Report,
     /// False for a config read with [`Env::without_secrets`]: its secrets are empty and it

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-pub const TOP_KEYS: &[&str] = &["collector", "integration", "sink"];
+pub const TOP_KEYS: &[&str] = &["collector", "state", "integration", "sink"];
 pub const COLLECTOR_KEYS: &[&str] = &[
     "state_dir",
     "metrics_listen",

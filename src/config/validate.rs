@@ -36,6 +36,18 @@ pub fn parse_config_file(
             table: table.clone(),
         })
         .collect();
+    let state = match table.get("state") {
+        None => None,
+        Some(toml::Value::Table(t)) => Some(t.clone()),
+        Some(_) => {
+            report.error(
+                "top level",
+                "state",
+                "must be a table: a [state] section with `backend = \"sqlite\"` or `backend = \"nats\"`",
+            );
+            None
+        }
+    };
     let sink_names: HashSet<&str> = sinks.iter().filter_map(SinkSection::name).collect();
     let integrations = array_of_tables::<RawIntegration>(
         &mut report,
@@ -66,6 +78,7 @@ pub fn parse_config_file(
         collector,
         integrations,
         sinks,
+        state,
         report,
         secrets_resolved: env.resolve_secrets,
     })

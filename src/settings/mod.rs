@@ -8,6 +8,11 @@ use crate::config::{
     duplicate_names, read_config_file, CollectorSettings, ConfigError, ConfigFile, Env, Integration,
 };
 use crate::sink::config::{one_file_sink_per_path, validate_sink, SinkSettings};
+use crate::state::StoreSettings;
+
+mod state;
+
+pub use state::state_keys;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -15,6 +20,8 @@ pub struct Config {
     pub collector: CollectorSettings,
     pub integrations: Vec<Integration>,
     pub sinks: Vec<SinkSettings>,
+    /// `[state]`: the state store's backend.
+    pub state: StoreSettings,
     /// Problems that do not stop the collector but that an operator should see.
     pub warnings: Vec<String>,
     /// Whether some integration's secret key is written in the file itself.
@@ -42,6 +49,7 @@ fn assemble(mut file: ConfigFile, env: &Env) -> Result<Config, ConfigError> {
         .collect();
     duplicate_names(report, "sink", sinks.iter().map(|s| s.name.as_str()));
     one_file_sink_per_path(report, &sinks);
+    let state = state::validate_state(report, env, file.state.as_ref());
     if file.integrations.is_empty() && report.problems.is_empty() {
         report.problems.push(
             "no [[integration]] is configured: add one with name, api_hostname, ikey and a secret key"
@@ -58,6 +66,7 @@ fn assemble(mut file: ConfigFile, env: &Env) -> Result<Config, ConfigError> {
         collector: file.collector,
         integrations: file.integrations,
         sinks,
+        state: state.unwrap_or_default(),
         warnings: std::mem::take(&mut file.report.warnings),
         literal_secret: file.report.literal_secret,
         secrets_resolved: file.secrets_resolved,

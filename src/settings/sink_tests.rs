@@ -94,9 +94,9 @@ token_env = "NATS_TOKEN"
         "Debug never shows a token"
     );
     let n = nats(&c, 2);
-    assert!(matches!(&n.auth, NatsAuth::Token(t) if t.expose() == TOKEN));
+    assert!(matches!(&n.connection.auth, NatsAuth::Token(t) if t.expose() == TOKEN));
     assert_eq!(n.subject, "duo.{integration}.{log}");
-    assert!(!n.create_stream && !n.tls_required);
+    assert!(!n.create_stream && !n.connection.tls_required);
 }
 
 #[test]

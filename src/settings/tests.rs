@@ -462,6 +462,7 @@ fn the_example_config_shows_every_accepted_key() {
         .iter()
         .chain(crate::config::INTEGRATION_KEYS)
         .chain(&crate::sink::config::accepted_keys())
+        .chain(&crate::settings::state_keys())
     {
         let shown = example
             .lines()

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use async_nats::jetstream;
 
-use super::config::{Batching, NatsAuth, NatsSettings};
+use super::config::{Batching, NatsSettings};
 use super::{DriverError, Rendered};
 use crate::event::StreamId;
 
@@ -18,7 +18,7 @@ pub struct NatsSink {
 impl std::fmt::Debug for NatsSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsSink")
-            .field("url", &self.settings.url)
+            .field("url", &self.settings.connection.url)
             .field("stream", &self.settings.stream)
             .finish()
     }
@@ -43,9 +43,9 @@ pub fn subject_filter(template: &str) -> String {
 
 impl NatsSink {
     pub fn open(settings: &NatsSettings) -> Result<NatsSink, DriverError> {
-        if settings.tls_required || !settings.tls.is_empty() {
+        if settings.connection.uses_tls() {
             // Fail at startup on unreadable certificates rather than at the first page.
-            super::tls::client_config(&settings.tls)?;
+            super::tls::client_config(&settings.connection.tls)?;
         }
         Ok(NatsSink {
             settings: settings.clone(),
@@ -63,11 +63,11 @@ impl NatsSink {
         let s = &self.settings;
         let js = self.login().await?;
         match js.get_stream(&s.stream).await {
-            Ok(_) => Ok(format!("{} accepted the login; stream {:?} exists", s.url, s.stream)),
+            Ok(_) => Ok(format!("{} accepted the login; stream {:?} exists", s.connection.url, s.stream)),
             Err(e) => match stream_error(&s.stream, &s.subject, &e) {
                 DriverError::Permanent { .. } if s.create_stream && is_not_found(&e) => Ok(format!(
                     "{} accepted the login; stream {:?} does not exist yet and is created at the first delivery (create_stream = true)",
-                    s.url, s.stream
+                    s.connection.url, s.stream
                 )),
                 other => Err(other),
             },
@@ -104,34 +104,17 @@ impl NatsSink {
     }
 
     async fn login(&self) -> Result<jetstream::Context, DriverError> {
-        let s = &self.settings;
-        let mut options = async_nats::ConnectOptions::new()
-            .name("duo-collector")
-            .connection_timeout(s.timeout);
-        options = match &s.auth {
-            NatsAuth::None => options,
-            NatsAuth::Token(t) => options.token(t.expose().to_string()),
-            NatsAuth::UserPassword { username, password } => {
-                options.user_and_password(username.clone(), password.expose().to_string())
-            }
-            NatsAuth::Credentials(c) => options.credentials(c.expose()).map_err(|e| {
-                DriverError::permanent(
-                    format!("creds_file is not a valid NATS credentials file: {e}"),
-                    "point creds_file at the .creds file `nsc generate creds` wrote",
-                )
-            })?,
-        };
-        if s.tls_required || !s.tls.is_empty() {
-            options = options
-                .require_tls(true)
-                .tls_client_config(super::tls::client_config(&s.tls)?);
-        }
-        let client = options
-            .connect(s.url.as_str())
+        let client = self
+            .settings
+            .connection
+            .connect("duo-collector")
             .await
-            .map_err(|e| connect_error(&s.url, &e))?;
+            .map_err(|failure| match failure.fix {
+                Some(fix) => DriverError::permanent(failure.detail, fix),
+                None => DriverError::transient(failure.detail),
+            })?;
         Ok(jetstream::ContextBuilder::new()
-            .timeout(s.ack_timeout)
+            .timeout(self.settings.ack_timeout)
             .build(client))
     }
 
@@ -173,25 +156,6 @@ impl NatsSink {
             tracing::info!(stream = %self.settings.stream, subject = %subject, duplicates, "JetStream dropped re-sent events (same Nats-Msg-Id)");
         }
         Ok(())
-    }
-}
-
-/// A refused login is permanent (the same credentials are refused again); a server that is
-/// down, unreachable or slow is transient.
-fn connect_error(url: &str, e: &async_nats::ConnectError) -> DriverError {
-    use async_nats::ConnectErrorKind;
-    let detail = format!("cannot connect to NATS at {url}: {e}");
-    match e.kind() {
-        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
-            DriverError::permanent(
-                detail,
-                "the server refused the credentials: check token_file / token_env, username and password_file, or creds_file against the server's authorization",
-            )
-        }
-        ConnectErrorKind::ServerParse => {
-            DriverError::permanent(detail, "check `url`, e.g. \"nats://127.0.0.1:4222\"")
-        }
-        _ => DriverError::transient(detail),
     }
 }
 

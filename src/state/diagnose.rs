@@ -58,8 +58,9 @@ impl Cause {
 impl StateError {
     /// The database file itself failed (locked, read-only, disk full, cannot be opened): no
     /// stream can commit until an operator fixes it, so the run should stop.
+    /// A NATS store that does not answer (down, no quorum) is the same for every stream.
     pub fn needs_operator(&self) -> bool {
-        Cause::of(self).is_some()
+        Cause::of(self).is_some() || matches!(self, StateError::Kv { .. })
     }
 }
 

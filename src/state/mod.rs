@@ -7,9 +7,13 @@ mod checkpoints;
 mod diagnose;
 mod files;
 mod inventory;
+mod nats;
 mod pacing;
 mod schema;
 mod sinks;
+mod sqlite_store;
+mod store;
+mod write;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -23,8 +27,15 @@ pub use crate::checkpoint::{Checkpoint, Cursor, V1Checkpoint, WindowedCheckpoint
 
 pub use files::FileMark;
 pub use inventory::{ChangedEntity, SnapshotInfo, SnapshotKey, StoredEntity};
+pub use nats::{
+    instance_id, keys as nats_keys, HeldLease, LeaseHolder, LeaseRecord, NatsStore,
+    NatsStoreSettings, DEFAULT_BUCKET_PREFIX, DEFAULT_LEASE_TTL,
+};
 pub use pacing::{ClockStatus, PaceStatus};
 pub use sinks::SinkStatus;
+pub use sqlite_store::SqliteStore;
+pub use store::{PageCommit, Revision, StateStore, StoreSettings, Versioned};
+pub use write::{ClockReading, LearnedRate, RateLimited, RunEnd, SinkAttempt, Write};
 
 /// How many runs per stream are kept for `status`; older ones are pruned.
 const RUNS_KEPT_PER_STREAM: i64 = 50;
@@ -56,6 +67,12 @@ pub enum StateError {
     DiskFull { path: String },
     #[error("state database {path} cannot be opened: check that its directory exists and is writable by the user duo-collector runs as; the next run resumes from the last checkpoint")]
     CannotOpen { path: String },
+    /// A compare-and-set on the checkpoint failed: another writer moved the stream since this
+    /// one last read or wrote it.
+    #[error("the checkpoint of {stream} was moved by another collector since revision {revision}: this one stops the stream and commits nothing; the holder of the stream goes on from the checkpoint it wrote")]
+    Fenced { stream: String, revision: u64 },
+    #[error("state store {bucket} (NATS JetStream key-value): {detail}")]
+    Kv { bucket: String, detail: String },
     #[error("state database {path} is not a usable SQLite database (corrupt, or another file): restore it from a backup and run again, which resumes from the last checkpoint it holds; or move it away, and the next run starts over from `initial_lookback` (delivering again what was delivered since then)")]
     NotADatabase { path: String },
 }
@@ -158,6 +175,21 @@ impl std::fmt::Debug for State {
 
 fn account_key(stream: &StreamId) -> &str {
     stream.account_id.as_deref().unwrap_or("")
+}
+
+/// A `runs` row of (started_ms, ended_ms, pages, events, outcome, error).
+fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        started_ms: r.get(0)?,
+        ended_ms: r.get(1)?,
+        pages: r.get(2)?,
+        events: r.get(3)?,
+        outcome: match r.get_ref(4)?.as_str()? {
+            RUNNING => None,
+            _ => Some(r.get(4)?),
+        },
+        error: r.get(5)?,
+    })
 }
 
 impl State {
@@ -359,19 +391,7 @@ impl State {
                         "SELECT started_ms, ended_ms, pages, events, outcome, error FROM runs
                          WHERE integration=?1 AND account_id=?2 AND log=?3 ORDER BY id DESC LIMIT 1",
                         params![integration, account_id.as_deref().unwrap_or(""), log],
-                        |r| {
-                            Ok(RunRecord {
-                                started_ms: r.get(0)?,
-                                ended_ms: r.get(1)?,
-                                pages: r.get(2)?,
-                                events: r.get(3)?,
-                                outcome: match r.get_ref(4)?.as_str()? {
-                                    RUNNING => None,
-                                    _ => Some(r.get(4)?),
-                                },
-                                error: r.get(5)?,
-                            })
-                        },
+                        run_record,
                     )
                     .optional()?;
                 out.push(StreamStatus {
@@ -385,6 +405,21 @@ impl State {
                 });
             }
             Ok(out)
+        })
+    }
+
+    /// The stream's kept runs, newest first.
+    pub fn runs(&self, stream: &StreamId) -> Result<Vec<RunRecord>, StateError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT started_ms, ended_ms, pages, events, outcome, error FROM runs
+                 WHERE integration=?1 AND account_id=?2 AND log=?3 ORDER BY id DESC",
+            )?;
+            let rows = stmt.query_map(
+                params![stream.integration, account_key(stream), stream.log.as_str()],
+                run_record,
+            )?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 

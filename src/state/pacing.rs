@@ -29,6 +29,12 @@ pub struct ClockStatus {
     pub measured_ms: i64,
 }
 
+/// Whether a rate learned under `ceiling_then` is where to start under `ceiling_now`.
+pub(super) fn rate_still_applies(rate: f64, ceiling_then: f64, ceiling_now: f64) -> bool {
+    let held_back = rate < ceiling_then;
+    held_back || ceiling_then == ceiling_now
+}
+
 impl State {
     /// The rates earlier runs learned for `integration`, to start from instead of the ceiling.
     /// A rate learned under another ceiling is kept only if it was below that ceiling (Duo
@@ -53,8 +59,7 @@ impl State {
             let mut out = HashMap::new();
             for row in rows {
                 let (account, endpoint, rate, ceiling) = row?;
-                let held_back = rate < ceiling;
-                if held_back || ceiling == ceiling_per_minute {
+                if rate_still_applies(rate, ceiling, ceiling_per_minute) {
                     out.insert(PaceKey { account, endpoint }, rate);
                 }
             }

@@ -20,8 +20,13 @@ use crate::secret::Secret;
 
 pub use fragment::{accepted_keys, Fragment, Key, Kind, SinkType, Validator, TYPES};
 pub use http::{HttpAuth, HttpFlavor, HttpSettings};
-pub use nats::{NatsAuth, NatsSettings, DEFAULT_SUBJECT};
+pub use nats::{
+    connection as nats_connection, NatsAuth, NatsConnection, NatsSettings,
+    CONNECTION_KEYS as NATS_CONNECTION_KEYS, DEFAULT_SUBJECT,
+};
 pub use syslog::{SyslogProtocol, SyslogSettings, SyslogTransport};
+
+pub use crate::tls::TlsFiles;
 
 /// A validated sink.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,30 +72,12 @@ pub struct Batching {
     pub max_bytes: usize,
 }
 
-/// Certificate files for a TLS connection (all optional).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// Trusted roots (PEM) instead of the system's.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate chain and key (PEM), for mutual TLS.
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    /// The name the server certificate must match, if not the host of the address.
-    pub server_name: Option<String>,
-}
-
 impl Batching {
     pub const fn new(max_events: usize, max_bytes: usize) -> Batching {
         Batching {
             max_events,
             max_bytes,
         }
-    }
-}
-
-impl TlsFiles {
-    pub fn is_empty(&self) -> bool {
-        *self == TlsFiles::default()
     }
 }
 

@@ -3,21 +3,24 @@
 use std::time::Duration;
 
 use super::fragment::{flag, text, Fragment, Key, SinkType, BATCH, CLIENT_TLS, PASSWORD, TOKEN};
-use super::{
-    delivery_limits, duration, tls_files, token_and_password, Batching, SinkKind, TlsFiles,
-};
+use super::{delivery_limits, duration, tls_files, token_and_password, Batching, SinkKind};
 use crate::config::{optional_secret, Env, Report};
-use crate::secret::Secret;
+pub use crate::nats_connection::{NatsAuth, NatsConnection};
 
 /// The keys only this type has.
 const OWN: &[Key] = &[
-    text("url"),
     text("stream"),
     text("subject"),
     flag("create_stream"),
-    text("creds_file"),
-    flag("tls_required"),
     text("ack_timeout"),
+];
+
+/// The login keys ([`connection`] reads them), shared with `[state]`.
+pub const CONNECTION_KEYS: &[&[Key]] = &[
+    &[text("url"), text("creds_file"), flag("tls_required")],
+    TOKEN,
+    PASSWORD,
+    CLIENT_TLS,
 ];
 
 /// The default `timeout` and batch limits.
@@ -26,35 +29,25 @@ const LIMITS: (Duration, Batching) = (Duration::from_secs(10), Batching::new(500
 pub(super) const TYPE: SinkType = SinkType {
     name: "nats",
     validate: |report, env, scope, raw| nats(report, env, scope, raw).map(SinkKind::Nats),
-    keys: &[OWN, TOKEN, PASSWORD, CLIENT_TLS, BATCH],
+    keys: &[
+        CONNECTION_KEYS[0],
+        OWN,
+        CONNECTION_KEYS[1],
+        CONNECTION_KEYS[2],
+        CONNECTION_KEYS[3],
+        BATCH,
+    ],
 };
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum NatsAuth {
-    None,
-    Token(Secret),
-    UserPassword {
-        username: String,
-        password: Secret,
-    },
-    /// The contents of a `.creds` file (JWT and NKey seed).
-    Credentials(Secret),
-}
-
-#[derive(Debug, Clone, PartialEq)]
 pub struct NatsSettings {
-    /// One or more server URLs, comma-separated.
-    pub url: String,
+    /// The servers and the login (`timeout` is its connect timeout).
+    pub connection: NatsConnection,
     pub stream: String,
     /// The subject template: `{integration}`, `{log}` and `{account}` are replaced.
     pub subject: String,
     pub create_stream: bool,
-    pub auth: NatsAuth,
-    pub tls: TlsFiles,
-    pub tls_required: bool,
     pub ack_timeout: Duration,
-    /// Connect timeout.
-    pub timeout: Duration,
     pub batch: Batching,
 }
 
@@ -78,7 +71,16 @@ pub(super) fn subject_problem(template: &str) -> Option<String> {
     None
 }
 
-fn nats(report: &mut Report, env: &Env, scope: &str, raw: &Fragment<'_>) -> Option<NatsSettings> {
+/// The login keys a NATS sink and the NATS state store share: `url`, `creds_file`,
+/// `tls_required`, the token, username and password, the client TLS files; `timeout` is the
+/// connect timeout the caller validated.
+pub fn connection(
+    report: &mut Report,
+    env: &Env,
+    scope: &str,
+    raw: &Fragment<'_>,
+    timeout: Option<Duration>,
+) -> Option<NatsConnection> {
     let url = match raw.str("url") {
         Some(u)
             if u.split(',').all(|one| {
@@ -100,6 +102,50 @@ fn nats(report: &mut Report, env: &Env, scope: &str, raw: &Fragment<'_>) -> Opti
             None
         }
     };
+    let (token, password) = token_and_password(report, env, scope, raw);
+    let creds = optional_secret(
+        report,
+        env,
+        scope,
+        "creds",
+        raw.str("creds_file"),
+        None,
+        None,
+    );
+    let username = raw.string("username");
+    let auth = match (token, password, creds) {
+        (Some(token), Some(password), Some(creds)) => match (token, username, password, creds) {
+            (None, None, None, None) => Some(NatsAuth::None),
+            (Some(t), None, None, None) => Some(NatsAuth::Token(t)),
+            (None, None, None, Some(c)) => Some(NatsAuth::Credentials(c)),
+            (None, Some(username), Some(password), None) => {
+                Some(NatsAuth::UserPassword { username, password })
+            }
+            (None, Some(_), None, None) => {
+                report.error(scope, "password_file", "`username` is set, so a password is needed: set `password_file` or `password_env`");
+                None
+            }
+            _ => {
+                report.error(scope, "token_file", "use one way to authenticate: a token (token_file/token_env), username and password, or creds_file");
+                None
+            }
+        },
+        _ => None,
+    };
+    let tls = tls_files(report, scope, raw);
+    let tls_required = raw
+        .bool("tls_required")
+        .unwrap_or_else(|| !tls.is_empty() || url.as_deref().is_some_and(|u| u.contains("tls://")));
+    Some(NatsConnection {
+        url: url?,
+        auth: auth?,
+        tls,
+        tls_required,
+        timeout: timeout?,
+    })
+}
+
+fn nats(report: &mut Report, env: &Env, scope: &str, raw: &Fragment<'_>) -> Option<NatsSettings> {
     let stream = match raw.str("stream") {
         Some(s) if !s.is_empty() && !s.contains(['.', '*', '>', ' ', '/', '\\']) => {
             Some(s.to_string())
@@ -133,53 +179,16 @@ fn nats(report: &mut Report, env: &Env, scope: &str, raw: &Fragment<'_>) -> Opti
         }
         None => Some(subject),
     };
-    let (token, password) = token_and_password(report, env, scope, raw);
-    let creds = optional_secret(
-        report,
-        env,
-        scope,
-        "creds",
-        raw.str("creds_file"),
-        None,
-        None,
-    );
-    let username = raw.string("username");
-    let auth = match (token, password, creds) {
-        (Some(token), Some(password), Some(creds)) => match (token, username, password, creds) {
-            (None, None, None, None) => Some(NatsAuth::None),
-            (Some(t), None, None, None) => Some(NatsAuth::Token(t)),
-            (None, None, None, Some(c)) => Some(NatsAuth::Credentials(c)),
-            (None, Some(username), Some(password), None) => {
-                Some(NatsAuth::UserPassword { username, password })
-            }
-            (None, Some(_), None, None) => {
-                report.error(scope, "password_file", "`username` is set, so a password is needed: set `password_file` or `password_env`");
-                None
-            }
-            _ => {
-                report.error(scope, "token_file", "use one way to authenticate: a token (token_file/token_env), username and password, or creds_file");
-                None
-            }
-        },
-        _ => None,
-    };
-    let tls = tls_files(report, scope, raw);
     let create_stream = raw.bool("create_stream").unwrap_or(false);
-    let tls_required = raw
-        .bool("tls_required")
-        .unwrap_or_else(|| !tls.is_empty() || url.as_deref().is_some_and(|u| u.contains("tls://")));
     let ack_timeout = duration(report, scope, raw, "ack_timeout", Duration::from_secs(10));
     let (timeout, batch) = delivery_limits(report, scope, raw, LIMITS);
+    let connection = connection(report, env, scope, raw, timeout);
     Some(NatsSettings {
-        url: url?,
+        connection: connection?,
         stream: stream?,
         subject: subject?,
         create_stream,
-        auth: auth?,
-        tls,
-        tls_required,
         ack_timeout: ack_timeout?,
-        timeout: timeout?,
         batch: batch?,
     })
 }

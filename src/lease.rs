@@ -1,0 +1,189 @@
+//! Leases on streams, pure: which streams an instance should claim or release given its view
+//! of the cluster (fair share), and, for the leases it holds, when each is renewed and when it
+//! must stop its stream because a renewal did not come through in time. The KV operations that
+//! take (`create`), renew (`update` at the revision) and release a lease are the NATS store's
+//! (`state::NatsStore::take_lease` ...); this module only decides, from what it is told and
+//! the time handed in (tokio's clock, so tests run on paused time).
+//!
+//! Timing, with `ttl` the lease bucket's `max_age`: a lease is renewed every `ttl / 3`; the
+//! server expires it `ttl` after the last write, which it stamps no earlier than the moment
+//! this instance *sent* the write, so counting from the send is safe. A stream whose lease
+//! was not renewed for `2 · ttl / 3` is stopped, a third of the ttl before another instance
+//! can take it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What to do with a stream's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action<K> {
+    /// Take it (`create`): nobody live holds it, and this instance is below its share.
+    Claim(K),
+    /// Give it up: this instance holds more than its share while another holds less.
+    Release(K),
+}
+
+/// The most streams one instance should hold: `ceil(streams / instances)`.
+pub fn fair_share(streams: usize, instances: usize) -> usize {
+    streams.div_ceil(instances.max(1))
+}
+
+/// How much `instance` prefers `stream` (rendezvous hashing): instances rank the free streams
+/// differently, so they seldom race for the same one, and a stream's preferred instance stays
+/// the same while the others come and go.
+fn preference<K: Hash>(instance: &str, stream: &K) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    instance.hash(&mut h);
+    stream.hash(&mut h);
+    h.finish()
+}
+
+/// The claims and releases that move `me` towards its fair share.
+///
+/// `streams`: every stream to collect (the same set on every instance); `live`: the instances
+/// seen alive, `me` among them; `holders`: each leased stream's holder. A stream held by an
+/// instance not in `live` counts as free only once its lease expired (the caller leaves it in
+/// `holders` until then), so nothing here ever takes a lease that is still running.
+pub fn assign<K: Ord + Clone + Hash>(
+    me: &str,
+    streams: &[K],
+    live: &BTreeSet<String>,
+    holders: &BTreeMap<K, String>,
+) -> Vec<Action<K>> {
+    let instances = live.len() + usize::from(!live.contains(me));
+    let share = fair_share(streams.len(), instances);
+    let mut mine: Vec<&K> = streams
+        .iter()
+        .filter(|s| holders.get(*s).map(String::as_str) == Some(me))
+        .collect();
+    let mut actions = Vec::new();
+    if mine.len() > share {
+        // Only give streams up when someone is below the share to take them.
+        let mut counts: BTreeMap<&str, usize> = live.iter().map(|i| (i.as_str(), 0)).collect();
+        for holder in holders.values() {
+            if let Some(c) = counts.get_mut(holder.as_str()) {
+                *c += 1;
+            }
+        }
+        let floor = streams.len() / instances.max(1);
+        let someone_short = counts.iter().any(|(i, c)| *i != me && *c < floor.max(1));
+        if someone_short {
+            mine.sort_by_key(|s| std::cmp::Reverse(preference(me, *s)));
+            for stream in mine.drain(share..) {
+                actions.push(Action::Release(stream.clone()));
+            }
+        }
+        return actions;
+    }
+    let mut free: Vec<&K> = streams
+        .iter()
+        .filter(|s| !holders.contains_key(*s))
+        .collect();
+    free.sort_by_key(|s| std::cmp::Reverse(preference(me, *s)));
+    for stream in free.into_iter().take(share - mine.len()) {
+        actions.push(Action::Claim(stream.clone()));
+    }
+    actions
+}
+
+/// A lease this instance holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The revision to renew it with.
+    pub revision: u64,
+    /// When the write that took or last renewed it was sent.
+    pub written_at: Instant,
+}
+
+/// The leases one instance holds, and their clocks.
+#[derive(Debug, Clone)]
+pub struct Leases<K> {
+    ttl: Duration,
+    held: BTreeMap<K, Held>,
+}
+
+impl<K: Ord + Clone> Leases<K> {
+    pub fn new(ttl: Duration) -> Leases<K> {
+        Leases {
+            ttl,
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// How often a lease is renewed: `ttl / 3`.
+    pub fn renew_every(&self) -> Duration {
+        self.ttl / 3
+    }
+
+    /// How long after its last write a lease's stream keeps running: `2 · ttl / 3`.
+    pub fn stop_after(&self) -> Duration {
+        self.ttl - self.ttl / 3
+    }
+
+    pub fn held(&self) -> impl Iterator<Item = (&K, &Held)> {
+        self.held.iter()
+    }
+
+    pub fn holds(&self, stream: &K) -> bool {
+        self.held.contains_key(stream)
+    }
+
+    /// Taken (or renewed) by a write sent at `sent_at` that the server answered with
+    /// `revision`.
+    pub fn written(&mut self, stream: K, revision: u64, sent_at: Instant) {
+        self.held.insert(
+            stream,
+            Held {
+                revision,
+                written_at: sent_at,
+            },
+        );
+    }
+
+    /// The leases to renew now: last written `ttl / 3` ago or more.
+    pub fn due(&self, now: Instant) -> Vec<(K, u64)> {
+        self.held
+            .iter()
+            .filter(|(_, h)| now.duration_since(h.written_at) >= self.renew_every())
+            .map(|(k, h)| (k.clone(), h.revision))
+            .collect()
+    }
+
+    /// The streams to stop now because their lease may be gone before the next renewal could
+    /// land (not written for `2 · ttl / 3`); they are forgotten here. A renewal that failed
+    /// leaves the lease in place until then; one refused (another instance holds it) is
+    /// [`Leases::lost`] at once.
+    pub fn expiring(&mut self, now: Instant) -> Vec<K> {
+        let stop_after = self.stop_after();
+        let expiring: Vec<K> = self
+            .held
+            .iter()
+            .filter(|(_, h)| now.duration_since(h.written_at) >= stop_after)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &expiring {
+            self.held.remove(k);
+        }
+        expiring
+    }
+
+    /// Gone: released, or refused on renewal (another instance moved it). The caller stops the
+    /// stream at once.
+    pub fn lost(&mut self, stream: &K) -> Option<Held> {
+        self.held.remove(stream)
+    }
+
+    /// When the next thing is due: the earliest renewal.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.held
+            .values()
+            .map(|h| h.written_at + self.renew_every())
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,149 @@
+//! Leases in `<prefix>-leases`: one key per stream (the stream's key), held by the instance
+//! that wrote it, and one presence key per live instance (`instance.<id>`). The bucket's
+//! `max_age` is the lease ttl (nats-server 2.9 has no per-key TTL), so a key nobody rewrites is
+//! gone `lease_ttl` after its last write. A lease is taken with `create` (only one instance
+//! can), renewed with `update` at the revision its holder last wrote (refused once it expired
+//! or another instance took it), released with a delete at that revision. What to claim and
+//! when to renew or stop is decided by `crate::lease`.
+
+use std::collections::BTreeSet;
+
+use async_nats::jetstream::kv;
+use serde::{Deserialize, Serialize};
+
+use super::bucket::Conflict;
+use super::keys;
+use super::NatsStore;
+use crate::event::StreamId;
+use crate::state::{Revision, StateError};
+
+/// A lease key's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub instance: String,
+    /// When the holder took it (renewals keep it).
+    pub since_ms: i64,
+}
+
+/// A lease as its holder keeps it: the revision to renew or release it with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldLease {
+    pub stream: StreamId,
+    pub since_ms: i64,
+    pub revision: Revision,
+}
+
+/// Who holds a stream, for `status` and the assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    pub stream: StreamId,
+    pub instance: String,
+    pub since_ms: i64,
+}
+
+/// A presence key's value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Presence {
+    seen_ms: i64,
+}
+
+const PRESENCE: &str = "instance";
+
+fn presence_key(instance: &str) -> String {
+    format!("{PRESENCE}.{}", keys::token(instance))
+}
+
+impl NatsStore {
+    /// Takes the stream's lease if nobody holds it; `None` when another instance does.
+    pub async fn take_lease(
+        &self,
+        stream: &StreamId,
+        now_ms: i64,
+    ) -> Result<Option<HeldLease>, StateError> {
+        let record = LeaseRecord {
+            instance: self.instance.clone(),
+            since_ms: now_ms,
+        };
+        let taken = self
+            .leases
+            .create(&keys::stream_key(stream), &record)
+            .await?;
+        Ok(taken.ok().map(|revision| HeldLease {
+            stream: stream.clone(),
+            since_ms: now_ms,
+            revision: Revision(revision),
+        }))
+    }
+
+    /// Renews a lease this instance holds; `None` when it is lost (expired, or taken by another
+    /// instance since): the caller stops the stream at once.
+    pub async fn renew_lease(&self, held: &HeldLease) -> Result<Option<HeldLease>, StateError> {
+        let record = LeaseRecord {
+            instance: self.instance.clone(),
+            since_ms: held.since_ms,
+        };
+        let key = keys::stream_key(&held.stream);
+        match self.leases.update(&key, &record, held.revision.0).await? {
+            Ok(revision) => Ok(Some(HeldLease {
+                revision: Revision(revision),
+                ..held.clone()
+            })),
+            Err(Conflict) => Ok(None),
+        }
+    }
+
+    /// Gives a lease up (only if it is still the one this instance wrote).
+    pub async fn release_lease(&self, held: &HeldLease) -> Result<(), StateError> {
+        let key = keys::stream_key(&held.stream);
+        match self
+            .leases
+            .kv
+            .delete_expect_revision(&key, Some(held.revision.0))
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Expired or taken meanwhile: nothing of ours to release.
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(()),
+            Err(e) => Err(self.leases.error(e)),
+        }
+    }
+
+    /// Every stream's holder, sorted by stream.
+    pub async fn lease_holders(&self) -> Result<Vec<LeaseHolder>, StateError> {
+        let mut out = Vec::new();
+        for key in self.leases.keys().await? {
+            let Some(stream) = keys::stream_of(&key) else {
+                continue;
+            };
+            if let Some((record, _)) = self.leases.get::<LeaseRecord>(&key).await? {
+                out.push(LeaseHolder {
+                    stream,
+                    instance: record.instance,
+                    since_ms: record.since_ms,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.stream.cmp(&b.stream));
+        Ok(out)
+    }
+
+    /// Says this instance is alive (until `lease_ttl` after this call); repeated with the
+    /// renewals.
+    pub async fn announce(&self, now_ms: i64) -> Result<(), StateError> {
+        self.leases
+            .put(&presence_key(&self.instance), &Presence { seen_ms: now_ms })
+            .await?;
+        Ok(())
+    }
+
+    /// The instances that announced themselves within `lease_ttl`.
+    pub async fn live_instances(&self) -> Result<BTreeSet<String>, StateError> {
+        let mut out = BTreeSet::new();
+        for key in self.leases.keys().await? {
+            if let Some((PRESENCE, token)) = key.split_once('.') {
+                out.extend(keys::part(token));
+            }
+        }
+        Ok(out)
+    }
+}
