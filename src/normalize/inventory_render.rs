@@ -1,6 +1,7 @@
 //! An inventory page in a sink's format: every entity and change through the inventory
 //! mappings (`ocsf/inventory.rs`, `inventory_ecs.rs`, `inventory_text.rs`), with the sink's
-//! `exclude_fields` applied as for logs. Pure.
+//! `exclude_fields` applied as for logs (CEF: extension keys, and paths of the record in `msg`).
+//! Pure.
 
 use std::ops::Range;
 
@@ -9,8 +10,8 @@ use serde_json::Value;
 use super::filter::remove_path;
 use super::ocsf::inventory::{change_event, inventory_change_event, inventory_event};
 use super::{
-    inventory_cef, inventory_change_cef, inventory_change_ecs, inventory_change_raw, inventory_ecs,
-    inventory_raw, Format, InventoryCtx,
+    inventory_cef_excluding, inventory_change_cef_excluding, inventory_change_ecs,
+    inventory_change_raw, inventory_ecs, inventory_raw, Format, InventoryCtx,
 };
 use crate::event::{Batch, InventoryItem};
 use crate::inventory::InventoryKind;
@@ -34,10 +35,9 @@ pub(super) fn render(
         };
         let start = out.len();
         if format == Format::Cef {
-            // CEF's extension keys are fixed for the inventory; nothing there to exclude.
             let line = match item {
-                InventoryItem::Entity(e) => inventory_cef(&ctx, kind, e),
-                InventoryItem::Change(c) => inventory_change_cef(&ctx, c),
+                InventoryItem::Entity(e) => inventory_cef_excluding(&ctx, kind, e, exclude),
+                InventoryItem::Change(c) => inventory_change_cef_excluding(&ctx, c, exclude),
             };
             out.extend_from_slice(line.as_bytes());
         } else {

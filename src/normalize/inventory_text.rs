@@ -8,6 +8,7 @@
 use serde_json::{json, Value};
 
 use super::cef::{push_ext_value, push_header};
+use super::filter::remove_path;
 use super::InventoryCtx;
 use crate::inventory::diff::ChangeEvent;
 use crate::inventory::{Entity, InventoryKind};
@@ -34,13 +35,45 @@ pub fn inventory_raw(ctx: &InventoryCtx<'_>, kind: InventoryKind, entity: &Entit
     Value::Object(rec)
 }
 
-fn ext(out: &mut Vec<u8>, key: &str, value: &str) {
-    if out.last() != Some(&b'|') {
-        out.push(b' ');
+/// A CEF line being written, leaving out the extension keys a sink excludes (a `…Label` key
+/// goes with its value's key, as for logs).
+struct CefLine<'e> {
+    out: Vec<u8>,
+    exclude: &'e [String],
+}
+
+impl<'e> CefLine<'e> {
+    fn new(exclude: &'e [String]) -> CefLine<'e> {
+        CefLine {
+            out: Vec::new(),
+            exclude,
+        }
     }
-    out.extend_from_slice(key.as_bytes());
-    out.push(b'=');
-    push_ext_value(out, value);
+
+    fn ext(&mut self, key: &str, value: &str) {
+        let base = key.strip_suffix("Label").unwrap_or(key);
+        if self.exclude.iter().any(|x| x == key || x == base) {
+            return;
+        }
+        if self.out.last() != Some(&b'|') {
+            self.out.push(b' ');
+        }
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.push(b'=');
+        push_ext_value(&mut self.out, value);
+    }
+
+    /// `msg`: the JSON, without the excluded paths (named as in the record, as for raw).
+    fn msg(&mut self, mut value: Value) {
+        for path in self.exclude {
+            remove_path(&mut value, path);
+        }
+        self.ext("msg", &value.to_string());
+    }
+
+    fn into_string(self) -> String {
+        String::from_utf8_lossy(&self.out).into_owned()
+    }
 }
 
 fn header(out: &mut Vec<u8>, class: &str, name: &str, severity: u8) {
@@ -55,43 +88,49 @@ fn header(out: &mut Vec<u8>, class: &str, name: &str, severity: u8) {
     out.push(b'|');
 }
 
-fn common(out: &mut Vec<u8>, ctx: &InventoryCtx<'_>, id: &str) {
-    ext(out, "rt", &ctx.snapshot_ms.to_string());
-    ext(out, "externalId", id);
-    ext(out, "cs5Label", "integration");
-    ext(out, "cs5", ctx.integration);
+fn common(line: &mut CefLine<'_>, ctx: &InventoryCtx<'_>, id: &str) {
+    line.ext("rt", &ctx.snapshot_ms.to_string());
+    line.ext("externalId", id);
+    line.ext("cs5Label", "integration");
+    line.ext("cs5", ctx.integration);
     if let Some(a) = ctx.account_id {
-        ext(out, "cs6Label", "accountId");
-        ext(out, "cs6", a);
+        line.ext("cs6Label", "accountId");
+        line.ext("cs6", a);
     }
 }
 
 pub fn inventory_cef(ctx: &InventoryCtx<'_>, kind: InventoryKind, entity: &Entity) -> String {
-    let mut out = Vec::new();
+    inventory_cef_excluding(ctx, kind, entity, &[])
+}
+
+/// [`inventory_cef`] without the extension keys and record paths in `exclude`.
+pub fn inventory_cef_excluding(
+    ctx: &InventoryCtx<'_>,
+    kind: InventoryKind,
+    entity: &Entity,
+    exclude: &[String],
+) -> String {
+    let mut line = CefLine::new(exclude);
     let id = inventory_event_id(ctx, kind, entity);
     header(
-        &mut out,
+        &mut line.out,
         &format!("inventory:{}", kind.as_str()),
         &format!("Duo {} inventory", kind.as_str()),
         1,
     );
-    common(&mut out, ctx, &id);
-    ext(&mut out, "cat", kind.as_str());
-    ext(&mut out, "cs1Label", "entityId");
-    ext(&mut out, "cs1", &entity.id);
+    common(&mut line, ctx, &id);
+    line.ext("cat", kind.as_str());
+    line.ext("cs1Label", "entityId");
+    line.ext("cs1", &entity.id);
     let name = ["username", "name", "device_name", "number"]
         .iter()
         .find_map(|k| entity.record.get(*k).and_then(Value::as_str));
     if let Some(n) = name {
-        ext(&mut out, "cs2Label", "entityName");
-        ext(&mut out, "cs2", n);
+        line.ext("cs2Label", "entityName");
+        line.ext("cs2", n);
     }
-    ext(
-        &mut out,
-        "msg",
-        &Value::Object(entity.record.clone()).to_string(),
-    );
-    String::from_utf8_lossy(&out).into_owned()
+    line.msg(Value::Object(entity.record.clone()));
+    line.into_string()
 }
 
 /// The event id of a change (the same in every format).
@@ -130,24 +169,65 @@ pub fn inventory_change_raw(ctx: &InventoryCtx<'_>, change: &ChangeEvent) -> Val
 }
 
 pub fn inventory_change_cef(ctx: &InventoryCtx<'_>, change: &ChangeEvent) -> String {
-    let mut out = Vec::new();
+    inventory_change_cef_excluding(ctx, change, &[])
+}
+
+/// [`inventory_change_cef`] without the extension keys in `exclude`.
+pub fn inventory_change_cef_excluding(
+    ctx: &InventoryCtx<'_>,
+    change: &ChangeEvent,
+    exclude: &[String],
+) -> String {
+    let mut line = CefLine::new(exclude);
     let id = change_event_id(ctx, change);
     header(
-        &mut out,
+        &mut line.out,
         &format!("change:{}:{}", change.kind.as_str(), change.activity_id),
         &format!("Duo {} {}", change.kind.as_str(), change.activity_name),
         3,
     );
-    common(&mut out, ctx, &id);
-    ext(&mut out, "act", change.activity_name);
-    ext(&mut out, "duid", &change.entity_id);
-    ext(&mut out, "duser", &change.entity_name);
+    common(&mut line, ctx, &id);
+    line.ext("act", change.activity_name);
+    line.ext("duid", &change.entity_id);
+    line.ext("duser", &change.entity_name);
     if let Some((gid, gname)) = &change.group {
-        ext(&mut out, "cs3Label", "groupId");
-        ext(&mut out, "cs3", gid);
-        ext(&mut out, "cs4Label", "groupName");
-        ext(&mut out, "cs4", gname);
+        line.ext("cs3Label", "groupId");
+        line.ext("cs3", gid);
+        line.ext("cs4Label", "groupName");
+        line.ext("cs4", gname);
     }
-    ext(&mut out, "msg", &changes_json(change).to_string());
-    String::from_utf8_lossy(&out).into_owned()
+    line.msg(changes_json(change));
+    line.into_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cef_sink_s_exclusions_drop_extension_keys_with_their_labels_and_record_paths() {
+        let ctx = InventoryCtx {
+            integration: "corp",
+            account_id: None,
+            snapshot_ms: 1_700_000_000_000,
+            collected_at: "2023-11-14T22:13:20Z",
+        };
+        let record = json!({"user_id": "DU1", "username": "ada", "email": "ada@example.com"});
+        let entity = Entity {
+            id: "DU1".into(),
+            record: record.as_object().unwrap().clone(),
+        };
+        let full = inventory_cef(&ctx, InventoryKind::Users, &entity);
+        assert!(full.contains("cs2Label=entityName cs2=ada") && full.contains("ada@example.com"));
+        let exclude = ["cs2".to_string(), "email".to_string()];
+        let line = inventory_cef_excluding(&ctx, InventoryKind::Users, &entity, &exclude);
+        assert!(
+            !line.contains("cs2") && !line.contains("ada@example.com"),
+            "{line}"
+        );
+        assert!(
+            line.contains("cs1=DU1") && line.contains("username"),
+            "{line}"
+        );
+    }
 }

@@ -19,8 +19,8 @@ mod record;
 pub use inventory_ecs::{inventory_change_ecs, inventory_ecs};
 /// Raw and CEF for the inventory and its changes.
 pub use inventory_text::{
-    change_event_id, inventory_cef, inventory_change_cef, inventory_change_raw, inventory_event_id,
-    inventory_raw,
+    change_event_id, inventory_cef, inventory_cef_excluding, inventory_change_cef,
+    inventory_change_cef_excluding, inventory_change_raw, inventory_event_id, inventory_raw,
 };
 /// OCSF for the inventory and its changes.
 pub use ocsf::inventory::{
