@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OwnedMutexGuard;
 
-use crate::state::{FileMark, State};
+use crate::state::{FileMark, FileMarks};
 
 /// What the writer and the commit share about one file sink's file.
 #[derive(Debug, Default)]
@@ -43,7 +43,7 @@ pub(super) struct Commits {
     path: String,
     /// Where committed lengths are read at start and recorded when a file is (re)opened;
     /// `None` (no state database): only the in-process part applies.
-    state: Option<State>,
+    state: Option<FileMarks>,
     tail: Arc<Mutex<Tail>>,
     /// One page at a time between its write and its commit.
     turn: Arc<tokio::sync::Mutex<()>>,
@@ -60,7 +60,7 @@ fn mark_of(sink: &str, path: &str, meta: &std::fs::Metadata) -> FileMark {
 }
 
 impl Commits {
-    pub(super) fn new(sink: &str, path: &std::path::Path, state: Option<State>) -> Commits {
+    pub(super) fn new(sink: &str, path: &std::path::Path, state: Option<FileMarks>) -> Commits {
         Commits {
             sink: sink.to_string(),
             path: path.display().to_string(),
@@ -290,7 +290,7 @@ mod tests {
 
         fn reporting(&self) -> SinkReporting {
             SinkReporting {
-                state: self.state.clone(),
+                state: self.state.clone().into(),
                 events: self.events.clone(),
             }
         }

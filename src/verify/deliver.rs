@@ -65,9 +65,9 @@ pub async fn deliver_outcome(
     let beside = lock.is_none();
     let state = State::open(&config.state_db_path())?;
     let reporting = SinkReporting {
-        state: state.clone(),
+        state: state.clone().into(),
         events: Arc::new(SinkStatusRecorder::new(
-            state.clone(),
+            crate::state::StateStore::sqlite(state.clone()),
             Arc::new(Observer::default()),
         )),
     };
