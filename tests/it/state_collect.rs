@@ -12,7 +12,7 @@ use crate::sink_support::{free_port, NatsServer};
 use duo_collector::daemon::{self, Runtime, RuntimeOptions};
 use duo_collector::event::StreamId;
 use duo_collector::log_kind::LogKind;
-use duo_collector::simulator::{Fault, FaultRule, KindCounts};
+use duo_collector::simulator::{Fault, FaultRule, KindCounts, Simulator};
 use duo_collector::state::{PageCommit, RunOutcome, StateStore, StoreSettings};
 
 const DAY_MS: i64 = 86_400_000;
@@ -41,28 +41,30 @@ impl NatsState {
     }
 }
 
-fn sim_with(counts: KindCounts) -> duo_collector::simulator::SimConfig {
+/// The strict simulator with a backlog of two streams (authentication over several pages,
+/// administrator), and a collector config for both whose state is in `nats`.
+async fn two_streams(nats: &NatsState) -> (Simulator, Setup) {
     let now = now_ms();
     let mut cfg = sim_config(0, now - 2 * DAY_MS, now - 60_000);
-    cfg.counts = counts;
-    cfg
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn collect_now_on_the_nats_store_delivers_once_resumes_from_nats_and_status_reads_it() {
-    let nats = NatsState::start().await;
-    let sim = start_sim(sim_with(KindCounts {
+    cfg.counts = KindCounts {
         authentication: 2_500,
         administrator: 300,
         ..KindCounts::default()
-    }))
-    .await;
-    let handle = sim.handle();
+    };
+    let sim = start_sim(cfg).await;
     let setup = Setup::new(
         &sim.base_url(),
         "initial_lookback = \"3d\"\npage_size = 500\nlogs = [\"authentication\", \"administrator\"]",
     );
     nats.use_in(&setup);
+    (sim, setup)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_now_on_the_nats_store_delivers_once_resumes_from_nats_and_status_reads_it() {
+    let nats = NatsState::start().await;
+    let (sim, setup) = two_streams(&nats).await;
+    let handle = sim.handle();
     let config = setup.config.to_str().unwrap();
 
     let out = run_cli(&["collect-now", "--config", config]).await;
@@ -129,12 +131,7 @@ async fn collect_now_on_the_nats_store_delivers_once_resumes_from_nats_and_statu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_moved_mid_drain_fences_that_stream_and_the_others_complete() {
     let nats = NatsState::start().await;
-    let sim = start_sim(sim_with(KindCounts {
-        authentication: 2_500,
-        administrator: 300,
-        ..KindCounts::default()
-    }))
-    .await;
+    let (sim, setup) = two_streams(&nats).await;
     let handle = sim.handle();
     let auth_path = "/admin/v2/logs/authentication";
     // The first authentication request passes (a zero delay), the second is held for long
@@ -149,11 +146,6 @@ async fn a_checkpoint_moved_mid_drain_fences_that_stream_and_the_others_complete
             fault: Fault::Delay(Duration::from_secs(5)),
         },
     ]);
-    let setup = Setup::new(
-        &sim.base_url(),
-        "initial_lookback = \"3d\"\npage_size = 500\nlogs = [\"authentication\", \"administrator\"]",
-    );
-    nats.use_in(&setup);
     let config = duo_collector::settings::Config::load(&setup.config).unwrap();
     let other = StateStore::open(&config.state, &setup.state_db())
         .await
