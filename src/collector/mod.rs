@@ -9,6 +9,7 @@
 mod accounts;
 mod drive;
 mod inventory;
+mod lease_hold;
 mod sink_status;
 
 use crate::duo::Call;
@@ -345,23 +346,48 @@ impl IntegrationRuntime {
         let stream = &target.stream;
         let account = stream.account_id.as_deref().unwrap_or("-");
         let mut progress = Progress::default();
+        let not_run = |outcome, error: Option<String>| StreamReport {
+            stream: stream.clone(),
+            pages: 0,
+            events: 0,
+            outcome,
+            error,
+        };
+        let lease = match lease_hold::take(&self.store, stream).await {
+            Ok(lease_hold::Lease::Elsewhere) => {
+                tracing::info!(integration = %stream.integration, account, log = %stream.log, "another instance holds this stream's lease; left to it this run");
+                return not_run(RunOutcome::Ok, None);
+            }
+            Ok(lease) => lease,
+            Err(e) => {
+                tracing::error!(integration = %stream.integration, account, log = %stream.log, error = %e, "cannot take the stream's lease");
+                return not_run(RunOutcome::Failed, Some(e.to_string()));
+            }
+        };
         let begun = self.store.begin_run(stream, now_ms()).await;
         let run_id = match begun {
             Ok(id) => id,
             Err(e) => {
                 tracing::error!(integration = %stream.integration, account, log = %stream.log, error = %e, "cannot record the run start");
-                return StreamReport {
-                    stream: stream.clone(),
-                    pages: 0,
-                    events: 0,
-                    outcome: RunOutcome::Failed,
-                    error: Some(e.to_string()),
-                };
+                return not_run(RunOutcome::Failed, Some(e.to_string()));
             }
         };
         tracing::info!(integration = %stream.integration, account, log = %stream.log, "collection started");
-        let result = drive::drain(self, target, run_id, &mut progress, cancel).await;
+        // A lost lease stops the stream between pages, as a shutdown would.
+        let (stream_stop, drained) = (cancel.child_token(), CancellationToken::new());
+        let drain = async {
+            let result = drive::drain(self, target, run_id, &mut progress, &stream_stop).await;
+            drained.cancel();
+            result
+        };
+        let (result, lease_kept) = match lease {
+            lease_hold::Lease::Held(nats, held) => {
+                futures::join!(drain, lease_hold::keep(&nats, held, &drained, &stream_stop))
+            }
+            _ => (drain.await, true),
+        };
         let (outcome, error) = match result {
+            _ if !lease_kept => (RunOutcome::Failed, Some(format!("this instance lost the lease of {stream} (taken over, or not renewed in time); the stream stopped between pages"))),
             Ok(()) if cancel.is_cancelled() => (RunOutcome::Interrupted, None),
             Ok(()) => (RunOutcome::Ok, None),
             Err(CollectError::Duo(DuoError::Cancelled)) | Err(CollectError::Sink(SinkError::Cancelled)) => {

@@ -228,3 +228,56 @@ async fn a_checkpoint_moved_mid_drain_fences_that_stream_and_the_others_complete
     );
     sim.shutdown().await;
 }
+
+/// A stream whose lease another instance holds is not drained (not one request for it), the
+/// others are; once that lease is released, the next collection drains it, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_another_instance_holds_is_left_to_it_until_its_lease_is_released() {
+    let nats = NatsState::start().await;
+    let (sim, setup) = two_streams(&nats).await;
+    let handle = sim.handle();
+    let config = duo_collector::settings::Config::load(&setup.config).unwrap();
+    let StoreSettings::Nats(settings) = &config.state else {
+        panic!("the NATS store")
+    };
+    let other = duo_collector::state::NatsStore::open(settings)
+        .await
+        .unwrap();
+    let auth = StreamId::new("corp", None, LogKind::Authentication);
+    let held = other
+        .take_lease(&auth, now_ms())
+        .await
+        .unwrap()
+        .expect("free");
+
+    let runtime = Runtime::open(&config, &RuntimeOptions::default())
+        .await
+        .unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let reports = daemon::collect_once(&runtime, None, &cancel).await;
+    assert!(!reports[0].failed(), "{reports:?}");
+    assert_eq!(
+        log_requests(&handle, "authentication").count(),
+        0,
+        "not one request for a stream held elsewhere"
+    );
+    let delivered = read_events(&setup.events);
+    let admin = tally(&handle, &delivered, &["administrator"], now_ms());
+    assert!(admin.exactly_once(), "{admin}");
+
+    other.release_lease(&held).await.unwrap();
+    let reports = daemon::collect_once(&runtime, None, &cancel).await;
+    assert!(!reports[0].failed(), "{reports:?}");
+    let both = tally(
+        &handle,
+        &read_events(&setup.events),
+        &["authentication", "administrator"],
+        now_ms(),
+    );
+    assert!(both.exactly_once(), "{both}");
+    assert!(
+        other.lease_holders().await.unwrap().is_empty(),
+        "the collector released the leases it took"
+    );
+    sim.shutdown().await;
+}
