@@ -3,7 +3,8 @@
 //! every event exactly once and a second run resumes from the checkpoints in NATS; `status`
 //! reads them there. And fencing end to end: a checkpoint moved by another store handle
 //! between two pages of a stream stops that stream (nothing more committed, the checkpoint not
-//! moved back) while the other streams complete.
+//! moved back) while the other streams complete. And leases: a stream another instance holds
+//! is left to it; a lease lost mid-drain stops its stream before the next commit.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use duo_collector::daemon::{self, Runtime, RuntimeOptions};
 use duo_collector::event::StreamId;
 use duo_collector::log_kind::LogKind;
 use duo_collector::simulator::{Fault, FaultRule, KindCounts, Simulator};
-use duo_collector::state::{PageCommit, RunOutcome, StateStore, StoreSettings};
+use duo_collector::state::{NatsStore, PageCommit, RunOutcome, StateStore, StoreSettings};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -30,11 +31,11 @@ impl NatsState {
         NatsState { _dir: dir, server }
     }
 
-    /// Appends `[state]` on this server to `setup`'s config.
-    fn use_in(&self, setup: &Setup) {
+    /// Appends `[state]` on this server (and `extra` keys) to `setup`'s config.
+    fn use_in(&self, setup: &Setup, extra: &str) {
         let mut text = std::fs::read_to_string(&setup.config).unwrap();
         text.push_str(&format!(
-            "\n[state]\nbackend = \"nats\"\nurl = \"{}\"\nbucket_prefix = \"wired\"\n",
+            "\n[state]\nbackend = \"nats\"\nurl = \"{}\"\nbucket_prefix = \"wired\"\n{extra}\n",
             self.server.url()
         ));
         std::fs::write(&setup.config, text).unwrap();
@@ -44,6 +45,10 @@ impl NatsState {
 /// The strict simulator with a backlog of two streams (authentication over several pages,
 /// administrator), and a collector config for both whose state is in `nats`.
 async fn two_streams(nats: &NatsState) -> (Simulator, Setup) {
+    two_streams_with(nats, "").await
+}
+
+async fn two_streams_with(nats: &NatsState, state_extra: &str) -> (Simulator, Setup) {
     let now = now_ms();
     let mut cfg = sim_config(0, now - 2 * DAY_MS, now - 60_000);
     cfg.counts = KindCounts {
@@ -56,8 +61,27 @@ async fn two_streams(nats: &NatsState) -> (Simulator, Setup) {
         &sim.base_url(),
         "initial_lookback = \"3d\"\npage_size = 500\nlogs = [\"authentication\", \"administrator\"]",
     );
-    nats.use_in(&setup);
+    nats.use_in(&setup, state_extra);
     (sim, setup)
+}
+
+/// Another collector instance on the same buckets.
+async fn another_instance(config: &duo_collector::settings::Config) -> NatsStore {
+    let StoreSettings::Nats(settings) = &config.state else {
+        panic!("the NATS store")
+    };
+    NatsStore::open(settings).await.unwrap()
+}
+
+/// The first authentication request passes (a zero delay), the second is held for `hold`:
+/// the seam where another writer acts between two pages of the stream. It has arrived when
+/// `pending_faults()` is 0.
+fn hold_second_auth_page(handle: &duo_collector::simulator::SimHandle, hold: Duration) {
+    let rule = |delay| FaultRule {
+        path_contains: Some("/admin/v2/logs/authentication".into()),
+        fault: Fault::Delay(delay),
+    };
+    handle.inject_fault_rules(vec![rule(Duration::ZERO), rule(hold)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,19 +157,8 @@ async fn a_checkpoint_moved_mid_drain_fences_that_stream_and_the_others_complete
     let nats = NatsState::start().await;
     let (sim, setup) = two_streams(&nats).await;
     let handle = sim.handle();
-    let auth_path = "/admin/v2/logs/authentication";
-    // The first authentication request passes (a zero delay), the second is held for long
-    // enough that the other writer's commit lands first: a few milliseconds against 5 s.
-    handle.inject_fault_rules(vec![
-        FaultRule {
-            path_contains: Some(auth_path.into()),
-            fault: Fault::Delay(Duration::ZERO),
-        },
-        FaultRule {
-            path_contains: Some(auth_path.into()),
-            fault: Fault::Delay(Duration::from_secs(5)),
-        },
-    ]);
+    // Held for long enough that the other writer's commit lands first: milliseconds against 5 s.
+    hold_second_auth_page(&handle, Duration::from_secs(5));
     let config = duo_collector::settings::Config::load(&setup.config).unwrap();
     let other = StateStore::open(&config.state, &setup.state_db())
         .await
@@ -237,12 +250,7 @@ async fn a_stream_another_instance_holds_is_left_to_it_until_its_lease_is_releas
     let (sim, setup) = two_streams(&nats).await;
     let handle = sim.handle();
     let config = duo_collector::settings::Config::load(&setup.config).unwrap();
-    let StoreSettings::Nats(settings) = &config.state else {
-        panic!("the NATS store")
-    };
-    let other = duo_collector::state::NatsStore::open(settings)
-        .await
-        .unwrap();
+    let other = another_instance(&config).await;
     let auth = StreamId::new("corp", None, LogKind::Authentication);
     let held = other
         .take_lease(&auth, now_ms())
@@ -279,5 +287,65 @@ async fn a_stream_another_instance_holds_is_left_to_it_until_its_lease_is_releas
         other.lease_holders().await.unwrap().is_empty(),
         "the collector released the leases it took"
     );
+    sim.shutdown().await;
+}
+
+/// The stream's lease taken away mid-drain (deleted behind the holder's back and taken by
+/// another instance while the simulator holds the second page's request): the holder's next
+/// renewal is refused, the stream stops before that page is committed, with the error saying
+/// so; the other stream completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_lease_is_lost_mid_drain_stops_before_its_next_commit() {
+    let nats = NatsState::start().await;
+    let (sim, setup) = two_streams_with(&nats, "lease_ttl = \"3s\"\ntimeout = \"500ms\"").await;
+    let handle = sim.handle();
+    hold_second_auth_page(&handle, Duration::from_secs(6));
+    let config = duo_collector::settings::Config::load(&setup.config).unwrap();
+    let other = another_instance(&config).await;
+    let runtime = Runtime::open(&config, &RuntimeOptions::default())
+        .await
+        .unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let auth = StreamId::new("corp", None, LogKind::Authentication);
+    let thief = async {
+        wait_until("the second authentication request", || {
+            handle.pending_faults() == 0
+        })
+        .await;
+        let client = async_nats::connect(nats.server.url()).await.unwrap();
+        let leases = async_nats::jetstream::new(client)
+            .get_key_value("wired-leases")
+            .await
+            .unwrap();
+        let key = duo_collector::state::nats_keys::stream_key(&auth);
+        leases.delete(&key).await.unwrap();
+        other
+            .take_lease(&auth, now_ms())
+            .await
+            .unwrap()
+            .expect("free now")
+    };
+    let (reports, _stolen) = tokio::join!(daemon::collect_once(&runtime, None, &cancel), thief);
+    let fenced = reports[0]
+        .streams
+        .iter()
+        .find(|s| s.stream.log == LogKind::Authentication)
+        .unwrap();
+    assert_eq!(fenced.outcome, RunOutcome::Failed, "{fenced:?}");
+    assert!(
+        fenced
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("lost the lease"),
+        "{fenced:?}"
+    );
+    assert_eq!(fenced.pages, 1, "the page after the loss is not committed");
+    let admin = reports[0]
+        .streams
+        .iter()
+        .find(|s| s.stream.log == LogKind::Administrator)
+        .unwrap();
+    assert_eq!(admin.outcome, RunOutcome::Ok, "{admin:?}");
     sim.shutdown().await;
 }
