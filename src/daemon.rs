@@ -19,11 +19,12 @@ use crate::collector::{Collect, IntegrationReport, IntegrationRuntime, SinkStatu
 use crate::config::Integration;
 use crate::duo::RetryPolicy;
 use crate::observe::Observer;
+use crate::pacing::PaceKey;
 use crate::service;
 use crate::settings::Config;
 use crate::sink::SinkSettings;
 use crate::sink::{SinkReporting, SinkRetry, SinkSet};
-use crate::state::{RunOutcome, State};
+use crate::state::{FileMarks, RunOutcome, StateStore, StoreSettings};
 
 /// Knobs that are not part of the config file (tests shorten the waits).
 #[derive(Debug, Clone)]
@@ -43,9 +44,9 @@ impl Default for RuntimeOptions {
     }
 }
 
-/// The state database, sinks and one runtime per integration.
+/// The state store, sinks and one runtime per integration.
 pub struct Runtime {
-    pub state: State,
+    pub store: StateStore,
     pub integrations: Vec<Arc<IntegrationRuntime>>,
     sinks: SinkSet,
     sink_settings: Vec<SinkSettings>,
@@ -83,12 +84,12 @@ fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
 
 fn open_sinks(
     settings: &[SinkSettings],
-    state: &State,
+    store: &StateStore,
     observer: &Arc<Observer>,
 ) -> anyhow::Result<SinkSet> {
     let reporting = SinkReporting {
-        state: state.clone(),
-        events: Arc::new(SinkStatusRecorder::new(state.clone(), observer.clone())),
+        state: FileMarks::of(store),
+        events: Arc::new(SinkStatusRecorder::new(store.clone(), observer.clone())),
     };
     SinkSet::open(settings, &reporting).map_err(|errors| {
         anyhow::anyhow!(
@@ -102,20 +103,85 @@ fn open_sinks(
     })
 }
 
+fn warn_abandoned(abandoned: usize) {
+    if abandoned > 0 {
+        tracing::warn!(runs = abandoned, "previous process stopped during collection; resuming from the last acknowledged checkpoints");
+    }
+}
+
+fn take_state_dir(config: &Config) -> anyhow::Result<std::fs::File> {
+    let dir = &config.collector.state_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create state_dir {}", dir.display()))?;
+    lock_state_dir(dir)
+}
+
+/// The rates earlier runs learned for `integration`; none (and a warning) if they cannot be read.
+async fn learned_rates(store: &StateStore, integration: &Integration) -> HashMap<PaceKey, f64> {
+    store
+        .learned_rates(&integration.name, integration.requests_per_minute)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(integration = %integration.name, error = %e, "cannot read the learned request rates; starting from requests_per_minute");
+            HashMap::new()
+        })
+}
+
 impl Runtime {
+    /// The runtime on the SQLite store (`[state]` absent or `backend = "sqlite"`), built
+    /// without awaiting; [`Runtime::open`] takes either backend.
     pub fn build(config: &Config, options: &RuntimeOptions) -> anyhow::Result<Runtime> {
-        let dir = &config.collector.state_dir;
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create state_dir {}", dir.display()))?;
-        let lock = lock_state_dir(dir)?;
-        let state = State::open(&config.state_db_path())?;
-        let abandoned = state.close_abandoned_runs(crate::clock::now_ms())?;
-        if abandoned > 0 {
-            tracing::warn!(runs = abandoned, "previous process stopped during collection; resuming from the last acknowledged checkpoints");
+        if let StoreSettings::Nats(_) = &config.state {
+            anyhow::bail!("[state] backend = \"nats\" is opened by Runtime::open (async)");
         }
-        let sinks = open_sinks(&config.sinks, &state, &options.observer)?;
+        let lock = take_state_dir(config)?;
+        let state = crate::state::State::open(&config.state_db_path())?;
+        warn_abandoned(state.close_abandoned_runs(crate::clock::now_ms())?);
+        let learned = config
+            .integrations
+            .iter()
+            .map(|i| {
+                let rates = state
+                    .learned_rates(&i.name, i.requests_per_minute)
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(integration = %i.name, error = %e, "cannot read the learned request rates; starting from requests_per_minute");
+                        HashMap::new()
+                    });
+                (i.name.clone(), rates)
+            })
+            .collect();
+        Runtime::assemble(config, options, StateStore::sqlite(state), learned, lock)
+    }
+
+    /// The runtime on the store `[state]` chose: SQLite in `state_dir`, or NATS JetStream
+    /// key-value buckets. The state-dir lock is taken either way (one collector per state dir).
+    pub async fn open(config: &Config, options: &RuntimeOptions) -> anyhow::Result<Runtime> {
+        let StoreSettings::Nats(_) = &config.state else {
+            return Runtime::build(config, options);
+        };
+        let lock = take_state_dir(config)?;
+        let store = StateStore::open(&config.state, &config.state_db_path()).await?;
+        warn_abandoned(store.close_abandoned_runs(crate::clock::now_ms()).await?);
+        let mut learned = HashMap::new();
+        for integration in &config.integrations {
+            learned.insert(
+                integration.name.clone(),
+                learned_rates(&store, integration).await,
+            );
+        }
+        Runtime::assemble(config, options, store, learned, lock)
+    }
+
+    fn assemble(
+        config: &Config,
+        options: &RuntimeOptions,
+        store: StateStore,
+        mut learned: HashMap<String, HashMap<PaceKey, f64>>,
+        lock: std::fs::File,
+    ) -> anyhow::Result<Runtime> {
+        let sinks = open_sinks(&config.sinks, &store, &options.observer)?;
         let mut runtime = Runtime {
-            state,
+            store,
             integrations: Vec::new(),
             sinks,
             sink_settings: config.sinks.clone(),
@@ -123,7 +189,8 @@ impl Runtime {
             _lock: lock,
         };
         for integration in &config.integrations {
-            let rt = runtime.integration_runtime(integration)?;
+            let rates = learned.remove(&integration.name).unwrap_or_default();
+            let rt = runtime.integration_runtime(integration, rates)?;
             runtime.integrations.push(rt);
         }
         Ok(runtime)
@@ -132,11 +199,13 @@ impl Runtime {
     fn integration_runtime(
         &self,
         integration: &Integration,
+        learned: HashMap<PaceKey, f64>,
     ) -> anyhow::Result<Arc<IntegrationRuntime>> {
         let rt = IntegrationRuntime::new(
             integration.clone(),
             &self.sinks,
-            self.state.clone(),
+            self.store.clone(),
+            learned,
             self.options.retry.clone(),
             self.options.sink_retry.clone(),
             self.options.observer.clone(),
@@ -158,7 +227,7 @@ impl Runtime {
             .filter(|s| !unchanged.contains(&s.name))
             .cloned()
             .collect();
-        let opened = open_sinks(&to_open, &self.state, &self.options.observer)?;
+        let opened = open_sinks(&to_open, &self.store, &self.options.observer)?;
         self.sinks = self.sinks.retain_and_merge(&unchanged, opened);
         self.sink_settings = new.to_vec();
         Ok(())
@@ -201,20 +270,21 @@ struct Worker {
 
 /// The largest honest lag (`status::lag_ms`) among an integration's streams, in seconds; the
 /// same figure `status` shows. Each stream's `checkpoint_lag_seconds` metric is set to its own.
-fn max_lag_seconds(
-    state: &State,
+async fn max_lag_seconds(
+    store: &StateStore,
     observer: &crate::observe::Observer,
     integration: &str,
     delay: std::time::Duration,
 ) -> Option<i64> {
-    let offset = state
+    let offset = store
         .clock_offset(integration)
+        .await
         .ok()
         .flatten()
         .map(|c| c.offset_ms);
     let now = crate::status::duo_now_ms(crate::clock::now_ms(), offset);
     let delay_ms = delay.as_millis() as i64;
-    let streams = state.status().ok()?;
+    let streams = store.status().await.ok()?;
     let mut max = None;
     for s in streams.iter().filter(|s| s.integration == integration) {
         let Some(lag) = crate::status::stream_lag_seconds(s, now, delay_ms) else {
@@ -253,7 +323,7 @@ fn coalescing_job(
 
 async fn start_worker(
     scheduler: &JobScheduler,
-    state: State,
+    store: StateStore,
     rt: Arc<IntegrationRuntime>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Worker> {
@@ -316,7 +386,8 @@ async fn start_worker(
                 .filter(|r| r.outcome == RunOutcome::Failed)
                 .count();
             let events = report.events();
-            let lag = max_lag_seconds(&state, rt.observer(), &rt.settings.name, rt.settings.delay);
+            let lag =
+                max_lag_seconds(&store, rt.observer(), &rt.settings.name, rt.settings.delay).await;
             let next = rt
                 .settings
                 .schedule
@@ -380,7 +451,7 @@ pub async fn run(
         .context("cannot start the scheduler")?;
     let mut workers: HashMap<String, Worker> = HashMap::new();
     for rt in runtime.integrations.clone() {
-        let worker = start_worker(&scheduler, runtime.state.clone(), rt.clone(), &cancel).await?;
+        let worker = start_worker(&scheduler, runtime.store.clone(), rt.clone(), &cancel).await?;
         workers.insert(rt.settings.name.clone(), worker);
     }
     scheduler
@@ -499,8 +570,9 @@ async fn apply(
     runtime.adopt_sinks(&new.sinks)?;
     let mut started = Vec::new();
     for integration in new.integrations.iter().filter(|i| !keep.contains(&i.name)) {
-        let rt = runtime.integration_runtime(integration)?;
-        let worker = start_worker(scheduler, runtime.state.clone(), rt, cancel).await?;
+        let learned = learned_rates(&runtime.store, integration).await;
+        let rt = runtime.integration_runtime(integration, learned)?;
+        let worker = start_worker(scheduler, runtime.store.clone(), rt, cancel).await?;
         workers.insert(integration.name.clone(), worker);
         started.push(integration.name.clone());
     }

@@ -11,7 +11,7 @@ use duo_collector::collector::Collect;
 use duo_collector::config::{ConfigError, Env, LogFormat, DEFAULT_CONFIG_PATH};
 use duo_collector::daemon::{self, Runtime, RuntimeOptions};
 use duo_collector::settings::Config;
-use duo_collector::state::{RunOutcome, State};
+use duo_collector::state::{RunOutcome, State, StateStore, StoreSettings};
 use duo_collector::{demo, posture_report, status};
 
 #[derive(Parser)]
@@ -346,7 +346,7 @@ async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
                 sink_retry: duo_collector::sink::SinkRetry::until_delivered(),
                 ..RuntimeOptions::default()
             };
-            let runtime = Runtime::build(&config, &options)?;
+            let runtime = Runtime::open(&config, &options).await?;
             let reload = daemon::ReloadSource {
                 path: arg.config.clone(),
             };
@@ -367,7 +367,7 @@ async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
             options.observer.add_listener(std::sync::Arc::new(
                 duo_collector::progress::ProgressDisplay::new(),
             ));
-            let runtime = Runtime::build(&cfg, &options)?;
+            let runtime = Runtime::open(&cfg, &options).await?;
             let what = match only.as_deref() {
                 Some("logs") => Collect::LOGS,
                 Some("inventory") => Collect::INVENTORY,
@@ -412,34 +412,40 @@ async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
             let Ok(cfg) = load_config(loaded) else {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
-            let path = cfg.state_db_path();
-            if !path.exists() {
-                eprintln!(
-                    "no state database at {} yet: run `duo-collector run` or `collect-now` first",
-                    path.display()
-                );
-                return Ok(ExitCode::from(EXIT_FAILURE));
-            }
-            let state = State::open_read_only(&path)?;
+            let stored = match &cfg.state {
+                StoreSettings::Nats(_) => {
+                    let store = StateStore::open(&cfg.state, &cfg.state_db_path()).await?;
+                    status::Stored::read(&store).await?
+                }
+                StoreSettings::Sqlite => {
+                    let path = cfg.state_db_path();
+                    if !path.exists() {
+                        eprintln!(
+                            "no state database at {} yet: run `duo-collector run` or `collect-now` first",
+                            path.display()
+                        );
+                        return Ok(ExitCode::from(EXIT_FAILURE));
+                    }
+                    status::Stored::read_sqlite(&State::open_read_only(&path)?)?
+                }
+            };
             let now = duo_collector::clock::now_ms();
             // Duo's clock is not asked here (status calls nobody): the local clock stands in.
             let delay_ms = |name: &str| {
                 cfg.integration(name)
                     .map_or(0, |i| i.delay.as_millis() as i64)
             };
-            // A database from before pacing existed has no such tables yet: nothing to show.
-            let clocks = state.clock_offsets().unwrap_or_default();
             let duo_offset = |name: &str| {
-                clocks
+                stored
+                    .clocks
                     .iter()
                     .find(|c| c.integration == name)
                     .map(|c| c.offset_ms)
             };
-            let rows = status::rows(&state.status()?, now, &delay_ms, &duo_offset);
-            let sinks = status::sink_rows(&cfg.sinks, &state.sink_status()?);
-            let pacing = status::pacing_rows(&clocks, &state.pacing_status().unwrap_or_default());
-            // Before migration 6 there is no inventory table: no snapshot to show.
-            let inventory = status::inventory_rows(&state.snapshots().unwrap_or_default(), now);
+            let rows = status::rows(&stored.streams, now, &delay_ms, &duo_offset);
+            let sinks = status::sink_rows(&cfg.sinks, &stored.sinks);
+            let pacing = status::pacing_rows(&stored.clocks, &stored.pacing);
+            let inventory = status::inventory_rows(&stored.snapshots, now);
             if json {
                 let all = serde_json::json!({
                     "streams": rows, "sinks": sinks, "integrations": pacing, "inventory": inventory

@@ -3,7 +3,48 @@
 use serde::Serialize;
 
 use crate::sink::SinkSettings;
-use crate::state::{Checkpoint, RunOutcome, RunRecord, SinkStatus, StreamStatus};
+use crate::state::{
+    Checkpoint, ClockStatus, PaceStatus, RunOutcome, RunRecord, SinkStatus, SnapshotInfo, State,
+    StateError, StateStore, StreamStatus,
+};
+
+/// What `status` reads from the state store.
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub streams: Vec<StreamStatus>,
+    pub sinks: Vec<SinkStatus>,
+    pub pacing: Vec<PaceStatus>,
+    pub clocks: Vec<ClockStatus>,
+    pub snapshots: Vec<SnapshotInfo>,
+}
+
+impl Stored {
+    /// The SQLite file, opened read-only. A file from before pacing (or before migration 6,
+    /// inventory) has no such tables yet: nothing of them to show.
+    pub fn read_sqlite(state: &State) -> Result<Stored, StateError> {
+        Ok(Stored {
+            streams: state.status()?,
+            sinks: state.sink_status()?,
+            pacing: state.pacing_status().unwrap_or_default(),
+            clocks: state.clock_offsets().unwrap_or_default(),
+            snapshots: state.snapshots().unwrap_or_default(),
+        })
+    }
+
+    /// The store `[state]` chose; the NATS store keeps no inventory snapshots yet.
+    pub async fn read(store: &StateStore) -> Result<Stored, StateError> {
+        if let StateStore::Sqlite(sqlite) = store {
+            return Stored::read_sqlite(sqlite.state());
+        }
+        Ok(Stored {
+            streams: store.status().await?,
+            sinks: store.sink_status().await?,
+            pacing: store.pacing_status().await?,
+            clocks: store.clock_offsets().await?,
+            snapshots: Vec::new(),
+        })
+    }
+}
 
 #[derive(Debug, Serialize)]
 pub struct StatusRow {

@@ -10,13 +10,13 @@ use std::time::Duration;
 use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use super::{deliver_and_commit, CollectError, IntegrationRuntime, Progress, StreamTarget};
+use super::{deliver_and_commit, CollectError, Fence, IntegrationRuntime, Progress, StreamTarget};
 use crate::duo::retry::jitter;
 use crate::duo::DuoError;
 use crate::logs::page::{parse, PageError};
 use crate::pacing::{rate_limit_backoff, PaceKey, Pacer, RateLimitLog, RATE_LIMIT_ATTEMPTS};
 use crate::pager::{self, Done, Next, Notice, PagerSettings};
-use crate::state::StateError;
+use crate::state::{LearnedRate, RateLimited, StateError, Write};
 
 pub(super) async fn drain(
     rt: &IntegrationRuntime,
@@ -32,15 +32,17 @@ pub(super) async fn drain(
         page_size: settings.page_size,
         initial_lookback_ms: settings.initial_lookback.as_millis() as i64,
     };
-    let resumed = stream.clone();
-    let checkpoint = rt
-        .state
-        .blocking(move |state| state.load_checkpoint(&resumed))
-        .await?;
+    // The revision read here fences every commit of this run: a checkpoint another instance
+    // moved meanwhile refuses the next commit (`StateError::Fenced`), and the stream stops.
+    let loaded = rt.store.load_checkpoint(stream).await?;
+    let mut run = Fence {
+        run_id,
+        revision: loaded.revision,
+    };
     let mut pager = pager::for_kind(
         stream.log,
         pager_settings,
-        checkpoint,
+        loaded.value,
         rt.duo_clock.now_ms(),
     );
     let mut fetcher = Fetcher::new(rt, target);
@@ -82,7 +84,7 @@ pub(super) async fn drain(
                 deliver_and_commit(
                     rt,
                     target,
-                    run_id,
+                    &mut run,
                     &delivery.events,
                     &delivery.checkpoint,
                     progress,
@@ -100,7 +102,7 @@ pub(super) async fn drain(
                     // Nothing delivered; the restarted window is committed so that a crash
                     // now does not send the refused cursor again.
                     Ok(cp) => {
-                        deliver_and_commit(rt, target, run_id, &[], &cp, progress, cancel).await?
+                        deliver_and_commit(rt, target, &mut run, &[], &cp, progress, cancel).await?
                     }
                     Err(_) => break Err(CollectError::Duo(e)),
                 }
@@ -279,10 +281,13 @@ impl<'a> Fetcher<'a> {
     }
 
     async fn set_rate_limited_until(&self, until_ms: Option<i64>) -> Result<(), StateError> {
-        let (integration, key) = (self.rt.settings.name.clone(), self.pacer.key().clone());
         self.rt
-            .state
-            .blocking(move |state| state.set_rate_limited_until(&integration, &key, until_ms))
+            .store
+            .write(Write::RateLimited(RateLimited {
+                integration: self.rt.settings.name.clone(),
+                key: self.pacer.key().clone(),
+                until_ms,
+            }))
             .await
     }
 
@@ -292,11 +297,13 @@ impl<'a> Fetcher<'a> {
             return;
         }
         rt.observer.request_rate(&self.target.stream, rate);
-        let (integration, key) = (rt.settings.name.clone(), self.pacer.key().clone());
-        let ceiling = rt.settings.requests_per_minute;
-        let saved = rt.state.blocking(move |state| {
-            state.save_rate(&integration, &key, rate, ceiling, crate::clock::now_ms())
-        });
+        let saved = rt.store.write(Write::Rate(LearnedRate {
+            integration: rt.settings.name.clone(),
+            key: self.pacer.key().clone(),
+            rate_per_minute: rate,
+            ceiling_per_minute: rt.settings.requests_per_minute,
+            now_ms: crate::clock::now_ms(),
+        }));
         if let Err(e) = saved.await {
             tracing::error!(integration = %rt.settings.name, error = %e, "cannot save the learned request rate");
         }

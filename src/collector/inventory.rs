@@ -51,7 +51,7 @@ pub(super) async fn snapshot(
     let key = key(target, kind);
     let started = key.clone();
     let previous = rt
-        .state
+        .inventory_state()?
         .blocking(move |state| {
             state.begin_snapshot(&started)?;
             state.snapshot_completed_ms(&started)
@@ -104,7 +104,7 @@ pub(super) async fn snapshot(
             let count = items.len();
             let receipt = deliver(rt, target, &collected_at, &events, &items, cancel).await?;
             let pending = key.clone();
-            rt.state
+            rt.inventory_state()?
                 .blocking(move |state| {
                     state.add_pending(&pending, &stored, &receipt.files(), now_ms())?;
                     receipt.committed();
@@ -126,7 +126,7 @@ pub(super) async fn snapshot(
         progress.changes = emit_changes(rt, target, &key, &ctx, cancel).await?;
     }
     let completed = key.clone();
-    rt.state
+    rt.inventory_state()?
         .blocking(move |state| state.complete_snapshot(&completed, snapshot_ms, &[], now_ms()))
         .await?;
     Ok(())
@@ -177,7 +177,7 @@ async fn emit_changes(
     loop {
         let (chunk_key, from) = (key.clone(), after.clone());
         let chunk = rt
-            .state
+            .inventory_state()?
             .blocking(move |state| state.changed_entities(&chunk_key, &from, CHANGE_CHUNK))
             .await?;
         let Some(last) = chunk.last() else {
@@ -200,7 +200,7 @@ async fn emit_changes(
             .collect();
         let items: Vec<InventoryItem> = changes.into_iter().map(InventoryItem::Change).collect();
         let receipt = deliver(rt, target, ctx.collected_at, &events, &items, cancel).await?;
-        rt.state
+        rt.inventory_state()?
             .blocking(move |state| {
                 state.commit_files(&receipt.files(), now_ms())?;
                 receipt.committed();
@@ -284,14 +284,16 @@ impl IntegrationRuntime {
 
     /// The posture gauges of every account from its latest complete snapshots.
     pub(super) async fn update_posture(&self, accounts: &[Option<String>]) {
+        let Ok(state) = self.inventory_state() else {
+            return;
+        };
         for account_id in accounts {
             let (integration, account, inactive_after) = (
                 self.settings.name.clone(),
                 account_id.clone(),
                 self.settings.inactive_after,
             );
-            let computed = self
-                .state
+            let computed = state
                 .blocking(move |state| {
                     crate::posture_report::account_posture(
                         state,

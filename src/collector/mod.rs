@@ -9,6 +9,7 @@
 mod accounts;
 mod drive;
 mod inventory;
+mod lease_hold;
 mod sink_status;
 
 use crate::duo::Call;
@@ -23,10 +24,14 @@ use crate::duo::{DuoClient, DuoClock, DuoError, RetryPolicy};
 use crate::event::{Batch, Event, StreamId};
 use crate::inventory::InventoryKind;
 use crate::observe::{CommittedPage, Observer};
+use crate::pacing::PaceKey;
 use crate::pacing::Pacers;
 use crate::pager::PagerError;
 use crate::sink::{deliver_all, PageReceipt, Sink, SinkError, SinkRetry, SinkSet};
-use crate::state::{Checkpoint, RunOutcome, State, StateError};
+use crate::state::{
+    Checkpoint, ClockReading, PageCommit, Revision, RunEnd, RunOutcome, State, StateError,
+    StateStore, Write,
+};
 
 pub use accounts::{parse_children, ChildAccount, ACCOUNT_LIST_PATH};
 pub use sink_status::SinkStatusRecorder;
@@ -43,6 +48,8 @@ pub enum CollectError {
     Pager(#[from] PagerError),
     #[error(transparent)]
     InventoryPager(#[from] crate::inventory::PagerError),
+    #[error("inventory snapshots keep their state in SQLite only (state.db): with [state] backend = \"nats\", remove `inventory` from the integration")]
+    InventoryNeedsSqlite,
 }
 
 /// What one stream's run did.
@@ -119,7 +126,7 @@ pub struct IntegrationRuntime {
     pub settings: Integration,
     client: DuoClient,
     sinks: Vec<Arc<Sink>>,
-    state: State,
+    store: StateStore,
     retry: RetryPolicy,
     sink_retry: SinkRetry,
     in_flight: Semaphore,
@@ -132,10 +139,12 @@ pub struct IntegrationRuntime {
 }
 
 impl IntegrationRuntime {
+    /// `learned`: the request rates earlier runs learned ([`StateStore::learned_rates`]).
     pub fn new(
         settings: Integration,
         sinks: &SinkSet,
-        state: State,
+        store: StateStore,
+        learned: std::collections::HashMap<PaceKey, f64>,
         retry: RetryPolicy,
         sink_retry: SinkRetry,
         observer: Arc<Observer>,
@@ -146,18 +155,12 @@ impl IntegrationRuntime {
             .with_clock(duo_clock.clone());
         let sinks = sinks.select(&settings.sinks);
         let in_flight = Semaphore::new(settings.max_in_flight);
-        let learned = state
-            .learned_rates(&settings.name, settings.requests_per_minute)
-            .unwrap_or_else(|e| {
-                tracing::warn!(integration = %settings.name, error = %e, "cannot read the learned request rates; starting from requests_per_minute");
-                Default::default()
-            });
         let pacers = Pacers::new(settings.requests_per_minute, learned);
         Ok(IntegrationRuntime {
             settings,
             client,
             sinks,
-            state,
+            store,
             retry,
             sink_retry,
             in_flight,
@@ -166,6 +169,14 @@ impl IntegrationRuntime {
             duo_clock,
             pacers,
         })
+    }
+
+    /// The SQLite database of the inventory snapshots (not yet behind [`StateStore`]).
+    fn inventory_state(&self) -> Result<&State, CollectError> {
+        match &self.store {
+            StateStore::Sqlite(s) => Ok(s.state()),
+            StateStore::Nats(_) => Err(CollectError::InventoryNeedsSqlite),
+        }
     }
 
     /// Duo's clock as this integration measures it.
@@ -197,10 +208,11 @@ impl IntegrationRuntime {
             return;
         };
         self.observer.duo_clock_offset(&self.settings.name, offset);
-        let integration = self.settings.name.clone();
-        let saved = self
-            .state
-            .blocking(move |state| state.save_clock_offset(&integration, offset, now_ms()));
+        let saved = self.store.write(Write::Clock(ClockReading {
+            integration: self.settings.name.clone(),
+            offset_ms: offset,
+            now_ms: now_ms(),
+        }));
         if let Err(e) = saved.await {
             tracing::warn!(integration = %self.settings.name, error = %e, "cannot record Duo's clock offset");
         }
@@ -334,27 +346,48 @@ impl IntegrationRuntime {
         let stream = &target.stream;
         let account = stream.account_id.as_deref().unwrap_or("-");
         let mut progress = Progress::default();
-        let started = stream.clone();
-        let begun = self
-            .state
-            .blocking(move |state| state.begin_run(&started, now_ms()))
-            .await;
+        let not_run = |outcome, error: Option<String>| StreamReport {
+            stream: stream.clone(),
+            pages: 0,
+            events: 0,
+            outcome,
+            error,
+        };
+        let lease = match lease_hold::take(&self.store, stream).await {
+            Ok(lease_hold::Lease::Elsewhere) => {
+                tracing::info!(integration = %stream.integration, account, log = %stream.log, "another instance holds this stream's lease; left to it this run");
+                return not_run(RunOutcome::Ok, None);
+            }
+            Ok(lease) => lease,
+            Err(e) => {
+                tracing::error!(integration = %stream.integration, account, log = %stream.log, error = %e, "cannot take the stream's lease");
+                return not_run(RunOutcome::Failed, Some(e.to_string()));
+            }
+        };
+        let begun = self.store.begin_run(stream, now_ms()).await;
         let run_id = match begun {
             Ok(id) => id,
             Err(e) => {
                 tracing::error!(integration = %stream.integration, account, log = %stream.log, error = %e, "cannot record the run start");
-                return StreamReport {
-                    stream: stream.clone(),
-                    pages: 0,
-                    events: 0,
-                    outcome: RunOutcome::Failed,
-                    error: Some(e.to_string()),
-                };
+                return not_run(RunOutcome::Failed, Some(e.to_string()));
             }
         };
         tracing::info!(integration = %stream.integration, account, log = %stream.log, "collection started");
-        let result = drive::drain(self, target, run_id, &mut progress, cancel).await;
+        // A lost lease stops the stream between pages, as a shutdown would.
+        let (stream_stop, drained) = (cancel.child_token(), CancellationToken::new());
+        let drain = async {
+            let result = drive::drain(self, target, run_id, &mut progress, &stream_stop).await;
+            drained.cancel();
+            result
+        };
+        let (result, lease_kept) = match lease {
+            lease_hold::Lease::Held(nats, held) => {
+                futures::join!(drain, lease_hold::keep(&nats, held, &drained, &stream_stop))
+            }
+            _ => (drain.await, true),
+        };
         let (outcome, error) = match result {
+            _ if !lease_kept => (RunOutcome::Failed, Some(format!("this instance lost the lease of {stream} (taken over, or not renewed in time); the stream stopped between pages"))),
             Ok(()) if cancel.is_cancelled() => (RunOutcome::Interrupted, None),
             Ok(()) => (RunOutcome::Ok, None),
             Err(CollectError::Duo(DuoError::Cancelled)) | Err(CollectError::Sink(SinkError::Cancelled)) => {
@@ -362,6 +395,11 @@ impl IntegrationRuntime {
             }
             Err(CollectError::Duo(e @ DuoError::Api { status: 403, .. })) if !self.settings.logs_explicit => {
                 (RunOutcome::NotPermitted, Some(format!("{e} (skipped: `logs` is not set, so only the kinds these keys may read are collected)")))
+            }
+            Err(CollectError::State(e @ StateError::Fenced { .. })) => {
+                // Nothing of the page was committed; the other instance goes on from the
+                // checkpoint it wrote. Only this stream stops: the others are not fenced.
+                (RunOutcome::Failed, Some(format!("another instance moved this stream's checkpoint ({stream}); this stream stopped and committed nothing: {e}")))
             }
             Err(CollectError::State(e)) if e.needs_operator() => {
                 tracing::error!(integration = %stream.integration, error = %e, "the state database failed; this integration stops collecting until the next run");
@@ -383,10 +421,13 @@ impl IntegrationRuntime {
         }
         self.observer
             .run_finished(stream, outcome == RunOutcome::Failed);
-        let (ended, recorded_error) = (stream.clone(), error.clone());
-        let end = self.state.blocking(move |state| {
-            state.end_run(&ended, run_id, outcome, recorded_error.as_deref(), now_ms())
-        });
+        let end = self.store.write(Write::EndRun(RunEnd {
+            stream: stream.clone(),
+            run_id,
+            outcome,
+            error: error.clone(),
+            now_ms: now_ms(),
+        }));
         if let Err(e) = end.await {
             tracing::error!(integration = %stream.integration, account, log = %stream.log, error = %e, "cannot record the run end");
         }
@@ -418,11 +459,19 @@ impl Account {
     }
 }
 
+/// A stream's run as its commits see it: the run they count for, and the revision the next
+/// commit is fenced on (the one this run last read or wrote).
+#[derive(Debug, Clone, Copy)]
+struct Fence {
+    run_id: i64,
+    revision: Revision,
+}
+
 /// Hands a page to every sink and, once all acknowledged it, commits the checkpoint.
 async fn deliver_and_commit(
     rt: &IntegrationRuntime,
     target: &StreamTarget,
-    run_id: i64,
+    run: &mut Fence,
     events: &[Event],
     cp: &Checkpoint,
     progress: &mut Progress,
@@ -441,23 +490,21 @@ async fn deliver_and_commit(
         // Sinks count their own failed attempts in the observer.
         receipt = deliver_all(&rt.sinks, &batch, &rt.sink_retry, cancel).await?;
     }
-    let (stream, checkpoint, count) = (target.stream.clone(), cp.clone(), events.len());
     // The file sinks' lengths move with the checkpoint: exactly-once files across crashes. The
-    // receipt goes into the blocking task, so the pages are marked committed with the commit
-    // even if this future is dropped meanwhile.
-    rt.state
-        .blocking(move |state| {
-            state.commit_page(
-                &stream,
-                run_id,
-                &checkpoint,
-                count,
-                now_ms(),
-                &receipt.files(),
-            )?;
-            receipt.committed();
-            Ok(())
-        })
+    // receipt goes with the commit, so the pages are marked committed with it even if this
+    // future is dropped meanwhile. Fenced on the revision this stream last read or wrote.
+    let commit = PageCommit {
+        stream: target.stream.clone(),
+        run_id: run.run_id,
+        checkpoint: cp.clone(),
+        events: events.len(),
+        now_ms: now_ms(),
+        files: receipt.files(),
+        revision: run.revision,
+    };
+    run.revision = rt
+        .store
+        .commit_page(commit, move || receipt.committed())
         .await?;
     let position_ms = cp.position_ms();
     let lag_ms = crate::checkpoint::lag_ms(

@@ -10,17 +10,28 @@ use futures::future::BoxFuture;
 use crate::clock::now_ms;
 use crate::observe::Observer;
 use crate::sink::{DeliveryEvents, FailedAttempt};
-use crate::state::State;
+use crate::state::{SinkAttempt, StateStore, Write};
 
 #[derive(Debug)]
 pub struct SinkStatusRecorder {
-    state: State,
+    store: StateStore,
     observer: Arc<Observer>,
 }
 
 impl SinkStatusRecorder {
-    pub fn new(state: State, observer: Arc<Observer>) -> SinkStatusRecorder {
-        SinkStatusRecorder { state, observer }
+    pub fn new(store: StateStore, observer: Arc<Observer>) -> SinkStatusRecorder {
+        SinkStatusRecorder { store, observer }
+    }
+
+    async fn record(&self, sink: &str, error: Option<String>) {
+        let attempt = SinkAttempt {
+            sink: sink.to_string(),
+            now_ms: now_ms(),
+            error,
+        };
+        if let Err(e) = self.store.write(Write::Sink(attempt)).await {
+            tracing::warn!(sink, error = %e, "cannot record the sink's delivery state");
+        }
     }
 }
 
@@ -32,27 +43,11 @@ impl DeliveryEvents for SinkStatusRecorder {
             if let Some(pause) = failed.retry_in {
                 self.observer.waiting(&failed.stream.integration, pause);
             }
-            let (name, text) = (sink.to_string(), failed.error.to_string());
-            let recorded = self
-                .state
-                .blocking(move |s| s.record_sink_failure(&name, now_ms(), &text))
-                .await;
-            if let Err(e) = recorded {
-                tracing::warn!(sink, error = %e, "cannot record the sink's delivery state");
-            }
+            self.record(sink, Some(failed.error.to_string())).await;
         })
     }
 
     fn delivered<'a>(&'a self, sink: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let name = sink.to_string();
-            let recorded = self
-                .state
-                .blocking(move |s| s.record_sink_success(&name, now_ms()))
-                .await;
-            if let Err(e) = recorded {
-                tracing::warn!(sink, error = %e, "cannot record the sink's delivery state");
-            }
-        })
+        Box::pin(self.record(sink, None))
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::config::{parse_duration_field, Env, Report};
+use crate::config::{parse_duration_field, Env, Integration, Report};
 use crate::sink::config::{nats_connection, Fragment, Key, Kind, SinkType, NATS_CONNECTION_KEYS};
 use crate::state::{NatsStoreSettings, StoreSettings, DEFAULT_BUCKET_PREFIX, DEFAULT_LEASE_TTL};
 
@@ -102,12 +102,7 @@ pub fn validate_state(
             }
             Some(StoreSettings::Sqlite)
         }
-        "nats" => {
-            // Until the collector runs on the store (issue 12), say so rather than let an
-            // operator believe the state is shared.
-            report.warn(SCOPE, "backend", "\"nats\" is checked but not used yet by this build: collection keeps its state in state.db in state_dir");
-            nats(report, env, &raw).map(|n| StoreSettings::Nats(Box::new(n)))
-        }
+        "nats" => nats(report, env, &raw).map(|n| StoreSettings::Nats(Box::new(n))),
         other => {
             report.error(
                 SCOPE,
@@ -116,6 +111,19 @@ pub fn validate_state(
             );
             None
         }
+    }
+}
+
+/// Inventory snapshots keep their per-entity hashes in SQLite only (not yet behind the state
+/// store): with the NATS backend, an integration that snapshots an inventory is refused rather
+/// than half-shared.
+pub(super) fn no_inventory_on_nats(report: &mut Report, integrations: &[Integration]) {
+    for integration in integrations.iter().filter(|i| !i.inventory.is_empty()) {
+        report.error(
+            &format!("integration {:?}", integration.name),
+            "inventory",
+            "inventory snapshots are not kept in NATS yet, and [state] has backend = \"nats\": remove `inventory` from this integration, or set backend = \"sqlite\"",
+        );
     }
 }
 
@@ -254,8 +262,27 @@ mod tests {
             .unwrap()
             .warnings;
         assert!(
-            warnings.iter().any(|w| w.contains("not used yet")),
-            "{warnings:?}"
+            !warnings.iter().any(|w| w.contains("[state]")),
+            "the NATS store is used: {warnings:?}"
+        );
+    }
+
+    #[test]
+    fn an_inventory_with_the_nats_store_is_refused_naming_both_fields() {
+        let text = format!(
+            "[state]\nbackend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\n{}\n[[sink]]\nname = \"out\"\ntype = \"stdout\"\n",
+            crate::settings::tests::corp_integration("[\"out\"]", "inventory = [\"users\"]")
+        );
+        let env = Env::from_pairs(&[("DUO_SKEY", "s3cr3t-skey-value")]);
+        let problems = parse_config_str(&text, "test.toml", &env)
+            .unwrap_err()
+            .problems
+            .join("\n");
+        assert!(
+            problems.contains("integration \"corp\": field `inventory`: ")
+                && problems.contains("backend = \"nats\"")
+                && problems.contains("remove `inventory`"),
+            "{problems}"
         );
     }
 

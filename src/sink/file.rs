@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::file_commit::Commits;
-use crate::state::State;
+use crate::state::FileMarks;
 
 #[derive(Debug)]
 pub struct FileSink {
@@ -116,7 +116,7 @@ impl FileSink {
         sink: &str,
         path: &Path,
         mode: Option<u32>,
-        state: Option<State>,
+        state: Option<FileMarks>,
     ) -> std::io::Result<FileSink> {
         let file = open_append(path, mode)?;
         let commits = Commits::new(sink, path, state);

@@ -1,7 +1,8 @@
 //! Exactly-once for the file sink across crashes.
 //!
 //! A page's write into the file and its checkpoint commit are one unit: the file's length after
-//! the write ([`FileMark`]) is committed in the checkpoint's SQLite transaction, and between a
+//! the write ([`FileMark`]) is committed with the checkpoint (SQLite: in its transaction; NATS:
+//! just before it, so a crash between the two repeats the page, never loses it), and between a
 //! page's write and its commit (or failure) no other page is written into the same file (a
 //! [`FileHold`]). So the file is always "committed prefix + at most one uncommitted page", and
 //! that page is cut off:
@@ -14,7 +15,7 @@
 //! rotated file is never touched), and the page is written again into the new file.
 //!
 //! Every write of a page goes through `sink::deliver_all` (which takes the holds) and every
-//! commit through `State::commit_page`; a write outside that protocol would be cut
+//! commit through `StateStore::commit_page`; a write outside that protocol would be cut
 //! at the next start.
 
 use std::fs::File;
@@ -23,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OwnedMutexGuard;
 
-use crate::state::{FileMark, State};
+use crate::state::{FileMark, FileMarks};
 
 /// What the writer and the commit share about one file sink's file.
 #[derive(Debug, Default)]
@@ -43,7 +44,7 @@ pub(super) struct Commits {
     path: String,
     /// Where committed lengths are read at start and recorded when a file is (re)opened;
     /// `None` (no state database): only the in-process part applies.
-    state: Option<State>,
+    state: Option<FileMarks>,
     tail: Arc<Mutex<Tail>>,
     /// One page at a time between its write and its commit.
     turn: Arc<tokio::sync::Mutex<()>>,
@@ -60,7 +61,7 @@ fn mark_of(sink: &str, path: &str, meta: &std::fs::Metadata) -> FileMark {
 }
 
 impl Commits {
-    pub(super) fn new(sink: &str, path: &std::path::Path, state: Option<State>) -> Commits {
+    pub(super) fn new(sink: &str, path: &std::path::Path, state: Option<FileMarks>) -> Commits {
         Commits {
             sink: sink.to_string(),
             path: path.display().to_string(),
@@ -197,7 +198,7 @@ impl Drop for FileHold {
 }
 
 /// What a page's delivery left to commit: the file sinks' lengths after it was written.
-/// Commit them with the checkpoint ([`State::commit_page`]), then call
+/// Commit them with the checkpoint (`StateStore::commit_page`), then call
 /// [`PageReceipt::committed`]; dropping the receipt instead gives the page up.
 #[derive(Debug, Default)]
 pub struct PageReceipt {
@@ -290,7 +291,7 @@ mod tests {
 
         fn reporting(&self) -> SinkReporting {
             SinkReporting {
-                state: self.state.clone(),
+                state: self.state.clone().into(),
                 events: self.events.clone(),
             }
         }

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::{Batch, StreamId};
 use crate::normalize::Formatter;
-use crate::state::State;
+
 pub use config::{Batching, SinkKind, SinkSettings};
 
 pub use error::{DriverError, SinkError};
@@ -92,7 +92,7 @@ pub struct FailedAttempt<'a> {
 pub struct SinkReporting {
     /// Where a file sink's committed length is kept (the write-then-commit protocol of
     /// `file_commit.rs` is part of its acknowledgement).
-    pub state: State,
+    pub state: crate::state::FileMarks,
     pub events: Arc<dyn DeliveryEvents>,
 }
 

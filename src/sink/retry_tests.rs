@@ -25,7 +25,7 @@ fn full_disk_sink(state: &State, events: Arc<RecordedDeliveries>) -> Sink {
         },
     };
     let reporting = SinkReporting {
-        state: state.clone(),
+        state: state.clone().into(),
         events,
     };
     Sink::open(&settings, reporting).unwrap()

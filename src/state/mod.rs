@@ -5,6 +5,7 @@
 
 mod checkpoints;
 mod diagnose;
+mod file_marks;
 mod files;
 mod inventory;
 mod nats;
@@ -25,6 +26,7 @@ use crate::logs::LogKind;
 
 pub use crate::checkpoint::{Checkpoint, Cursor, V1Checkpoint, WindowedCheckpoint};
 
+pub use file_marks::FileMarks;
 pub use files::FileMark;
 pub use inventory::{ChangedEntity, SnapshotInfo, SnapshotKey, StoredEntity};
 pub use nats::{

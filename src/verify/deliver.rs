@@ -4,8 +4,8 @@
 //! collector holds the state directory's lock, it takes the lock and opens the sinks as the
 //! service does (a file sink is first cut back to its committed length); when one does, it
 //! opens them beside it ([`Sink::open_beside`]: nothing is cut). Either way a file sink's new
-//! length is recorded in the state database afterwards, so that the service's next start
-//! does not take the event for a page it never committed and cut it.
+//! length is recorded in the state store (`[state]`: `state.db` or NATS) afterwards, so that
+//! the service's next start does not take the event for a page it never committed and cut it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use crate::log_kind::LogKind;
 use crate::observe::Observer;
 use crate::settings::Config;
 use crate::sink::{deliver_all, Sink, SinkError, SinkReporting, SinkRetry};
-use crate::state::{State, StateError};
+use crate::state::{FileMarks, StateError, StateStore, Write};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliverError {
@@ -63,11 +63,12 @@ pub async fn deliver_outcome(
         source,
     })?;
     let beside = lock.is_none();
-    let state = State::open(&config.state_db_path())?;
+    // The store the service uses (`[state]`), so that the service sees the recorded length.
+    let store = StateStore::open(&config.state, &config.state_db_path()).await?;
     let reporting = SinkReporting {
-        state: state.clone(),
+        state: FileMarks::of(&store),
         events: Arc::new(SinkStatusRecorder::new(
-            state.clone(),
+            store.clone(),
             Arc::new(Observer::default()),
         )),
     };
@@ -101,7 +102,8 @@ pub async fn deliver_outcome(
     };
     let receipt = deliver_all(&sinks, &batch, &SinkRetry::default(), cancel).await?;
     for mark in receipt.files() {
-        state.record_file_mark(&mark, crate::clock::now_ms())?;
+        let now_ms = crate::clock::now_ms();
+        store.write(Write::FileMark { mark, now_ms }).await?;
     }
     receipt.committed();
     tracing::debug!(

@@ -36,6 +36,7 @@ mod sink_fanout;
 mod sink_http;
 mod sink_nats;
 mod sink_syslog;
+mod state_collect;
 mod state_contract;
 mod state_nats;
 mod systemd_container;

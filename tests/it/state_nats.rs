@@ -249,11 +249,12 @@ async fn state_check(config: &duo_collector::settings::Config) -> String {
     let cancel = tokio_util::sync::CancellationToken::new();
     let report = duo_collector::connectivity::run(config, Some("none"), &cancel).await;
     let text = report.render_text();
-    let state = text
-        .split("\nstate (NATS JetStream")
-        .nth(1)
+    // The section starts a line: the first one when the config has no warnings to show.
+    let start = text
+        .lines()
+        .position(|line| line.starts_with("state (NATS JetStream"))
         .unwrap_or_else(|| panic!("no state section: {text}"));
-    state.to_string()
+    text.lines().skip(start + 1).collect::<Vec<_>>().join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,6 +79,8 @@ pub struct Buckets {
     leases: Bucket,
     /// This process, as run records and leases name it.
     instance: String,
+    /// How long a lease lives unrenewed (the lease bucket's `max_age`).
+    lease_ttl: Duration,
 }
 
 impl std::ops::Deref for NatsStore {
@@ -136,11 +138,16 @@ impl NatsStore {
             files,
             leases,
             instance: instance_id(),
+            lease_ttl: settings.lease_ttl,
         })))
     }
 
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
     }
 
     pub async fn load_checkpoint(
