@@ -49,13 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect();
         let stream = StreamId::new("drain", None, kind);
-        let batch = Batch {
-            stream: &stream,
-            account_name: None,
-            collected_at: &collected_at,
-            events: &events,
-            inventory: None,
-        };
+        let batch = Batch::of_events(&stream, &collected_at, &events);
         lines.clear();
         for range in formatter.render_batch(&batch, &mut lines) {
             file.write_all(&lines[range])?;

@@ -86,6 +86,19 @@ pub struct Batch<'a> {
     pub inventory: Option<&'a [InventoryItem]>,
 }
 
+impl<'a> Batch<'a> {
+    /// A page of log events of a stream with no MSP account name.
+    pub fn of_events(stream: &'a StreamId, collected_at: &'a str, events: &'a [Event]) -> Self {
+        Batch {
+            stream,
+            account_name: None,
+            collected_at,
+            events,
+            inventory: None,
+        }
+    }
+}
+
 /// One event of an inventory snapshot.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InventoryItem {

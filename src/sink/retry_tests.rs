@@ -43,13 +43,7 @@ async fn deliver_one(
         event_id: "a".into(),
         ts_ms: 1,
     }];
-    let batch = Batch {
-        stream: &stream,
-        account_name: None,
-        collected_at: "2026-12-01T00:00:00Z",
-        events: &page,
-        inventory: None,
-    };
+    let batch = Batch::of_events(&stream, "2026-12-01T00:00:00Z", &page);
     sink.deliver(&batch, retry, cancel).await
 }
 

@@ -93,13 +93,7 @@ pub async fn deliver_outcome(
     let stream = StreamId::new(&integration.name, None, LogKind::Authentication);
     let collected_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let events = [event];
-    let batch = Batch {
-        stream: &stream,
-        account_name: None,
-        collected_at: &collected_at,
-        events: &events,
-        inventory: None,
-    };
+    let batch = Batch::of_events(&stream, &collected_at, &events);
     let receipt = deliver_all(&sinks, &batch, &SinkRetry::default(), cancel).await?;
     for mark in receipt.files() {
         let now_ms = crate::clock::now_ms();

@@ -110,13 +110,7 @@ mod tests {
 
     fn render(format: Format, event: &Event) -> String {
         let stream = StreamId::new("corp", None, LogKind::Authentication);
-        let batch = Batch {
-            stream: &stream,
-            account_name: None,
-            collected_at: "2023-11-14T22:13:20Z",
-            events: std::slice::from_ref(event),
-            inventory: None,
-        };
+        let batch = Batch::of_events(&stream, "2023-11-14T22:13:20Z", std::slice::from_ref(event));
         render_one(format, &batch, event)
     }
 

@@ -573,13 +573,11 @@ fn outcome_event_golden() {
             at_ms: 1_760_000_000_000 + i as i64,
         };
         let event = outcome_event(&facts, event_id(facts.txid, &format!("corp:{i}")));
-        let batch = Batch {
-            stream: &stream,
-            account_name: None,
-            collected_at: "2025-10-09T08:53:20.000Z",
-            events: std::slice::from_ref(&event),
-            inventory: None,
-        };
+        let batch = Batch::of_events(
+            &stream,
+            "2025-10-09T08:53:20.000Z",
+            std::slice::from_ref(&event),
+        );
         for format in Format::ALL {
             let line = render_one(format, &batch, &event);
             let value = if format == Format::Cef {
