@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
-use crate::collector::{Collect, IntegrationReport, IntegrationRuntime, SinkStatusRecorder};
+use crate::collector::{
+    Collect, IntegrationReport, IntegrationRuntime, SinkStatusRecorder, StreamLeases,
+};
 use crate::config::Integration;
 use crate::duo::RetryPolicy;
 use crate::observe::Observer;
@@ -51,6 +53,11 @@ pub struct Runtime {
     sinks: SinkSet,
     sink_settings: Vec<SinkSettings>,
     options: RuntimeOptions,
+    /// The streams this process may drain (with the NATS store, those whose lease it holds).
+    pub leases: StreamLeases,
+    /// Stops the lease keeper with the runtime (its leases then expire after `lease_ttl`;
+    /// [`Runtime::shutdown`] gives them up at once).
+    _keeper: Option<tokio_util::sync::DropGuard>,
     /// Held for the runtime's life: one collector per state directory.
     _lock: std::fs::File,
 }
@@ -180,7 +187,13 @@ impl Runtime {
         lock: std::fs::File,
     ) -> anyhow::Result<Runtime> {
         let sinks = open_sinks(&config.sinks, &store, &options.observer)?;
+        let leases = match &store {
+            StateStore::Nats(nats) => StreamLeases::start(nats.clone(), options.observer.clone()),
+            StateStore::Sqlite(_) => StreamLeases::default(),
+        };
         let mut runtime = Runtime {
+            _keeper: leases.drop_guard(),
+            leases,
             store,
             integrations: Vec::new(),
             sinks,
@@ -210,8 +223,15 @@ impl Runtime {
             self.options.sink_retry.clone(),
             self.options.observer.clone(),
         )
-        .with_context(|| format!("integration {:?}", integration.name))?;
+        .with_context(|| format!("integration {:?}", integration.name))?
+        .with_leases(self.leases.clone());
         Ok(Arc::new(rt))
+    }
+
+    /// Ends the runtime after its collections: with the NATS store, gives every lease up and
+    /// withdraws this instance, so the others take its streams at once.
+    pub async fn shutdown(&self) {
+        self.leases.shutdown().await;
     }
 
     /// Switches to a new config's sinks: unchanged sinks keep their open instance (and their
@@ -323,12 +343,15 @@ fn coalescing_job(
 
 async fn start_worker(
     scheduler: &JobScheduler,
-    store: StateStore,
+    runtime: &Runtime,
     rt: Arc<IntegrationRuntime>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Worker> {
+    let store = runtime.store.clone();
     let (tick_tx, mut tick_rx) = mpsc::channel::<()>(1);
     let name = rt.settings.name.clone();
+    // A stream claimed between collections (its holder died) starts one.
+    runtime.leases.on_claim_start(&name, tick_tx.clone());
     rt.observer().set_delay(&name, rt.settings.delay);
     let job = coalescing_job(rt.settings.schedule.as_str(), tick_tx.clone(), name.clone())
         .with_context(|| {
@@ -451,7 +474,7 @@ pub async fn run(
         .context("cannot start the scheduler")?;
     let mut workers: HashMap<String, Worker> = HashMap::new();
     for rt in runtime.integrations.clone() {
-        let worker = start_worker(&scheduler, runtime.store.clone(), rt.clone(), &cancel).await?;
+        let worker = start_worker(&scheduler, &runtime, rt.clone(), &cancel).await?;
         workers.insert(rt.settings.name.clone(), worker);
     }
     scheduler
@@ -518,6 +541,7 @@ pub async fn run(
     for (_, w) in workers.drain() {
         let _ = w.handle.await;
     }
+    runtime.shutdown().await;
     for b in background {
         let _ = b.await;
     }
@@ -572,7 +596,7 @@ async fn apply(
     for integration in new.integrations.iter().filter(|i| !keep.contains(&i.name)) {
         let learned = learned_rates(&runtime.store, integration).await;
         let rt = runtime.integration_runtime(integration, learned)?;
-        let worker = start_worker(scheduler, runtime.store.clone(), rt, cancel).await?;
+        let worker = start_worker(scheduler, runtime, rt, cancel).await?;
         workers.insert(integration.name.clone(), worker);
         started.push(integration.name.clone());
     }

@@ -127,6 +127,10 @@ impl<K: Ord + Clone> Leases<K> {
         self.held.iter()
     }
 
+    pub fn get(&self, stream: &K) -> Option<&Held> {
+        self.held.get(stream)
+    }
+
     pub fn holds(&self, stream: &K) -> bool {
         self.held.contains_key(stream)
     }

@@ -32,6 +32,8 @@ pub mod inventory;
 pub mod inventory_kind;
 /// Leases on streams, pure: fair share, renewal and stop timing.
 pub mod lease;
+/// Per-instance lease metrics (streams held, renewals, lost leases, CAS conflicts).
+pub mod lease_metrics;
 /// Duo log kinds (a leaf).
 pub mod log_kind;
 /// Duo log page parsing.

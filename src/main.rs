@@ -375,6 +375,7 @@ async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
             };
             let reports =
                 daemon::collect_once_with(&runtime, integration.as_deref(), what, &cancel).await;
+            runtime.shutdown().await;
             if let Some(code) = stdout_closed_exit() {
                 return Ok(code);
             }

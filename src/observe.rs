@@ -137,6 +137,7 @@ pub struct Observer {
     duo_clock_offset: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
     request_rate: Family<StreamLabels, Gauge<f64, AtomicU64>>,
     posture: crate::posture_gauges::PostureGauges,
+    leases: crate::lease_metrics::LeaseMetrics,
     consecutive_failures: Mutex<HashMap<StreamId, u32>>,
     unready_after_failures: u32,
     ready: AtomicBool,
@@ -250,6 +251,7 @@ impl Observer {
             .set(1);
         registry.register("build_info", "Build information (always 1)", build_info);
         let posture = crate::posture_gauges::PostureGauges::register(&mut registry);
+        let leases = crate::lease_metrics::LeaseMetrics::register(&mut registry);
         Observer {
             listeners: Mutex::new(Vec::new()),
             registry,
@@ -267,6 +269,7 @@ impl Observer {
             duo_clock_offset,
             request_rate,
             posture,
+            leases,
             consecutive_failures: Mutex::new(HashMap::new()),
             unready_after_failures: unready_after_failures.max(1),
             ready: AtomicBool::new(false),
@@ -444,6 +447,11 @@ impl Observer {
         self.request_rate
             .get_or_create(&StreamLabels::from(stream))
             .set(per_minute);
+    }
+
+    /// This instance's lease metrics (NATS state store).
+    pub fn leases(&self) -> &crate::lease_metrics::LeaseMetrics {
+        &self.leases
     }
 
     /// The posture counts of an account's latest complete inventory snapshot.

@@ -9,7 +9,7 @@
 mod accounts;
 mod drive;
 mod inventory;
-mod lease_hold;
+mod leases;
 mod sink_status;
 
 use crate::duo::Call;
@@ -34,6 +34,7 @@ use crate::state::{
 };
 
 pub use accounts::{parse_children, ChildAccount, ACCOUNT_LIST_PATH};
+pub use leases::StreamLeases;
 pub use sink_status::SinkStatusRecorder;
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +137,8 @@ pub struct IntegrationRuntime {
     duo_clock: DuoClock,
     /// One request scheduler per (account, endpoint).
     pacers: Pacers,
+    /// Which streams this process may drain (all, or those whose lease it holds).
+    leases: StreamLeases,
 }
 
 impl IntegrationRuntime {
@@ -168,7 +171,14 @@ impl IntegrationRuntime {
             observer,
             duo_clock,
             pacers,
+            leases: StreamLeases::default(),
         })
+    }
+
+    /// Drains only the streams `leases` lets it (the NATS store's leases).
+    pub fn with_leases(mut self, leases: StreamLeases) -> Self {
+        self.leases = leases;
+        self
     }
 
     /// The SQLite database of the inventory snapshots (not yet behind [`StateStore`]).
@@ -324,23 +334,86 @@ impl IntegrationRuntime {
                 })
             })
             .collect();
-        let log_runs =
-            futures::future::join_all(log_targets.iter().map(|t| self.collect_stream(t, &stop)));
-        let snapshots = futures::future::join_all(
-            inventory_targets
-                .iter()
-                .map(|(t, kind)| self.take_snapshot(t, *kind, &stop)),
-        );
-        let (mut streams, snapshots) = futures::join!(log_runs, snapshots);
-        streams.extend(snapshots);
-        report.streams = streams;
+        // Every stream of the integration, whatever this collection takes: the fair share is
+        // over all of them, and each instance must count the same set.
+        let all: std::collections::BTreeSet<StreamId> = accounts
+            .iter()
+            .flat_map(|a| {
+                let logs = self.settings.logs.iter();
+                let logs = logs.map(|kind| StreamId::new(&self.settings.name, a.id.clone(), *kind));
+                let kinds = self.settings.inventory.iter();
+                logs.chain(
+                    kinds.map(|kind| StreamId::inventory(&self.settings.name, a.id.clone(), *kind)),
+                )
+            })
+            .collect();
+        self.leases.offer(&self.settings.name, all).await;
+        let jobs: Vec<Job> = log_targets
+            .into_iter()
+            .map(Job::Log)
+            .chain(
+                inventory_targets
+                    .into_iter()
+                    .map(|(t, kind)| Job::Snapshot(t, kind)),
+            )
+            .collect();
+        report.streams = self.run_jobs(&jobs, &stop).await;
         self.record_duo_clock().await;
         report
+    }
+
+    /// Runs every job this process may run now, concurrently; a stream claimed meanwhile (its
+    /// holder died, or the fair share moved) joins while the others still run.
+    async fn run_jobs(&self, jobs: &[Job], stop: &CancellationToken) -> Vec<StreamReport> {
+        let claimed = self.leases.claimed(&self.settings.name);
+        let wait_claimed = || async {
+            match &claimed {
+                Some(notify) => notify.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut started = vec![false; jobs.len()];
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut reports = Vec::new();
+        loop {
+            for (i, job) in jobs.iter().enumerate() {
+                if started[i] || stop.is_cancelled() {
+                    continue;
+                }
+                let Some(run) = self.leases.enter(job.stream(), stop) else {
+                    continue;
+                };
+                started[i] = true;
+                running.push(async move {
+                    let report = match job {
+                        Job::Log(target) => self.collect_stream(target, &run, stop).await,
+                        Job::Snapshot(target, kind) => {
+                            self.take_snapshot(target, *kind, &run.stop).await
+                        }
+                    };
+                    (i, report)
+                });
+            }
+            if running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(done) = futures::StreamExt::next(&mut running) => reports.push(done),
+                _ = wait_claimed() => {}
+            }
+        }
+        let left = started.iter().filter(|s| !**s).count();
+        if left > 0 {
+            tracing::debug!(integration = %self.settings.name, streams = left, "streams held by other instances; left to them");
+        }
+        reports.sort_by_key(|(i, _)| *i);
+        reports.into_iter().map(|(_, r)| r).collect()
     }
 
     async fn collect_stream(
         &self,
         target: &StreamTarget,
+        run: &leases::StreamRun,
         cancel: &CancellationToken,
     ) -> StreamReport {
         let stream = &target.stream;
@@ -353,17 +426,6 @@ impl IntegrationRuntime {
             outcome,
             error,
         };
-        let lease = match lease_hold::take(&self.store, stream).await {
-            Ok(lease_hold::Lease::Elsewhere) => {
-                tracing::info!(integration = %stream.integration, account, log = %stream.log, "another instance holds this stream's lease; left to it this run");
-                return not_run(RunOutcome::Ok, None);
-            }
-            Ok(lease) => lease,
-            Err(e) => {
-                tracing::error!(integration = %stream.integration, account, log = %stream.log, error = %e, "cannot take the stream's lease");
-                return not_run(RunOutcome::Failed, Some(e.to_string()));
-            }
-        };
         let begun = self.store.begin_run(stream, now_ms()).await;
         let run_id = match begun {
             Ok(id) => id,
@@ -373,22 +435,15 @@ impl IntegrationRuntime {
             }
         };
         tracing::info!(integration = %stream.integration, account, log = %stream.log, "collection started");
-        // A lost lease stops the stream between pages, as a shutdown would.
-        let (stream_stop, drained) = (cancel.child_token(), CancellationToken::new());
-        let drain = async {
-            let result = drive::drain(self, target, run_id, &mut progress, &stream_stop).await;
-            drained.cancel();
-            result
-        };
-        let (result, lease_kept) = match lease {
-            lease_hold::Lease::Held(nats, held) => {
-                futures::join!(drain, lease_hold::keep(&nats, held, &drained, &stream_stop))
-            }
-            _ => (drain.await, true),
-        };
+        // A lost or given-up lease stops the stream between pages, as a shutdown would.
+        let result = drive::drain(self, target, run_id, &mut progress, &run.stop).await;
         let (outcome, error) = match result {
-            _ if !lease_kept => (RunOutcome::Failed, Some(format!("this instance lost the lease of {stream} (taken over, or not renewed in time); the stream stopped between pages"))),
-            Ok(()) if cancel.is_cancelled() => (RunOutcome::Interrupted, None),
+            _ if run.lost_lease() => (RunOutcome::Failed, Some(format!("this instance lost the lease of {stream} (taken over, or not renewed in time); the stream stopped between pages"))),
+            Ok(()) if run.handed_over() => {
+                tracing::info!(integration = %stream.integration, account, log = %stream.log, "stream handed over to another instance (fair share); it goes on from this checkpoint");
+                (RunOutcome::Interrupted, None)
+            }
+            Ok(()) if cancel.is_cancelled() || run.stop.is_cancelled() => (RunOutcome::Interrupted, None),
             Ok(()) => (RunOutcome::Ok, None),
             Err(CollectError::Duo(DuoError::Cancelled)) | Err(CollectError::Sink(SinkError::Cancelled)) => {
                 (RunOutcome::Interrupted, None)
@@ -397,6 +452,7 @@ impl IntegrationRuntime {
                 (RunOutcome::NotPermitted, Some(format!("{e} (skipped: `logs` is not set, so only the kinds these keys may read are collected)")))
             }
             Err(CollectError::State(e @ StateError::Fenced { .. })) => {
+                self.leases.fenced();
                 // Nothing of the page was committed; the other instance goes on from the
                 // checkpoint it wrote. Only this stream stops: the others are not fenced.
                 (RunOutcome::Failed, Some(format!("another instance moved this stream's checkpoint ({stream}); this stream stopped and committed nothing: {e}")))
@@ -437,6 +493,20 @@ impl IntegrationRuntime {
             events: progress.events,
             outcome,
             error,
+        }
+    }
+}
+
+/// One stream's work in a collection.
+enum Job {
+    Log(StreamTarget),
+    Snapshot(StreamTarget, InventoryKind),
+}
+
+impl Job {
+    fn stream(&self) -> &StreamId {
+        match self {
+            Job::Log(t) | Job::Snapshot(t, _) => &t.stream,
         }
     }
 }

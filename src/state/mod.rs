@@ -30,7 +30,7 @@ pub use file_marks::FileMarks;
 pub use files::FileMark;
 pub use inventory::{ChangedEntity, SnapshotInfo, SnapshotKey, StoredEntity};
 pub use nats::{
-    instance_id, keys as nats_keys, HeldLease, LeaseHolder, LeaseRecord, NatsStore,
+    instance_id, keys as nats_keys, HeldLease, LeaseHolder, LeaseRecord, LeaseView, NatsStore,
     NatsStoreSettings, DEFAULT_BUCKET_PREFIX, DEFAULT_LEASE_TTL,
 };
 pub use pacing::{ClockStatus, PaceStatus};

@@ -283,9 +283,16 @@ async fn a_stream_another_instance_holds_is_left_to_it_until_its_lease_is_releas
         now_ms(),
     );
     assert!(both.exactly_once(), "{both}");
+    let holders = other.lease_holders().await.unwrap();
+    assert_eq!(
+        holders.len(),
+        2,
+        "the collector holds both leases between runs: {holders:?}"
+    );
+    runtime.shutdown().await;
     assert!(
         other.lease_holders().await.unwrap().is_empty(),
-        "the collector released the leases it took"
+        "a clean stop gives the leases up"
     );
     sim.shutdown().await;
 }

@@ -143,4 +143,36 @@ impl Bucket {
         keys.sort();
         Ok(keys)
     }
+
+    /// Every key's latest value, read in one pass (one consumer delivering the last message
+    /// per key) rather than a request per key; deleted and purged keys are left out. The
+    /// consumer's last message says how many are pending: the pass ends at 0, or when nothing
+    /// arrives for `idle` (an empty bucket, or keys that expired meanwhile).
+    pub async fn latest(
+        &self,
+        idle: std::time::Duration,
+    ) -> Result<Vec<(String, bytes::Bytes)>, StateError> {
+        use futures::StreamExt;
+        let mut watch = self
+            .kv
+            .watch_with_history(">")
+            .await
+            .map_err(|e| self.error(e))?;
+        let mut out = Vec::new();
+        loop {
+            let Ok(next) = tokio::time::timeout(idle, watch.next()).await else {
+                break;
+            };
+            let Some(entry) = next else { break };
+            let entry = entry.map_err(|e| self.error(e))?;
+            let last = entry.delta == 0;
+            if matches!(entry.operation, kv::Operation::Put) {
+                out.push((entry.key, entry.value));
+            }
+            if last {
+                break;
+            }
+        }
+        Ok(out)
+    }
 }

@@ -41,6 +41,17 @@ pub struct LeaseHolder {
     pub since_ms: i64,
 }
 
+/// The lease bucket as one read saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseView {
+    pub holders: Vec<LeaseHolder>,
+    pub live: BTreeSet<String>,
+}
+
+/// How long a read of the lease bucket waits for a first key: it is empty when nothing
+/// arrives in this time.
+const VIEW_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A presence key's value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Presence {
@@ -110,21 +121,34 @@ impl NatsStore {
 
     /// Every stream's holder, sorted by stream.
     pub async fn lease_holders(&self) -> Result<Vec<LeaseHolder>, StateError> {
-        let mut out = Vec::new();
-        for key in self.leases.keys().await? {
+        Ok(self.lease_view().await?.holders)
+    }
+
+    /// The lease bucket in one read: every stream's holder (sorted by stream) and the instances
+    /// that announced themselves within `lease_ttl`.
+    pub async fn lease_view(&self) -> Result<LeaseView, StateError> {
+        let mut view = LeaseView::default();
+        for (key, value) in self.leases.latest(VIEW_IDLE).await? {
+            if let Some((PRESENCE, token)) = key.split_once('.') {
+                view.live.extend(keys::part(token));
+                continue;
+            }
             let Some(stream) = keys::stream_of(&key) else {
                 continue;
             };
-            if let Some((record, _)) = self.leases.get::<LeaseRecord>(&key).await? {
-                out.push(LeaseHolder {
-                    stream,
-                    instance: record.instance,
-                    since_ms: record.since_ms,
-                });
-            }
+            let record: LeaseRecord =
+                serde_json::from_slice(&value).map_err(|e| StateError::Corrupt {
+                    stream: format!("{}/{key}", self.leases.name),
+                    detail: e.to_string(),
+                })?;
+            view.holders.push(LeaseHolder {
+                stream,
+                instance: record.instance,
+                since_ms: record.since_ms,
+            });
         }
-        out.sort_by(|a, b| a.stream.cmp(&b.stream));
-        Ok(out)
+        view.holders.sort_by(|a, b| a.stream.cmp(&b.stream));
+        Ok(view)
     }
 
     /// Says this instance is alive (until `lease_ttl` after this call); repeated with the
@@ -138,12 +162,16 @@ impl NatsStore {
 
     /// The instances that announced themselves within `lease_ttl`.
     pub async fn live_instances(&self) -> Result<BTreeSet<String>, StateError> {
-        let mut out = BTreeSet::new();
-        for key in self.leases.keys().await? {
-            if let Some((PRESENCE, token)) = key.split_once('.') {
-                out.extend(keys::part(token));
-            }
-        }
-        Ok(out)
+        Ok(self.lease_view().await?.live)
+    }
+
+    /// Says this instance is gone (a clean stop), so that the others count it out at once
+    /// instead of after `lease_ttl`.
+    pub async fn retire(&self) -> Result<(), StateError> {
+        self.leases
+            .kv
+            .delete(presence_key(&self.instance))
+            .await
+            .map_err(|e| self.leases.error(e))
     }
 }

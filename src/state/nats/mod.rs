@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 
-pub use self::leases::{HeldLease, LeaseHolder, LeaseRecord};
+pub use self::leases::{HeldLease, LeaseHolder, LeaseRecord, LeaseView};
 
 use self::bucket::{Bucket, Conflict};
 use self::records::{RunHistory, StoredCheckpoint, StoredFileMark};

@@ -1,0 +1,512 @@
+//! Stream leases held between runs (`[state] backend = "nats"`). One keeper per process: every
+//! `lease_ttl / 3` it says this instance is alive, renews the leases it holds, stops the streams
+//! whose lease it lost or could not renew in time, reads who holds what, and claims or gives up
+//! streams towards its fair share (`crate::lease::assign`). A collection drains only the
+//! streams this instance holds; a stream claimed while a collection runs joins it, and one
+//! claimed between collections starts one (the integration's tick), so a stream whose holder
+//! died is collected again within `lease_ttl` and a round.
+//!
+//! Architecture Invariant: a stream is drained only while this instance holds its lease, and
+//! its run is stopped (between pages) as soon as the lease is lost, given up, or has gone
+//! `2·lease_ttl / 3` without a renewal landing — a third of the ttl before another instance
+//! can take it. A lease is given up only once its stream's run has ended. Commits are fenced on
+//! the checkpoint's revision in any case (`StateError::Fenced`), so even a run that missed all
+//! of this can never move a checkpoint backwards. With SQLite there is no keeper: one process
+//! per state directory, every stream runs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now_ms;
+use crate::event::StreamId;
+use crate::lease::{self, Action, Leases};
+use crate::lease_metrics::CasOn;
+use crate::observe::Observer;
+use crate::state::{HeldLease, NatsStore};
+
+/// How many lease writes go out at once.
+const CONCURRENT_WRITES: usize = 32;
+
+/// How a run ended from the lease's side.
+const RUNNING: u8 = 0;
+const LOST: u8 = 1;
+const HANDED_OVER: u8 = 2;
+
+/// The streams this process may drain: all of them (SQLite), or those whose lease it holds.
+#[derive(Debug, Clone, Default)]
+pub struct StreamLeases(Option<Arc<Keeper>>);
+
+#[derive(Debug)]
+pub struct Keeper {
+    nats: NatsStore,
+    observer: Arc<Observer>,
+    held: Mutex<Held>,
+    /// One round at a time (the loop's and an `offer`'s).
+    rounds: tokio::sync::Mutex<()>,
+    /// Wakes the loop for a round now (a run ended whose lease is to be given up).
+    wake: Notify,
+    stop: CancellationToken,
+    started: Instant,
+}
+
+/// How long after its start an instance waits before its first claims, so that instances
+/// started together see each other's presence (and each claims its share, not everything).
+fn settle_time(lease_ttl: Duration) -> Duration {
+    (lease_ttl / 10).min(Duration::from_secs(1))
+}
+
+#[derive(Debug)]
+struct Held {
+    /// Every stream to collect, by integration (as each collection last listed them).
+    universe: BTreeMap<String, BTreeSet<StreamId>>,
+    timing: Leases<StreamId>,
+    streams: BTreeMap<StreamId, HeldStream>,
+    /// Per integration: wakes the collection in flight to start a stream just claimed.
+    claimed: HashMap<String, Arc<Notify>>,
+    /// Per integration: starts a collection (the schedule's channel).
+    ticks: HashMap<String, mpsc::Sender<()>>,
+}
+
+#[derive(Debug)]
+struct HeldStream {
+    lease: HeldLease,
+    /// While a run drains the stream: its stop token and how it is to end.
+    run: Option<(CancellationToken, Arc<AtomicU8>)>,
+    /// Given up for the fair share: released once the run ended.
+    releasing: bool,
+}
+
+/// A stream's run, while this instance may drain it; dropping it ends the run.
+pub(super) struct StreamRun {
+    /// Cancelled when the run is to stop: shutdown, or the lease lost or given up.
+    pub stop: CancellationToken,
+    end: Arc<AtomicU8>,
+    keeper: Option<(Arc<Keeper>, StreamId)>,
+}
+
+impl StreamRun {
+    /// The lease was lost (taken over, or not renewed in time) during the run.
+    pub fn lost_lease(&self) -> bool {
+        self.end.load(Ordering::SeqCst) == LOST
+    }
+
+    /// The stream was given up to another instance (fair share) during the run.
+    pub fn handed_over(&self) -> bool {
+        self.end.load(Ordering::SeqCst) == HANDED_OVER
+    }
+}
+
+impl Drop for StreamRun {
+    fn drop(&mut self) {
+        let Some((keeper, stream)) = &self.keeper else {
+            return;
+        };
+        let mut held = keeper.lock();
+        if let Some(h) = held.streams.get_mut(stream) {
+            h.run = None;
+            if h.releasing {
+                keeper.wake.notify_one();
+            }
+        }
+    }
+}
+
+impl StreamLeases {
+    /// Starts the keeper of this process's leases on the NATS store; it runs until
+    /// [`StreamLeases::shutdown`] or until `drop_guard`'s token is dropped.
+    pub fn start(nats: NatsStore, observer: Arc<Observer>) -> StreamLeases {
+        let keeper = Arc::new(Keeper {
+            held: Mutex::new(Held {
+                universe: BTreeMap::new(),
+                timing: Leases::new(nats.lease_ttl()),
+                streams: BTreeMap::new(),
+                claimed: HashMap::new(),
+                ticks: HashMap::new(),
+            }),
+            nats,
+            observer,
+            rounds: tokio::sync::Mutex::new(()),
+            wake: Notify::new(),
+            stop: CancellationToken::new(),
+            started: Instant::now(),
+        });
+        tracing::info!(instance = keeper.nats.instance(), lease_ttl = %humantime::format_duration(keeper.nats.lease_ttl()), "sharing streams with the other collectors on the NATS state store");
+        tokio::spawn(keeper.clone().run());
+        StreamLeases(Some(keeper))
+    }
+
+    /// A token whose drop stops the keeper (leases then expire after `lease_ttl`).
+    pub fn drop_guard(&self) -> Option<tokio_util::sync::DropGuard> {
+        self.0.as_ref().map(|k| k.stop.clone().drop_guard())
+    }
+
+    /// `tick` starts a collection of `integration` (for a stream claimed between collections).
+    pub fn on_claim_start(&self, integration: &str, tick: mpsc::Sender<()>) {
+        if let Some(k) = &self.0 {
+            k.lock().ticks.insert(integration.to_string(), tick);
+        }
+    }
+
+    /// The streams `integration` has now (its MSP children may come and go); runs a round, so
+    /// the free ones this instance should take are claimed before the collection starts.
+    pub(super) async fn offer(&self, integration: &str, streams: BTreeSet<StreamId>) {
+        let Some(k) = &self.0 else { return };
+        k.lock().universe.insert(integration.to_string(), streams);
+        k.round().await;
+    }
+
+    /// Wakes the collection in flight of `integration` when a stream was claimed for it.
+    pub(super) fn claimed(&self, integration: &str) -> Option<Arc<Notify>> {
+        let k = self.0.as_ref()?;
+        Some(
+            k.lock()
+                .claimed
+                .entry(integration.to_string())
+                .or_default()
+                .clone(),
+        )
+    }
+
+    /// The run of `stream`, if this instance may drain it now: always on SQLite; on NATS while
+    /// it holds the lease, is not giving it up, and no other run of it is in flight.
+    pub(super) fn enter(&self, stream: &StreamId, cancel: &CancellationToken) -> Option<StreamRun> {
+        let stop = cancel.child_token();
+        let end = Arc::new(AtomicU8::new(RUNNING));
+        let Some(k) = &self.0 else {
+            return Some(StreamRun {
+                stop,
+                end,
+                keeper: None,
+            });
+        };
+        let mut held = k.lock();
+        let h = held.streams.get_mut(stream)?;
+        if h.releasing || h.run.is_some() {
+            return None;
+        }
+        h.run = Some((stop.clone(), end.clone()));
+        Some(StreamRun {
+            stop,
+            end,
+            keeper: Some((k.clone(), stream.clone())),
+        })
+    }
+
+    /// A commit of a stream was fenced: another instance moved its checkpoint.
+    pub(super) fn fenced(&self) {
+        if let Some(k) = &self.0 {
+            k.observer
+                .leases()
+                .conflict(k.nats.instance(), CasOn::Checkpoint);
+        }
+    }
+
+    /// Stops the keeper once the runs ended: gives every lease up and says this instance is
+    /// gone, so the others take its streams at once rather than after `lease_ttl`.
+    pub async fn shutdown(&self) {
+        let Some(k) = &self.0 else { return };
+        k.stop.cancel();
+        let _serial = k.rounds.lock().await;
+        let leases: Vec<HeldLease> = {
+            let mut held = k.lock();
+            held.timing = Leases::new(k.nats.lease_ttl());
+            std::mem::take(&mut held.streams)
+                .into_values()
+                .map(|h| h.lease)
+                .collect()
+        };
+        let released = futures::stream::iter(leases)
+            .map(|lease| async move { k.nats.release_lease(&lease).await })
+            .buffer_unordered(CONCURRENT_WRITES)
+            .filter(|r| futures::future::ready(r.is_err()))
+            .count()
+            .await;
+        if released > 0 {
+            tracing::warn!(
+                leases = released,
+                "cannot release some stream leases; they expire after lease_ttl"
+            );
+        }
+        if let Err(e) = k.nats.retire().await {
+            tracing::warn!(error = %e, "cannot withdraw this instance's presence; the others count it out after lease_ttl");
+        }
+        k.observer.leases().set_held(k.nats.instance(), 0);
+    }
+}
+
+impl Keeper {
+    fn lock(&self) -> MutexGuard<'_, Held> {
+        // A panic while holding the lock leaves plain data; the next round repairs it.
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn instance(&self) -> &str {
+        self.nats.instance()
+    }
+
+    async fn run(self: Arc<Self>) {
+        // Announce first and let instances started at the same time see each other before
+        // anyone claims (a collection's `offer` runs the first round).
+        if let Err(e) = self.nats.announce(now_ms()).await {
+            tracing::warn!(instance = self.instance(), error = %e, "cannot announce this instance on the NATS state store");
+        }
+        let every = self.nats.lease_ttl() / 3;
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+                _ = self.wake.notified() => {}
+            }
+            self.round().await;
+        }
+    }
+
+    /// One round: presence, renewals, stops, releases, then claims towards the fair share.
+    async fn round(&self) {
+        let _serial = self.rounds.lock().await;
+        if self.stop.is_cancelled() {
+            return;
+        }
+        if let Err(e) = self.nats.announce(now_ms()).await {
+            tracing::warn!(instance = self.instance(), error = %e, "cannot announce this instance on the NATS state store");
+        }
+        self.renew().await;
+        self.stop_expiring();
+        self.release_given_up().await;
+        tokio::time::sleep_until(self.started + settle_time(self.nats.lease_ttl())).await;
+        match self.nats.lease_view().await {
+            Ok(view) => self.rebalance(view).await,
+            Err(e) => {
+                tracing::warn!(instance = self.instance(), error = %e, "cannot read the stream leases; no stream claimed or given up this round")
+            }
+        }
+        let held = self.lock().streams.len();
+        self.observer.leases().set_held(self.instance(), held);
+    }
+
+    async fn renew(&self) {
+        let due: Vec<(HeldLease, Instant)> = {
+            let held = self.lock();
+            let now = Instant::now();
+            held.timing
+                .due(now)
+                .into_iter()
+                .filter_map(|(stream, _)| {
+                    let lease = held.streams.get(&stream)?.lease.clone();
+                    Some((lease, held.timing.get(&stream)?.written_at))
+                })
+                .collect()
+        };
+        let stop_after = self.nats.lease_ttl() - self.nats.lease_ttl() / 3;
+        let results: Vec<_> = futures::stream::iter(due)
+            .map(|(lease, written)| async move {
+                let sent = Instant::now();
+                let left = stop_after.saturating_sub(sent.duration_since(written));
+                let renewed = tokio::time::timeout(
+                    left.max(Duration::from_millis(1)),
+                    self.nats.renew_lease(&lease),
+                )
+                .await;
+                (lease, sent, renewed)
+            })
+            .buffer_unordered(CONCURRENT_WRITES)
+            .collect()
+            .await;
+        let mut renewed = 0;
+        for (lease, sent, result) in results {
+            let stream = &lease.stream;
+            match result {
+                Ok(Ok(Some(next))) => {
+                    let mut held = self.lock();
+                    if let Some(h) = held.streams.get_mut(stream) {
+                        h.lease = next.clone();
+                        held.timing.written(stream.clone(), next.revision.0, sent);
+                        renewed += 1;
+                    }
+                }
+                Ok(Ok(None)) => {
+                    tracing::error!(instance = self.instance(), integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log,
+                        "the stream's lease was taken by another instance or expired; this stream stops between pages");
+                    self.observer
+                        .leases()
+                        .conflict(self.instance(), CasOn::Lease);
+                    self.lose(stream);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(instance = self.instance(), integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log, error = %e,
+                        "cannot renew the stream's lease; trying again");
+                }
+                Err(_) => {
+                    tracing::warn!(instance = self.instance(), integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log,
+                        "renewing the stream's lease timed out; trying again");
+                }
+            }
+        }
+        self.observer.leases().renewed(self.instance(), renewed);
+    }
+
+    /// Stops the streams no renewal landed for in `2·lease_ttl / 3`.
+    fn stop_expiring(&self) {
+        let expiring = self.lock().timing.expiring(Instant::now());
+        for stream in &expiring {
+            tracing::error!(instance = self.instance(), integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log,
+                "no lease renewal landed for 2/3 of lease_ttl (is the NATS cluster reachable, with quorum?); this stream stops before its lease can expire, and is claimed again once the state store answers");
+            self.lose(stream);
+        }
+    }
+
+    /// Forgets a lease this instance no longer holds and stops its run.
+    fn lose(&self, stream: &StreamId) {
+        let mut held = self.lock();
+        held.timing.lost(stream);
+        if let Some(h) = held.streams.remove(stream) {
+            if let Some((stop, end)) = h.run {
+                end.store(LOST, Ordering::SeqCst);
+                stop.cancel();
+            }
+        }
+        drop(held);
+        self.observer.leases().lost(self.instance());
+    }
+
+    /// Gives up the leases marked for release whose run has ended.
+    async fn release_given_up(&self) {
+        let done: Vec<HeldLease> = {
+            let mut held = self.lock();
+            let ready: Vec<StreamId> = held
+                .streams
+                .iter()
+                .filter(|(_, h)| h.releasing && h.run.is_none())
+                .map(|(s, _)| s.clone())
+                .collect();
+            ready
+                .iter()
+                .filter_map(|s| {
+                    held.timing.lost(s);
+                    held.streams.remove(s).map(|h| h.lease)
+                })
+                .collect()
+        };
+        for lease in done {
+            let stream = &lease.stream;
+            match self.nats.release_lease(&lease).await {
+                Ok(()) => {
+                    tracing::info!(instance = self.instance(), integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log,
+                        "gave the stream up to another instance (fair share)")
+                }
+                Err(e) => {
+                    tracing::warn!(instance = self.instance(), integration = %stream.integration, log = %stream.log, error = %e,
+                        "cannot release the stream's lease; it expires after lease_ttl")
+                }
+            }
+        }
+    }
+
+    /// Claims and gives up streams towards this instance's fair share.
+    async fn rebalance(&self, view: crate::state::LeaseView) {
+        let me = self.instance().to_string();
+        let (actions, mine_elsewhere) = {
+            let held = self.lock();
+            let streams: Vec<StreamId> = held
+                .universe
+                .values()
+                .flatten()
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let mut holders: BTreeMap<StreamId, String> = view
+                .holders
+                .into_iter()
+                .map(|h| (h.stream, h.instance))
+                .collect();
+            // What this instance holds is its own until a renewal says otherwise.
+            for s in held.streams.keys() {
+                holders.insert(s.clone(), me.clone());
+            }
+            let mut live = view.live;
+            live.insert(me.clone());
+            // Held streams no collection lists any more (a child account removed) go too.
+            let unlisted: Vec<StreamId> = held
+                .streams
+                .keys()
+                .filter(|s| !streams.contains(s))
+                .cloned()
+                .collect();
+            (lease::assign(&me, &streams, &live, &holders), unlisted)
+        };
+        let mut claims = Vec::new();
+        for action in actions {
+            match action {
+                Action::Claim(stream) => claims.push(stream),
+                Action::Release(stream) => self.give_up(&stream),
+            }
+        }
+        for stream in &mine_elsewhere {
+            self.give_up(stream);
+        }
+        self.release_given_up().await;
+        let taken: Vec<_> = futures::stream::iter(claims)
+            .map(|stream| async move {
+                let sent = Instant::now();
+                let taken = self.nats.take_lease(&stream, now_ms()).await;
+                (stream, sent, taken)
+            })
+            .buffer_unordered(CONCURRENT_WRITES)
+            .collect()
+            .await;
+        let mut started: BTreeSet<String> = BTreeSet::new();
+        for (stream, sent, taken) in taken {
+            match taken {
+                Ok(Some(lease)) => {
+                    tracing::info!(instance = %me, integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log, "took the stream's lease");
+                    let mut held = self.lock();
+                    held.timing.written(stream.clone(), lease.revision.0, sent);
+                    held.streams.insert(
+                        stream.clone(),
+                        HeldStream {
+                            lease,
+                            run: None,
+                            releasing: false,
+                        },
+                    );
+                    started.insert(stream.integration.clone());
+                }
+                // Another instance took it first.
+                Ok(None) => self.observer.leases().conflict(&me, CasOn::Lease),
+                Err(e) => {
+                    tracing::warn!(instance = %me, integration = %stream.integration, log = %stream.log, error = %e, "cannot take the stream's lease")
+                }
+            }
+        }
+        let held = self.lock();
+        for integration in started {
+            if let Some(claimed) = held.claimed.get(&integration) {
+                claimed.notify_one();
+            }
+            if let Some(tick) = held.ticks.get(&integration) {
+                // A full channel already has a collection coming.
+                let _ = tick.try_send(());
+            }
+        }
+    }
+
+    /// Marks a stream to give up: its run stops between pages, then the lease is released.
+    fn give_up(&self, stream: &StreamId) {
+        let mut held = self.lock();
+        if let Some(h) = held.streams.get_mut(stream) {
+            h.releasing = true;
+            if let Some((stop, end)) = &h.run {
+                end.store(HANDED_OVER, Ordering::SeqCst);
+                stop.cancel();
+            }
+        }
+    }
+}
