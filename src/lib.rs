@@ -74,6 +74,8 @@ pub mod sink;
 pub mod state;
 /// `status` rendering.
 pub mod status;
+/// `status` on the NATS state store: lease holders and instances.
+pub mod status_cluster;
 /// TLS client configuration from certificate files.
 pub mod tls;
 /// `verify-user`: a Duo Push through the Auth API, its outcome to the sinks.

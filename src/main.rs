@@ -12,7 +12,7 @@ use duo_collector::config::{ConfigError, Env, LogFormat, DEFAULT_CONFIG_PATH};
 use duo_collector::daemon::{self, Runtime, RuntimeOptions};
 use duo_collector::settings::Config;
 use duo_collector::state::{RunOutcome, State, StateStore, StoreSettings};
-use duo_collector::{demo, posture_report, status};
+use duo_collector::{demo, posture_report, status, status_cluster};
 
 #[derive(Parser)]
 #[command(
@@ -443,22 +443,33 @@ async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
                     .find(|c| c.integration == name)
                     .map(|c| c.offset_ms)
             };
-            let rows = status::rows(&stored.streams, now, &delay_ms, &duo_offset);
+            let mut rows = status::rows(&stored.streams, now, &delay_ms, &duo_offset);
+            let instances = stored.leases.as_ref().map(|view| {
+                status_cluster::attach_holders(&mut rows, view);
+                status_cluster::instance_rows(view)
+            });
             let sinks = status::sink_rows(&cfg.sinks, &stored.sinks);
             let pacing = status::pacing_rows(&stored.clocks, &stored.pacing);
             let inventory = status::inventory_rows(&stored.snapshots, now);
             if json {
-                let all = serde_json::json!({
+                let mut all = serde_json::json!({
                     "streams": rows, "sinks": sinks, "integrations": pacing, "inventory": inventory
                 });
+                if let Some(instances) = &instances {
+                    all["instances"] = serde_json::to_value(instances)?;
+                }
                 emit(&format!("{}\n", serde_json::to_string_pretty(&all)?))?;
             } else {
                 emit(&format!(
-                    "{}{}{}{}",
+                    "{}{}{}{}{}",
                     status::render_text(&rows),
                     status::render_sinks_text(&sinks),
                     status::render_pacing_text(&pacing),
-                    status::render_inventory_text(&inventory)
+                    status::render_inventory_text(&inventory),
+                    instances
+                        .as_deref()
+                        .map(status_cluster::render_instances_text)
+                        .unwrap_or_default()
                 ))?;
             }
             Ok(ExitCode::SUCCESS)

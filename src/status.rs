@@ -16,6 +16,8 @@ pub struct Stored {
     pub pacing: Vec<PaceStatus>,
     pub clocks: Vec<ClockStatus>,
     pub snapshots: Vec<SnapshotInfo>,
+    /// NATS state store: who holds which stream's lease, and the live instances.
+    pub leases: Option<crate::state::LeaseView>,
 }
 
 impl Stored {
@@ -28,20 +30,23 @@ impl Stored {
             pacing: state.pacing_status().unwrap_or_default(),
             clocks: state.clock_offsets().unwrap_or_default(),
             snapshots: state.snapshots().unwrap_or_default(),
+            leases: None,
         })
     }
 
     /// The store `[state]` chose; the NATS store keeps no inventory snapshots yet.
     pub async fn read(store: &StateStore) -> Result<Stored, StateError> {
-        if let StateStore::Sqlite(sqlite) = store {
-            return Stored::read_sqlite(sqlite.state());
-        }
+        let nats = match store {
+            StateStore::Sqlite(sqlite) => return Stored::read_sqlite(sqlite.state()),
+            StateStore::Nats(nats) => nats,
+        };
         Ok(Stored {
             streams: store.status().await?,
             sinks: store.sink_status().await?,
             pacing: store.pacing_status().await?,
             clocks: store.clock_offsets().await?,
             snapshots: Vec::new(),
+            leases: Some(nats.lease_view().await?),
         })
     }
 }
@@ -69,6 +74,9 @@ pub struct StatusRow {
     pub last_run_pages: Option<i64>,
     pub last_run_events: Option<i64>,
     pub last_error: Option<String>,
+    /// NATS state store: the instance holding the stream's lease, and since when.
+    pub held_by: Option<String>,
+    pub held_since: Option<String>,
 }
 
 pub fn iso(ms: i64) -> String {
@@ -142,6 +150,8 @@ pub fn rows(
                 last_run_pages: s.last_run.as_ref().map(|r| r.pages),
                 last_run_events: s.last_run.as_ref().map(|r| r.events),
                 last_error: s.last_run.as_ref().and_then(|r| r.error.clone()),
+                held_by: None,
+                held_since: None,
             }
         })
         .collect()
@@ -202,6 +212,10 @@ pub fn render_text(rows: &[StatusRow]) -> String {
         ));
         if let Some(e) = &r.last_error {
             out.push_str(&format!("  last error   : {e}\n"));
+        }
+        if let Some(instance) = &r.held_by {
+            let since = r.held_since.as_deref().unwrap_or("-");
+            out.push_str(&format!("  held by      : {instance} since {since}\n"));
         }
     }
     out

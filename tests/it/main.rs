@@ -39,6 +39,7 @@ mod sink_syslog;
 mod state_collect;
 mod state_contract;
 mod state_nats;
+mod state_share;
 mod systemd_container;
 mod systemd_unit;
 mod verify_user;

@@ -79,6 +79,8 @@ pub struct Buckets {
     leases: Bucket,
     /// This process, as run records and leases name it.
     instance: String,
+    /// This host, as file marks are keyed.
+    host: String,
     /// How long a lease lives unrenewed (the lease bucket's `max_age`).
     lease_ttl: Duration,
 }
@@ -94,13 +96,23 @@ impl std::ops::Deref for NatsStore {
 /// This process's id in the cluster: the host name and a random suffix, so two processes on
 /// one host (or one restarted) never pass for each other.
 pub fn instance_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    let suffix: u32 = rand::random();
+    format!("{}-{suffix:08x}", host_name())
+}
+
+/// This host's name: file sinks' marks are kept per host (the file is on the host that writes
+/// it; another host's collector has its own file by the same sink name).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".to_string());
-    let suffix: u32 = rand::random();
-    format!("{host}-{suffix:08x}")
+        .unwrap_or_else(|| "host".to_string())
+}
+
+/// A file sink's mark key: per host and sink.
+fn file_mark_key(host: &str, sink: &str) -> String {
+    keys::key(&[host, sink])
 }
 
 impl NatsStore {
@@ -138,6 +150,7 @@ impl NatsStore {
             files,
             leases,
             instance: instance_id(),
+            host: host_name(),
             lease_ttl: settings.lease_ttl,
         })))
     }
@@ -266,7 +279,7 @@ impl NatsStore {
 
     async fn write_file_marks(&self, marks: &[FileMark], now_ms: i64) -> Result<(), StateError> {
         for mark in marks {
-            let key = keys::token(&mark.sink);
+            let key = file_mark_key(&self.host, &mark.sink);
             self.files
                 .put(&key, &StoredFileMark::of(mark, now_ms))
                 .await?;
@@ -319,7 +332,8 @@ impl NatsStore {
     }
 
     pub async fn file_mark(&self, sink: &str) -> Result<Option<FileMark>, StateError> {
-        let stored = self.files.get::<StoredFileMark>(&keys::token(sink)).await?;
+        let key = file_mark_key(&self.host, sink);
+        let stored = self.files.get::<StoredFileMark>(&key).await?;
         Ok(stored.map(|(mark, _)| mark.mark(sink)))
     }
 }

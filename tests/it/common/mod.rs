@@ -291,15 +291,33 @@ pub fn tally(
     kinds: &[&str],
     up_to_ms: i64,
 ) -> Tally {
-    let mut expected: HashMap<(String, String), usize> = HashMap::new();
-    for kind in kinds {
-        for e in handle.expected_events(None, kind, now_ms(), up_to_ms) {
-            *expected
-                .entry((kind.to_string(), e.record.to_string()))
-                .or_default() += 1;
+    tally_accounts(handle, delivered, &[None], kinds, up_to_ms)
+}
+
+/// [`tally`] over the given accounts (`None`: the integration's own; MSP children by id),
+/// each event counted under the account the collector says it came from.
+pub fn tally_accounts(
+    handle: &duo_collector::simulator::SimHandle,
+    delivered: &[serde_json::Value],
+    accounts: &[Option<&str>],
+    kinds: &[&str],
+    up_to_ms: i64,
+) -> Tally {
+    type Key = (Option<String>, String, String);
+    let mut expected: HashMap<Key, usize> = HashMap::new();
+    for account in accounts {
+        for kind in kinds {
+            for e in handle.expected_events(*account, kind, now_ms(), up_to_ms) {
+                let key = (
+                    account.map(str::to_string),
+                    kind.to_string(),
+                    e.record.to_string(),
+                );
+                *expected.entry(key).or_default() += 1;
+            }
         }
     }
-    let mut got: HashMap<(String, String), usize> = HashMap::new();
+    let mut got: HashMap<Key, usize> = HashMap::new();
     for event in delivered {
         let mut record = event.clone();
         let meta = record
@@ -307,7 +325,8 @@ pub fn tally(
             .and_then(|o| o.remove("_duo_collector"))
             .expect("a raw event carries _duo_collector");
         let log = meta["log"].as_str().expect("log").to_string();
-        *got.entry((log, record.to_string())).or_default() += 1;
+        let account = meta["account_id"].as_str().map(str::to_string);
+        *got.entry((account, log, record.to_string())).or_default() += 1;
     }
     let mut tally = Tally {
         expected: expected.values().sum(),
