@@ -11,8 +11,11 @@ use duo_collector::collector::Collect;
 use duo_collector::config::{ConfigError, Env, LogFormat, DEFAULT_CONFIG_PATH};
 use duo_collector::daemon::{self, Runtime, RuntimeOptions};
 use duo_collector::settings::Config;
-use duo_collector::state::{RunOutcome, State, StateStore, StoreSettings};
+use duo_collector::state::{State, StateStore, StoreSettings};
 use duo_collector::{demo, posture_report, status, status_cluster};
+
+mod cli;
+use cli::reports::print_reports;
 
 #[derive(Parser)]
 #[command(
@@ -274,44 +277,6 @@ fn shutdown_token() -> anyhow::Result<CancellationToken> {
         t.cancel();
     });
     Ok(token)
-}
-
-fn print_reports(reports: &[duo_collector::collector::IntegrationReport]) -> bool {
-    let mut ok = true;
-    for report in reports {
-        if let Some(e) = &report.error {
-            ok = false;
-            eprintln!("FAILED {}: {e}", report.integration);
-        }
-    }
-    for r in reports.iter().flat_map(|r| &r.streams) {
-        match r.outcome {
-            RunOutcome::Failed => {
-                ok = false;
-                eprintln!(
-                    "FAILED {}: {} pages, {} events delivered before: {}",
-                    r.stream,
-                    r.pages,
-                    r.events,
-                    r.error.as_deref().unwrap_or("unknown error")
-                );
-            }
-            RunOutcome::Interrupted => {
-                ok = false;
-                eprintln!(
-                    "INTERRUPTED {}: {} pages, {} events",
-                    r.stream, r.pages, r.events
-                );
-            }
-            RunOutcome::NotPermitted => eprintln!(
-                "skipped {}: {}",
-                r.stream,
-                r.error.as_deref().unwrap_or("not permitted")
-            ),
-            RunOutcome::Ok => eprintln!("ok {}: {} pages, {} events", r.stream, r.pages, r.events),
-        }
-    }
-    ok
 }
 
 async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {

@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use super::{deliver_and_commit, CollectError, Fence, IntegrationRuntime, Progress, StreamTarget};
+use super::commit::{deliver_and_commit, Fence};
+use super::{CollectError, IntegrationRuntime, Progress, StreamTarget};
 use crate::duo::retry::jitter;
 use crate::duo::DuoError;
 use crate::logs::page::{parse, PageError};

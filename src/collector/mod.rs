@@ -7,6 +7,7 @@
 //! most `max_in_flight` pages are in memory at once.
 
 mod accounts;
+mod commit;
 mod drive;
 mod inventory;
 mod leases;
@@ -21,17 +22,14 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{now_ms, SystemClock};
 use crate::config::Integration;
 use crate::duo::{DuoClient, DuoClock, DuoError, RetryPolicy};
-use crate::event::{Batch, Event, StreamId};
+use crate::event::StreamId;
 use crate::inventory::InventoryKind;
-use crate::observe::{CommittedPage, Observer};
+use crate::observe::Observer;
 use crate::pacing::PaceKey;
 use crate::pacing::Pacers;
 use crate::pager::PagerError;
-use crate::sink::{deliver_all, PageReceipt, Sink, SinkError, SinkRetry, SinkSet};
-use crate::state::{
-    Checkpoint, ClockReading, PageCommit, Revision, RunEnd, RunOutcome, State, StateError,
-    StateStore, Write,
-};
+use crate::sink::{Sink, SinkError, SinkRetry, SinkSet};
+use crate::state::{ClockReading, RunEnd, RunOutcome, State, StateError, StateStore, Write};
 
 pub use accounts::{parse_children, ChildAccount, ACCOUNT_LIST_PATH};
 pub use leases::StreamLeases;
@@ -70,6 +68,8 @@ pub struct IntegrationReport {
     pub streams: Vec<StreamReport>,
     /// A failure before any stream ran (e.g. listing MSP child accounts).
     pub error: Option<String>,
+    /// Streams left to the other instances that hold their leases (NATS state store).
+    pub held_elsewhere: usize,
 }
 
 impl IntegrationReport {
@@ -357,14 +357,14 @@ impl IntegrationRuntime {
                     .map(|(t, kind)| Job::Snapshot(t, kind)),
             )
             .collect();
-        report.streams = self.run_jobs(&jobs, &stop).await;
+        (report.streams, report.held_elsewhere) = self.run_jobs(&jobs, &stop).await;
         self.record_duo_clock().await;
         report
     }
 
     /// Runs every job this process may run now, concurrently; a stream claimed meanwhile (its
     /// holder died, or the fair share moved) joins while the others still run.
-    async fn run_jobs(&self, jobs: &[Job], stop: &CancellationToken) -> Vec<StreamReport> {
+    async fn run_jobs(&self, jobs: &[Job], stop: &CancellationToken) -> (Vec<StreamReport>, usize) {
         let claimed = self.leases.claimed(&self.settings.name);
         let wait_claimed = || async {
             match &claimed {
@@ -407,7 +407,7 @@ impl IntegrationRuntime {
             tracing::debug!(integration = %self.settings.name, streams = left, "streams held by other instances; left to them");
         }
         reports.sort_by_key(|(i, _)| *i);
-        reports.into_iter().map(|(_, r)| r).collect()
+        (reports.into_iter().map(|(_, r)| r).collect(), left)
     }
 
     async fn collect_stream(
@@ -527,73 +527,4 @@ impl Account {
             account_name: self.name.clone(),
         }
     }
-}
-
-/// A stream's run as its commits see it: the run they count for, and the revision the next
-/// commit is fenced on (the one this run last read or wrote).
-#[derive(Debug, Clone, Copy)]
-struct Fence {
-    run_id: i64,
-    revision: Revision,
-}
-
-/// Hands a page to every sink and, once all acknowledged it, commits the checkpoint.
-async fn deliver_and_commit(
-    rt: &IntegrationRuntime,
-    target: &StreamTarget,
-    run: &mut Fence,
-    events: &[Event],
-    cp: &Checkpoint,
-    progress: &mut Progress,
-    cancel: &CancellationToken,
-) -> Result<(), CollectError> {
-    let mut receipt = PageReceipt::default();
-    if !events.is_empty() {
-        let collected_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let batch = Batch {
-            stream: &target.stream,
-            account_name: target.account_name.as_deref(),
-            collected_at: &collected_at,
-            events,
-            inventory: None,
-        };
-        // Sinks count their own failed attempts in the observer.
-        receipt = deliver_all(&rt.sinks, &batch, &rt.sink_retry, cancel).await?;
-    }
-    // The file sinks' lengths move with the checkpoint: exactly-once files across crashes. The
-    // receipt goes with the commit, so the pages are marked committed with it even if this
-    // future is dropped meanwhile. Fenced on the revision this stream last read or wrote.
-    let commit = PageCommit {
-        stream: target.stream.clone(),
-        run_id: run.run_id,
-        checkpoint: cp.clone(),
-        events: events.len(),
-        now_ms: now_ms(),
-        files: receipt.files(),
-        revision: run.revision,
-    };
-    run.revision = rt
-        .store
-        .commit_page(commit, move || receipt.committed())
-        .await?;
-    let position_ms = cp.position_ms();
-    let lag_ms = crate::checkpoint::lag_ms(
-        rt.duo_clock.now_ms(),
-        rt.settings.delay.as_millis() as i64,
-        position_ms,
-    );
-    let sink_names: Vec<String> = rt.sinks.iter().map(|s| s.name.clone()).collect();
-    rt.observer.page_committed(
-        &CommittedPage {
-            stream: &target.stream,
-            events: events.len(),
-            position_ms,
-            duo_lag_ms: lag_ms,
-            run_events: progress.events + events.len() as u64,
-        },
-        &sink_names,
-    );
-    progress.pages += 1;
-    progress.events += events.len() as u64;
-    Ok(())
 }

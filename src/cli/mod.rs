@@ -1,0 +1,3 @@
+//! Parts of the command line kept apart from `main.rs`.
+
+pub mod reports;
