@@ -77,8 +77,23 @@ impl NatsConnection {
                 .map_err(|detail| ConnectFailure::permanent(detail, crate::tls::FILES_FIX))?;
             options = options.require_tls(true).tls_client_config(tls);
         }
+        // `url` may list several servers of a cluster, comma-separated: any one of them
+        // answering is enough, and the client learns the others from the server.
+        let servers = self
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| u.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                ConnectFailure::permanent(
+                    format!("`url` {:?} is not a NATS server list: {e}", self.url),
+                    "write `url` as \"nats://host:4222\", or several comma-separated",
+                )
+            })?;
         options
-            .connect(self.url.as_str())
+            .connect(servers)
             .await
             .map_err(|e| connect_error(&self.url, &e))
     }

@@ -332,3 +332,27 @@ async fn instances_share_streams_fairly_a_joiner_gets_work_within_a_lease_ttl_an
     let _ = b.stop().await;
     sim.shutdown().await;
 }
+
+/// `url` lists a cluster's servers comma-separated: the store opens through whichever answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_store_opens_through_any_server_of_a_comma_separated_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path(), free_port()).await;
+    let nobody = format!("nats://127.0.0.1:{}", free_port());
+    let text = format!(
+        "[collector]\nstate_dir = {:?}\n[[integration]]\nname = \"corp\"\napi_hostname = \"{HOST}\"\nikey = \"{IKEY}\"\nskey = \"{SKEY}\"\nsinks = [\"out\"]\n[[sink]]\nname = \"out\"\ntype = \"stdout\"\n[state]\nbackend = \"nats\"\nurl = \"{nobody}, {}\"\n",
+        dir.path().join("state").display().to_string(),
+        nats.url()
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    set_mode(&path, 0o600);
+    let config = duo_collector::settings::Config::load(&path).unwrap();
+    let StoreSettings::Nats(settings) = &config.state else {
+        panic!("the NATS store")
+    };
+    let store = NatsStore::open(settings)
+        .await
+        .expect("opens through the second server");
+    assert!(store.lease_view().await.unwrap().holders.is_empty());
+}
