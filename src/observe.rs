@@ -512,6 +512,28 @@ impl Observer {
         self.beat();
     }
 
+    /// The stream's run ended because another instance has it now (its lease was lost or given
+    /// up): its failures and gauges leave this instance's readiness and metrics, which would
+    /// otherwise keep them with no later run here to clear them.
+    pub fn stream_left(&self, stream: &StreamId, lost: bool) {
+        for l in self.listeners() {
+            l.finished(stream, lost);
+        }
+        self.forget_stream(stream);
+        self.beat();
+    }
+
+    /// A stream this instance no longer holds: out of its readiness and gauges.
+    pub fn forget_stream(&self, stream: &StreamId) {
+        let labels = StreamLabels::from(stream);
+        self.consecutive_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(stream);
+        self.stream_failing.remove(&labels);
+        self.checkpoint_lag.remove(&labels);
+    }
+
     pub fn cycle_finished(&self, integration: &str, seconds: f64) {
         self.collection_duration
             .get_or_create(&IntegrationLabels {

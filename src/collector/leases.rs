@@ -366,13 +366,19 @@ impl Keeper {
     fn lose(&self, stream: &StreamId) {
         let mut held = self.lock();
         held.timing.lost(stream);
-        if let Some(h) = held.streams.remove(stream) {
-            if let Some((stop, end)) = h.run {
+        let idle = match held.streams.remove(stream).and_then(|h| h.run) {
+            Some((stop, end)) => {
                 end.store(LOST, Ordering::SeqCst);
                 stop.cancel();
+                false
             }
-        }
+            None => true,
+        };
         drop(held);
+        // A run that stops reports itself; an idle stream leaves the gauges here.
+        if idle {
+            self.observer.forget_stream(stream);
+        }
         self.observer.leases().lost(self.instance());
     }
 
@@ -396,6 +402,7 @@ impl Keeper {
         };
         for lease in done {
             let stream = &lease.stream;
+            self.observer.forget_stream(stream);
             match self.nats.release_lease(&lease).await {
                 Ok(()) => {
                     tracing::info!(instance = self.instance(), integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log,

@@ -475,8 +475,12 @@ impl IntegrationRuntime {
                 tracing::info!(integration = %stream.integration, account, log = %stream.log, pages = progress.pages, events = progress.events, outcome = outcome.as_str(), "collection finished")
             }
         }
-        self.observer
-            .run_finished(stream, outcome == RunOutcome::Failed);
+        if run.lost_lease() || run.handed_over() {
+            self.observer.stream_left(stream, run.lost_lease());
+        } else {
+            self.observer
+                .run_finished(stream, outcome == RunOutcome::Failed);
+        }
         let end = self.store.write(Write::EndRun(RunEnd {
             stream: stream.clone(),
             run_id,

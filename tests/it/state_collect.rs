@@ -309,9 +309,8 @@ async fn a_stream_whose_lease_is_lost_mid_drain_stops_before_its_next_commit() {
     hold_second_auth_page(&handle, Duration::from_secs(6));
     let config = duo_collector::settings::Config::load(&setup.config).unwrap();
     let other = another_instance(&config).await;
-    let runtime = Runtime::open(&config, &RuntimeOptions::default())
-        .await
-        .unwrap();
+    let options = RuntimeOptions::default();
+    let runtime = Runtime::open(&config, &options).await.unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
     let auth = StreamId::new("corp", None, LogKind::Authentication);
     let thief = async {
@@ -354,5 +353,18 @@ async fn a_stream_whose_lease_is_lost_mid_drain_stops_before_its_next_commit() {
         .find(|s| s.stream.log == LogKind::Administrator)
         .unwrap();
     assert_eq!(admin.outcome, RunOutcome::Ok, "{admin:?}");
+    // The stream is the other instance's now: no failure of this one keeps it unready.
+    assert!(
+        options.observer.failing_streams().is_empty(),
+        "{:?}",
+        options.observer.failing_streams()
+    );
+    assert!(
+        options
+            .observer
+            .encode()
+            .contains("duo_collector_leases_lost_total{instance="),
+        "the loss is counted"
+    );
     sim.shutdown().await;
 }
