@@ -177,11 +177,10 @@ impl StreamLeases {
     /// The run of `stream`, if this instance may drain it now: always on SQLite; on NATS while
     /// it holds the lease, is not giving it up, and no other run of it is in flight.
     pub(super) fn enter(&self, stream: &StreamId, cancel: &CancellationToken) -> Option<StreamRun> {
-        let stop = cancel.child_token();
         let end = Arc::new(AtomicU8::new(RUNNING));
         let Some(k) = &self.0 else {
             return Some(StreamRun {
-                stop,
+                stop: cancel.child_token(),
                 end,
                 keeper: None,
             });
@@ -191,6 +190,7 @@ impl StreamLeases {
         if h.releasing || h.run.is_some() {
             return None;
         }
+        let stop = cancel.child_token();
         h.run = Some((stop.clone(), end.clone()));
         Some(StreamRun {
             stop,
