@@ -180,6 +180,12 @@ impl<K: Ord + Clone> Leases<K> {
         self.held.remove(stream)
     }
 
+    /// When the first held lease reaches `2 · ttl / 3` without a write (see [`Leases::expiring`]).
+    pub fn next_expiry(&self) -> Option<Instant> {
+        let stop_after = self.stop_after();
+        self.held.values().map(|h| h.written_at + stop_after).min()
+    }
+
     /// When the next thing is due: the earliest renewal.
     pub fn next_due(&self) -> Option<Instant> {
         self.held

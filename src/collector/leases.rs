@@ -139,6 +139,7 @@ impl StreamLeases {
         });
         tracing::info!(instance = keeper.nats.instance(), lease_ttl = %humantime::format_duration(keeper.nats.lease_ttl()), "sharing streams with the other collectors on the NATS state store");
         tokio::spawn(keeper.clone().run());
+        tokio::spawn(keeper.clone().stop_at_expiry());
         StreamLeases(Some(keeper))
     }
 
@@ -265,6 +266,23 @@ impl Keeper {
                 _ = self.wake.notified() => {}
             }
             self.round().await;
+        }
+    }
+
+    /// Stops each stream when its lease reaches `2·lease_ttl / 3` without a renewal, on its own
+    /// clock: a round held up by a store that does not answer must not delay it.
+    async fn stop_at_expiry(self: Arc<Self>) {
+        let idle = self.nats.lease_ttl() / 3;
+        loop {
+            let next = self.lock().timing.next_expiry();
+            let wake = next.unwrap_or_else(|| Instant::now() + idle);
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep_until(wake) => {}
+                // A lease taken or renewed moves the next expiry.
+                _ = tokio::time::sleep(idle) => {}
+            }
+            self.stop_expiring();
         }
     }
 

@@ -134,6 +134,12 @@ async fn leases_are_renewed_every_third_and_stopped_at_two_thirds_of_the_ttl() {
 
     // Renewals fail from here on: the stream runs until 20 s after the last write, then stops,
     // 10 s before the server can expire the lease.
+    let last_write = Instant::now();
+    assert_eq!(
+        leases.next_expiry(),
+        Some(last_write + Duration::from_secs(20)),
+        "the stop is due two thirds of the ttl after the last write"
+    );
     tokio::time::advance(Duration::from_secs(19)).await;
     assert!(leases.expiring(Instant::now()).is_empty());
     assert_eq!(leases.due(Instant::now()), [("s1".to_string(), 8)]);
