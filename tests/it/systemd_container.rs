@@ -126,11 +126,17 @@ fn rootfs() -> PathBuf {
     root
 }
 
-/// The package, built (or found up to date) by `cargo deb`.
+/// The package, built (or found up to date) by `cargo deb`; from the build profile
+/// `DUO_COLLECTOR_DEB_PROFILE` names (`.ci/run` packs the debug binaries the tests already
+/// built, instead of a release build of its own), release by default.
 fn build_deb() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec!["deb".to_string(), "--locked".to_string()];
+    if let Ok(profile) = std::env::var("DUO_COLLECTOR_DEB_PROFILE") {
+        args.extend(["--profile".to_string(), profile]);
+    }
     let out = run(Command::new(cargo)
-        .args(["deb", "--locked"])
+        .args(&args)
         .current_dir(env!("CARGO_MANIFEST_DIR")));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let path = stdout
