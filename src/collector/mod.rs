@@ -29,7 +29,7 @@ use crate::pacing::Pacers;
 use crate::pager::PagerError;
 use crate::sink::{deliver_all, PageReceipt, Sink, SinkError, SinkRetry, SinkSet};
 use crate::state::{
-    Checkpoint, ClockReading, PageCommit, Revision, RunEnd, RunOutcome, State, StateError,
+    Checkpoint, ClockReading, PageCommit, Revision, RunEnd, RunOutcome, StateError,
     StateStore, Write,
 };
 
@@ -48,8 +48,6 @@ pub enum CollectError {
     Pager(#[from] PagerError),
     #[error(transparent)]
     InventoryPager(#[from] crate::inventory::PagerError),
-    #[error("inventory snapshots keep their state in SQLite only (state.db): with [state] backend = \"nats\", remove `inventory` from the integration")]
-    InventoryNeedsSqlite,
 }
 
 /// What one stream's run did.
@@ -169,14 +167,6 @@ impl IntegrationRuntime {
             duo_clock,
             pacers,
         })
-    }
-
-    /// The SQLite database of the inventory snapshots (not yet behind [`StateStore`]).
-    fn inventory_state(&self) -> Result<&State, CollectError> {
-        match &self.store {
-            StateStore::Sqlite(s) => Ok(s.state()),
-            StateStore::Nats(_) => Err(CollectError::InventoryNeedsSqlite),
-        }
     }
 
     /// Duo's clock as this integration measures it.

@@ -21,6 +21,10 @@ pub struct Conflict;
 pub struct Bucket {
     pub name: String,
     pub kv: kv::Store,
+    /// For the inbox a [`Bucket::scan`] is delivered to.
+    pub client: async_nats::Client,
+    /// How long a scan waits for its next entry before it gives up.
+    pub timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -142,5 +146,72 @@ impl Bucket {
         let mut keys: Vec<String> = keys.try_collect().await.map_err(|e| self.error(e))?;
         keys.sort();
         Ok(keys)
+    }
+
+    /// Hands every key matching `filter` (a key pattern, `>` for the rest) to `each` with its
+    /// value (empty with `headers_only`), in the order they were written, not sorted. One
+    /// consumer delivers them, instead of a request per key; deleted keys are left out.
+    pub async fn scan(
+        &self,
+        filter: &str,
+        headers_only: bool,
+        mut each: impl FnMut(&str, &[u8]) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        use async_nats::jetstream::consumer::{push, DeliverPolicy, ReplayPolicy};
+        let consumer = self
+            .kv
+            .stream
+            .create_consumer(push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                description: Some("duo-collector inventory scan".to_string()),
+                filter_subject: format!("{}{filter}", self.kv.prefix),
+                headers_only,
+                replay_policy: ReplayPolicy::Instant,
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| self.error(e))?;
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(());
+        }
+        let mut messages = consumer.messages().await.map_err(|e| self.error(e))?;
+        loop {
+            // The count of what is left comes with each entry; one removed meanwhile (a purge)
+            // would leave the last never delivered, so waiting is bounded.
+            let next = tokio::time::timeout(self.timeout, messages.try_next())
+                .await
+                .map_err(|_| self.error(format!("{filter}: no entry within {:?}", self.timeout)))?
+                .map_err(|e| self.error(e))?;
+            let Some(message) = next else {
+                return Ok(());
+            };
+            let info = message.info().map_err(|e| self.error(e))?;
+            let pending = info.pending;
+            let removed = message.headers.as_ref().is_some_and(|h| {
+                h.get("KV-Operation").is_some() || h.get("Nats-Marker-Reason").is_some()
+            });
+            if !removed {
+                let key = message
+                    .subject
+                    .strip_prefix(self.kv.prefix.as_str())
+                    .unwrap_or(&message.subject);
+                each(key, &message.payload)?;
+            }
+            if pending == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Removes every key matching `filter` at once (a purge of the bucket's stream).
+    pub async fn purge(&self, filter: &str) -> Result<(), StateError> {
+        self.kv
+            .stream
+            .purge()
+            .filter(format!("{}{filter}", self.kv.prefix))
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
     }
 }

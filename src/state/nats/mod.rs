@@ -16,6 +16,7 @@
 //! written).
 
 mod bucket;
+mod inventory;
 pub mod keys;
 mod leases;
 mod records;
@@ -54,7 +55,7 @@ pub const DEFAULT_BUCKET_PREFIX: &str = "duo-collector";
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// The buckets, by concern.
-const CONCERNS: [&str; 7] = [
+const CONCERNS: [&str; 9] = [
     "checkpoints",
     "runs",
     "rates",
@@ -62,6 +63,8 @@ const CONCERNS: [&str; 7] = [
     "sinks",
     "files",
     "leases",
+    "inventory",
+    "entities",
 ];
 
 /// Cheap to clone: clones share the connection and the buckets.
@@ -77,6 +80,10 @@ pub struct Buckets {
     sinks: Bucket,
     files: Bucket,
     leases: Bucket,
+    inventory: Bucket,
+    entities: Bucket,
+    /// What an inventory scan found, kept between the chunks read from it (`inventory.rs`).
+    listings: inventory::Listings,
     /// This process, as run records and leases name it.
     instance: String,
     /// How long a lease lives unrenewed (the lease bucket's `max_age`).
@@ -119,12 +126,13 @@ impl NatsStore {
             })?;
         let js = jetstream::ContextBuilder::new()
             .timeout(settings.connection.timeout)
-            .build(client);
+            .build(client.clone());
         let mut opened = Vec::with_capacity(CONCERNS.len());
         for concern in CONCERNS {
-            opened.push(open_bucket(&js, settings, concern).await?);
+            opened.push(open_bucket(&js, &client, settings, concern).await?);
         }
-        let [checkpoints, runs, rates, clock, sinks, files, leases]: [Bucket; 7] =
+        let [checkpoints, runs, rates, clock, sinks, files, leases, inventory, entities]: [Bucket;
+            9] =
             opened.try_into().map_err(|_| StateError::Kv {
                 bucket: settings.bucket_prefix.clone(),
                 detail: "not every bucket opened".into(),
@@ -137,6 +145,9 @@ impl NatsStore {
             sinks,
             files,
             leases,
+            inventory,
+            entities,
+            listings: inventory::Listings::default(),
             instance: instance_id(),
             lease_ttl: settings.lease_ttl,
         })))
@@ -334,6 +345,7 @@ pub(super) fn rate_key(integration: &str, key: &PaceKey) -> String {
 /// is removed by the bucket's age limit.
 async fn open_bucket(
     js: &jetstream::Context,
+    client: &async_nats::Client,
     settings: &NatsStoreSettings,
     concern: &str,
 ) -> Result<Bucket, StateError> {
@@ -398,7 +410,12 @@ async fn open_bucket(
         .get_key_value(name.as_str())
         .await
         .map_err(|e| error(format!("cannot open the bucket: {e}")))?;
-    Ok(Bucket { name, kv })
+    Ok(Bucket {
+        name,
+        kv,
+        client: client.clone(),
+        timeout: settings.connection.timeout,
+    })
 }
 
 fn stream_missing(e: &jetstream::context::GetStreamError) -> bool {
