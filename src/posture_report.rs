@@ -88,12 +88,11 @@ pub async fn account_posture(
         _ => None,
     })
     .await?;
-    let summary: Vec<SummaryState> =
-        read_kind(store, &key(InventoryKind::Summary), |s| match s {
-            EntityState::Summary(m) => Some(m),
-            _ => None,
-        })
-        .await?;
+    let summary: Vec<SummaryState> = read_kind(store, &key(InventoryKind::Summary), |s| match s {
+        EntityState::Summary(m) => Some(m),
+        _ => None,
+    })
+    .await?;
     let settings = PostureSettings {
         now_s: snapshot_ms / 1000,
         inactive_after_s: inactive_after.as_secs() as i64,

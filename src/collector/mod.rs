@@ -29,8 +29,8 @@ use crate::pacing::Pacers;
 use crate::pager::PagerError;
 use crate::sink::{deliver_all, PageReceipt, Sink, SinkError, SinkRetry, SinkSet};
 use crate::state::{
-    Checkpoint, ClockReading, PageCommit, Revision, RunEnd, RunOutcome, StateError,
-    StateStore, Write,
+    Checkpoint, ClockReading, PageCommit, Revision, RunEnd, RunOutcome, StateError, StateStore,
+    Write,
 };
 
 pub use accounts::{parse_children, ChildAccount, ACCOUNT_LIST_PATH};

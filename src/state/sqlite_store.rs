@@ -271,7 +271,10 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn snapshot_completed_ms(&self, key: &SnapshotKey) -> Result<Option<i64>, StateError> {
+    pub async fn snapshot_completed_ms(
+        &self,
+        key: &SnapshotKey,
+    ) -> Result<Option<i64>, StateError> {
         let key = key.clone();
         self.run(move |s| s.snapshot_completed_ms(&key)).await
     }

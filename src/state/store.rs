@@ -238,7 +238,10 @@ impl StateStore {
     }
 
     /// When the last complete snapshot of `key` completed; `None` before the first.
-    pub async fn snapshot_completed_ms(&self, key: &SnapshotKey) -> Result<Option<i64>, StateError> {
+    pub async fn snapshot_completed_ms(
+        &self,
+        key: &SnapshotKey,
+    ) -> Result<Option<i64>, StateError> {
         each_backend!(self, s => s.snapshot_completed_ms(key))
     }
 

@@ -143,7 +143,10 @@ impl NatsStore {
     }
 
     /// The head, if it is still the one this writer holds; otherwise [`StateError::Fenced`].
-    async fn held_head(&self, snapshot: &PendingSnapshot) -> Result<StoredSnapshotHead, StateError> {
+    async fn held_head(
+        &self,
+        snapshot: &PendingSnapshot,
+    ) -> Result<StoredSnapshotHead, StateError> {
         let (head, revision) = self.head(&snapshot.key).await?;
         if revision != snapshot.revision || head.pending != Some(snapshot.generation) {
             return Err(self.overtaken(snapshot).await);
@@ -166,10 +169,7 @@ impl NatsStore {
     }
 
     async fn purge_generation(&self, key: &SnapshotKey, generation: u64) {
-        let filter = format!(
-            "{}>",
-            generation_prefix(&snapshot_token(key), generation)
-        );
+        let filter = format!("{}>", generation_prefix(&snapshot_token(key), generation));
         if let Err(e) = self.entities.purge(&filter).await {
             tracing::warn!(integration = %key.integration, inventory = %key.kind, generation, error = %e,
                 "an old inventory generation was not purged; the next completion tries again");
@@ -287,12 +287,17 @@ impl NatsStore {
     }
 
     fn hash_of(&self, id: &str, value: &[u8]) -> Result<[u8; 32], StateError> {
-        let entity: EntityHash = serde_json::from_slice(value)
-            .map_err(|e| self.entities.error(format!("entity {id}: unreadable ({e})")))?;
+        let entity: EntityHash = serde_json::from_slice(value).map_err(|e| {
+            self.entities
+                .error(format!("entity {id}: unreadable ({e})"))
+        })?;
         Ok(digest(&entity.hash))
     }
 
-    async fn changes_listing(&self, snapshot: &PendingSnapshot) -> Result<Arc<Listing>, StateError> {
+    async fn changes_listing(
+        &self,
+        snapshot: &PendingSnapshot,
+    ) -> Result<Arc<Listing>, StateError> {
         let of = ListingOf::Changes {
             snapshot: snapshot_token(&snapshot.key),
             generation: snapshot.generation,
@@ -353,7 +358,11 @@ impl NatsStore {
         let listing = self.changes_listing(snapshot).await?;
         // Each read owns what it uses: futures borrowing across `buffered` are not `Send`
         // for every lifetime, which a spawned collector task needs.
-        let ids: Vec<String> = listing.after(after_id, limit).iter().map(|id| id.to_string()).collect();
+        let ids: Vec<String> = listing
+            .after(after_id, limit)
+            .iter()
+            .map(|id| id.to_string())
+            .collect();
         let reads = ids.into_iter().map(|id| {
             let (store, snapshot) = (self.clone(), snapshot.clone());
             async move {
@@ -433,7 +442,11 @@ impl NatsStore {
             });
             head.pending = None;
             let token = snapshot_token(&snapshot.key);
-            match store.inventory.update(&token, &head, snapshot.revision).await {
+            match store
+                .inventory
+                .update(&token, &head, snapshot.revision)
+                .await
+            {
                 Ok(Ok(_)) => {}
                 Ok(Err(Conflict)) => return Err(store.overtaken(&snapshot).await),
                 // The ack may be what was lost: the head as written is this completion.
@@ -456,7 +469,10 @@ impl NatsStore {
         .map_err(|e| StateError::Blocking(e.to_string()))?
     }
 
-    pub async fn snapshot_completed_ms(&self, key: &SnapshotKey) -> Result<Option<i64>, StateError> {
+    pub async fn snapshot_completed_ms(
+        &self,
+        key: &SnapshotKey,
+    ) -> Result<Option<i64>, StateError> {
         let (head, _) = self.head(key).await?;
         Ok(head.complete.map(|c| c.completed_ms))
     }

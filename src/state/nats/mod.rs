@@ -132,11 +132,10 @@ impl NatsStore {
             opened.push(open_bucket(&js, &client, settings, concern).await?);
         }
         let [checkpoints, runs, rates, clock, sinks, files, leases, inventory, entities]: [Bucket;
-            9] =
-            opened.try_into().map_err(|_| StateError::Kv {
-                bucket: settings.bucket_prefix.clone(),
-                detail: "not every bucket opened".into(),
-            })?;
+            9] = opened.try_into().map_err(|_| StateError::Kv {
+            bucket: settings.bucket_prefix.clone(),
+            detail: "not every bucket opened".into(),
+        })?;
         Ok(NatsStore(Arc::new(Buckets {
             checkpoints,
             runs,
