@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::common::{now_ms, run_cli, sim_config, start_sim, text, Setup};
 
-const ALL_KINDS: &str =
+pub(crate) const ALL_KINDS: &str =
     r#"inventory = ["users", "admins", "phones", "endpoints", "integrations", "summary"]"#;
 
 fn counts(users: usize) -> InventoryCounts {
@@ -55,7 +55,7 @@ pub(crate) async fn posture(setup: &Setup) -> Value {
 }
 
 /// The output lines from line `from` on.
-fn events_from(path: &Path, from: usize) -> Vec<Value> {
+pub(crate) fn events_from(path: &Path, from: usize) -> Vec<Value> {
     crate::common::read_events(path)
         .into_iter()
         .skip(from)
@@ -101,7 +101,7 @@ fn emitted(e: &Value) -> Emitted {
 }
 
 /// Every entity id of the simulator's inventory, by kind.
-fn truth_ids(inv: &Inventory) -> BTreeMap<String, BTreeSet<String>> {
+pub(crate) fn truth_ids(inv: &Inventory) -> BTreeMap<String, BTreeSet<String>> {
     let set = |ids: Vec<&String>| ids.into_iter().cloned().collect::<BTreeSet<_>>();
     BTreeMap::from([
         (
@@ -133,7 +133,7 @@ fn truth_ids(inv: &Inventory) -> BTreeMap<String, BTreeSet<String>> {
 }
 
 /// Entity ids per kind, asserting each came exactly once.
-fn entities_once(events: &[Value]) -> BTreeMap<String, BTreeSet<String>> {
+pub(crate) fn entities_once(events: &[Value]) -> BTreeMap<String, BTreeSet<String>> {
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     let mut snapshots = BTreeSet::new();
     for e in events {
@@ -170,7 +170,7 @@ fn changes(events: &[Value]) -> Vec<Emitted> {
     out
 }
 
-fn changed_ids(events: &[Value]) -> BTreeSet<(String, String)> {
+pub(crate) fn changed_ids(events: &[Value]) -> BTreeSet<(String, String)> {
     changes(events)
         .into_iter()
         .map(|c| match c {
