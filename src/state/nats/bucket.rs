@@ -21,8 +21,6 @@ pub struct Conflict;
 pub struct Bucket {
     pub name: String,
     pub kv: kv::Store,
-    /// For the inbox a [`Bucket::scan`] is delivered to.
-    pub client: async_nats::Client,
     /// How long a scan waits for its next entry before it gives up.
     pub timeout: std::time::Duration,
 }
@@ -157,12 +155,13 @@ impl Bucket {
         headers_only: bool,
         mut each: impl FnMut(&str, &[u8]) -> Result<(), StateError>,
     ) -> Result<(), StateError> {
-        use async_nats::jetstream::consumer::{push, DeliverPolicy, ReplayPolicy};
+        use async_nats::jetstream::consumer::{pull, DeliverPolicy, ReplayPolicy};
+        // Pulled in batches: a pushed consumer would deliver the whole listing into the
+        // client's buffer as fast as the server sends it, whatever `each` keeps up with.
         let consumer = self
             .kv
             .stream
-            .create_consumer(push::OrderedConfig {
-                deliver_subject: self.client.new_inbox(),
+            .create_consumer(pull::OrderedConfig {
                 description: Some("duo-collector inventory scan".to_string()),
                 filter_subject: format!("{}{filter}", self.kv.prefix),
                 headers_only,

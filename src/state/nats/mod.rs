@@ -126,10 +126,10 @@ impl NatsStore {
             })?;
         let js = jetstream::ContextBuilder::new()
             .timeout(settings.connection.timeout)
-            .build(client.clone());
+            .build(client);
         let mut opened = Vec::with_capacity(CONCERNS.len());
         for concern in CONCERNS {
-            opened.push(open_bucket(&js, &client, settings, concern).await?);
+            opened.push(open_bucket(&js, settings, concern).await?);
         }
         let [checkpoints, runs, rates, clock, sinks, files, leases, inventory, entities]: [Bucket;
             9] = opened.try_into().map_err(|_| StateError::Kv {
@@ -344,7 +344,6 @@ pub(super) fn rate_key(integration: &str, key: &PaceKey) -> String {
 /// is removed by the bucket's age limit.
 async fn open_bucket(
     js: &jetstream::Context,
-    client: &async_nats::Client,
     settings: &NatsStoreSettings,
     concern: &str,
 ) -> Result<Bucket, StateError> {
@@ -412,7 +411,6 @@ async fn open_bucket(
     Ok(Bucket {
         name,
         kv,
-        client: client.clone(),
         timeout: settings.connection.timeout,
     })
 }
