@@ -180,6 +180,25 @@ pub(crate) fn changed_ids(events: &[Value]) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// Disables the first active user; returns its id.
+pub(crate) fn disable_an_active_user(inv: &mut Inventory) -> String {
+    let user = inv.users.iter_mut().find(|u| u.status == "active").unwrap();
+    user.status = "disabled".into();
+    user.user_id.clone()
+}
+
+/// Moves the first admin to another role; returns its id.
+pub(crate) fn change_the_first_admins_role(inv: &mut Inventory) -> String {
+    let admin = &mut inv.admins[0];
+    admin.role = if admin.role == "Billing" {
+        "Help Desk"
+    } else {
+        "Billing"
+    }
+    .into();
+    admin.admin_id.clone()
+}
+
 /// A Python with pydantic-ocsf and cefp, in the virtual environment `.ci/run` makes.
 fn ocsf_python() -> PathBuf {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci-tools/venv");
@@ -294,9 +313,7 @@ async fn a_snapshot_emits_every_entity_once_in_valid_ocsf_and_changes_only_after
     // group, an admin's role, an application renamed.
     let mut expected = BTreeSet::new();
     handle.mutate_inventory(None, |inv| {
-        let disabled = inv.users.iter_mut().find(|u| u.status == "active").unwrap();
-        disabled.status = "disabled".into();
-        expected.insert(("users".to_string(), disabled.user_id.clone()));
+        expected.insert(("users".to_string(), disable_an_active_user(inv)));
         let gone = inv
             .users
             .iter()
@@ -311,14 +328,7 @@ async fn a_snapshot_emits_every_entity_once_in_valid_ocsf_and_changes_only_after
             .unwrap();
         joiner.group_ids.push(group);
         expected.insert(("users".to_string(), joiner.user_id.clone()));
-        let admin = &mut inv.admins[0];
-        admin.role = if admin.role == "Billing" {
-            "Help Desk"
-        } else {
-            "Billing"
-        }
-        .into();
-        expected.insert(("admins".to_string(), admin.admin_id.clone()));
+        expected.insert(("admins".to_string(), change_the_first_admins_role(inv)));
         let app = &mut inv.integrations[0];
         app.name = format!("{} (renamed)", app.name);
         expected.insert(("integrations".to_string(), app.integration_key.clone()));

@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::common::{count_lines, run_cli, start_sim, text};
 use crate::inventory::{
-    changed_ids, collect, entities_once, events_from, ocsf_setup, sim_cfg, truth_ids,
+    change_the_first_admins_role, changed_ids, collect, disable_an_active_user, entities_once,
+    events_from, ocsf_setup, sim_cfg, truth_ids,
 };
 use crate::sink_support::{free_port, NatsServer};
 
@@ -46,19 +47,10 @@ async fn two_snapshots_on_the_nats_store_emit_exactly_the_changes_and_status_lis
     // A user disabled, one deleted, an admin's role changed; the summary counts users.
     let mut expected = BTreeSet::new();
     handle.mutate_inventory(None, |inv| {
-        let disabled = inv.users.iter_mut().find(|u| u.status == "active").unwrap();
-        disabled.status = "disabled".into();
-        expected.insert(("users".to_string(), disabled.user_id.clone()));
+        expected.insert(("users".to_string(), disable_an_active_user(inv)));
         let gone = inv.users.len() - 1;
         expected.insert(("users".to_string(), inv.users.remove(gone).user_id));
-        let admin = &mut inv.admins[0];
-        admin.role = if admin.role == "Billing" {
-            "Help Desk"
-        } else {
-            "Billing"
-        }
-        .into();
-        expected.insert(("admins".to_string(), admin.admin_id.clone()));
+        expected.insert(("admins".to_string(), change_the_first_admins_role(inv)));
     });
     expected.insert(("summary".to_string(), "summary".to_string()));
 

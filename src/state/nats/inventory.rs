@@ -132,6 +132,24 @@ fn fenced(snapshot: &PendingSnapshot) -> StateError {
     }
 }
 
+/// Runs `work` in a task of its own, as `commit_page` does: once handed over, a write finishes
+/// (and runs its `then`) even if the caller is dropped meanwhile.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, StateError>> + Send + 'static,
+) -> Result<T, StateError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| StateError::Blocking(e.to_string()))?
+}
+
+fn changes_of(snapshot: &PendingSnapshot) -> ListingOf {
+    ListingOf::Changes {
+        snapshot: snapshot_token(&snapshot.key),
+        generation: snapshot.generation,
+        revision: snapshot.revision,
+    }
+}
+
 fn digest(hash: &str) -> [u8; 32] {
     Sha256::digest(hash.as_bytes()).into()
 }
@@ -212,9 +230,7 @@ impl NatsStore {
         then: impl FnOnce() + Send + 'static,
     ) -> Result<(), StateError> {
         let (store, held) = (self.clone(), snapshot.clone());
-        // Spawned, as `commit_page`: once handed over, the page is stored and `then` runs
-        // even if the caller is dropped meanwhile.
-        let revision = tokio::spawn(async move {
+        let revision = detached(async move {
             let head = store.held_head(&held).await?;
             store.write_file_marks(&files, now_ms).await?;
             store.put_entities(&held, entities).await?;
@@ -227,8 +243,7 @@ impl NatsStore {
                 Err(Conflict) => Err(store.overtaken(&held).await),
             }
         })
-        .await
-        .map_err(|e| StateError::Blocking(e.to_string()))??;
+        .await?;
         snapshot.revision = revision;
         Ok(())
     }
@@ -298,11 +313,7 @@ impl NatsStore {
         &self,
         snapshot: &PendingSnapshot,
     ) -> Result<Arc<Listing>, StateError> {
-        let of = ListingOf::Changes {
-            snapshot: snapshot_token(&snapshot.key),
-            generation: snapshot.generation,
-            revision: snapshot.revision,
-        };
+        let of = changes_of(snapshot);
         if let Some(listing) = self.listings.get(&of) {
             return Ok(listing);
         }
@@ -393,23 +404,18 @@ impl NatsStore {
         then: impl FnOnce() + Send + 'static,
     ) -> Result<(), StateError> {
         let store = self.clone();
-        tokio::spawn(async move {
+        detached(async move {
             store.write_file_marks(&files, now_ms).await?;
             then();
             Ok(())
         })
         .await
-        .map_err(|e| StateError::Blocking(e.to_string()))?
     }
 
     /// How many entities the pending generation holds: known if its changes were read,
     /// counted by one header-only scan if not (a first snapshot).
     async fn pending_entities(&self, snapshot: &PendingSnapshot) -> Result<usize, StateError> {
-        let of = ListingOf::Changes {
-            snapshot: snapshot_token(&snapshot.key),
-            generation: snapshot.generation,
-            revision: snapshot.revision,
-        };
+        let of = changes_of(snapshot);
         if let Some(listing) = self.listings.get(&of) {
             return Ok(listing.pending_entities);
         }
@@ -431,7 +437,7 @@ impl NatsStore {
         then: impl FnOnce() + Send + 'static,
     ) -> Result<(), StateError> {
         let store = self.clone();
-        tokio::spawn(async move {
+        detached(async move {
             let mut head = store.held_head(&snapshot).await?;
             let entities = store.pending_entities(&snapshot).await? as i64;
             store.write_file_marks(&files, now_ms).await?;
@@ -466,7 +472,6 @@ impl NatsStore {
             Ok(())
         })
         .await
-        .map_err(|e| StateError::Blocking(e.to_string()))?
     }
 
     pub async fn snapshot_completed_ms(
