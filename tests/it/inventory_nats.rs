@@ -2,7 +2,7 @@
 //! (`collect-now --only inventory` twice, `status`) against the strict simulator, with
 //! `[state] backend = "nats"` in a real `nats-server -js`. The second snapshot, after a
 //! mutation of the simulator's tenant, emits change events for exactly the mutated entities;
-//! `status` lists the snapshots from NATS; no `state.db` is made.
+//! `status` lists the snapshots from NATS and `posture` counts from them; no `state.db` is made.
 
 use std::collections::BTreeSet;
 
@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::common::{count_lines, run_cli, start_sim, text};
 use crate::inventory::{
     change_the_first_admins_role, changed_ids, collect, disable_an_active_user, entities_once,
-    events_from, ocsf_setup, sim_cfg, truth_ids,
+    events_from, ocsf_setup, posture, sim_cfg, truth_ids,
 };
 use crate::sink_support::{free_port, NatsServer};
 
@@ -96,6 +96,13 @@ async fn two_snapshots_on_the_nats_store_emit_exactly_the_changes_and_status_lis
             ("users".to_string(), inv.users.len() as i64),
         ]
     );
+
+    // `posture` reads the complete snapshot from NATS too.
+    let posture = posture(&setup).await;
+    let counts = &posture["integrations"][0]["counts"];
+    assert_eq!(counts["users"], inv.users.len(), "{posture}");
+    let disabled = inv.users.iter().filter(|u| u.status == "disabled").count();
+    assert_eq!(counts["disabled"], disabled, "{posture}");
     sim.shutdown().await;
     nats.stop();
 }
