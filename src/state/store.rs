@@ -15,9 +15,9 @@
 //! began or completed the same snapshot, the write fails with [`StateError::Fenced`] and the
 //! complete snapshot stays as that writer left it.
 //!
-//! Moving inventory between backends: [`StateStore::snapshots`] lists the complete ones,
-//! [`StateStore::complete_entities`] reads one a chunk at a time, and `begin_snapshot`,
-//! `add_pending` (chunks) and `complete_snapshot` (at the listed `completed_ms`) write it.
+//! Moving inventory between backends: [`StateStore::copy_snapshots_from`] (built on
+//! `snapshots`, `complete_entities` by chunks, and `begin_snapshot` / `add_pending` /
+//! `complete_snapshot` at the listed `completed_ms`).
 
 use std::collections::HashMap;
 
@@ -258,5 +258,41 @@ impl StateStore {
         limit: usize,
     ) -> Result<Vec<StoredEntity>, StateError> {
         each_backend!(self, s => s.complete_entities(key, after_id, limit))
+    }
+
+    /// Copies every complete inventory snapshot of `source` into this store, a chunk at a
+    /// time, each completed at its `completed_ms` (so the next snapshot reports the changes
+    /// since it); returns how many snapshots were copied. A snapshot this store already has
+    /// is replaced.
+    pub async fn copy_snapshots_from(
+        &self,
+        source: &StateStore,
+        now_ms: i64,
+    ) -> Result<usize, StateError> {
+        const CHUNK: usize = 500;
+        let listed = source.snapshots().await?;
+        for info in &listed {
+            let kind = info.kind.parse().map_err(|_| StateError::Corrupt {
+                stream: format!("{}/{}", info.integration, info.kind),
+                detail: "an inventory kind this build does not know".into(),
+            })?;
+            let key = SnapshotKey {
+                integration: info.integration.clone(),
+                account_id: info.account_id.clone(),
+                kind,
+            };
+            let mut pending = self.begin_snapshot(&key).await?;
+            let mut after = String::new();
+            loop {
+                let chunk = source.complete_entities(&key, &after, CHUNK).await?;
+                let Some(last) = chunk.last() else { break };
+                after = last.entity_id.clone();
+                self.add_pending(&mut pending, chunk, Vec::new(), now_ms, || {})
+                    .await?;
+            }
+            self.complete_snapshot(pending, info.completed_ms, Vec::new(), now_ms, || {})
+                .await?;
+        }
+        Ok(listed.len())
     }
 }

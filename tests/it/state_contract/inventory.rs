@@ -1,17 +1,20 @@
 //! The inventory part of the state-store contract: snapshots begun, filled page by page,
 //! compared in id order a chunk at a time and completed, on both backends; fencing of a
-//! snapshot a stale writer still holds.
+//! snapshot a stale writer still holds; complete snapshots copied between stores.
 
 use super::support::*;
 
 use duo_collector::inventory::InventoryKind;
-use duo_collector::state::{PendingSnapshot, SnapshotKey, StateError, StateStore, StoredEntity};
+use duo_collector::state::{
+    PendingSnapshot, SnapshotKey, State, StateError, StateStore, StoredEntity,
+};
 
 contract!(
     a_first_snapshot_reports_nothing_before_it_and_reads_back_in_id_order,
     a_second_snapshot_reads_adds_changes_and_deletes_in_id_order_by_chunks,
     a_failed_snapshot_leaves_the_complete_one_and_reports_no_change,
     a_stale_snapshot_writer_is_fenced_and_the_complete_snapshot_stays,
+    complete_snapshots_copy_into_another_store,
 );
 
 /// An MSP child whose id and entity ids hold what KV keys do not allow.
@@ -346,6 +349,79 @@ async fn a_stale_snapshot_writer_is_fenced_and_the_complete_snapshot_stays(b: &d
     );
 }
 
+/// Fills `store` with two complete snapshots (one of them taken twice) and a pending one.
+async fn some_snapshots(store: &StateStore) -> Vec<StoredEntity> {
+    let users: Vec<StoredEntity> = (0..1_203)
+        .map(|i| entity(&format!("DU{i:05}"), "1"))
+        .collect();
+    snapshot(
+        store,
+        &key(InventoryKind::Users),
+        &[&users[..600], &users[600..]],
+        100,
+    )
+    .await;
+    snapshot(store, &key(InventoryKind::Users), &[&users], 150).await;
+    snapshot(
+        store,
+        &key(InventoryKind::Summary),
+        &[&[entity("summary", "s")]],
+        120,
+    )
+    .await;
+    let mut pending = store
+        .begin_snapshot(&key(InventoryKind::Admins))
+        .await
+        .unwrap();
+    store
+        .add_pending(&mut pending, vec![entity("DE1", "a")], Vec::new(), 1, || {})
+        .await
+        .unwrap();
+    users
+}
+
+/// `to` holds what `from` completed: the same list, the same entities in chunks.
+async fn same_snapshots(from: &StateStore, to: &StateStore, users: &[StoredEntity]) {
+    assert_eq!(
+        to.snapshots().await.unwrap(),
+        from.snapshots().await.unwrap()
+    );
+    assert_eq!(
+        to.snapshots().await.unwrap().len(),
+        2,
+        "the pending one is not copied"
+    );
+    assert_eq!(
+        complete(to, &key(InventoryKind::Users), 500).await,
+        users.to_vec()
+    );
+    assert_eq!(
+        to.snapshot_completed_ms(&key(InventoryKind::Users))
+            .await
+            .unwrap(),
+        Some(150)
+    );
+    // The next snapshot in the new store reports the changes since the copied one.
+    let mut next = to.begin_snapshot(&key(InventoryKind::Users)).await.unwrap();
+    let mut changed = users.to_vec();
+    changed[7] = entity(&users[7].entity_id, "2");
+    to.add_pending(&mut next, changed, Vec::new(), 1, || {})
+        .await
+        .unwrap();
+    let read = changes(to, &next, 100).await.0;
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].0, users[7].entity_id);
+}
+
+async fn complete_snapshots_copy_into_another_store(b: &dyn Backend) {
+    let from = b.open().await;
+    let users = some_snapshots(&from).await;
+    let dir = tempfile::tempdir().unwrap();
+    let to = StateStore::sqlite(State::open(&dir.path().join("state.db")).unwrap());
+    assert_eq!(to.copy_snapshots_from(&from, 5).await.unwrap(), 2);
+    same_snapshots(&from, &to, &users).await;
+}
+
 /// Two collector instances (two connections) on one NATS server.
 mod nats_instances {
     use super::*;
@@ -412,6 +488,17 @@ mod nats_instances {
         .await
         .unwrap();
         assert_eq!(changes(&a, &next, 10).await.0, vec![]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn complete_snapshots_copy_from_sqlite_into_nats() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = StateStore::sqlite(State::open(&dir.path().join("state.db")).unwrap());
+        let users = some_snapshots(&from).await;
+        let backend = Nats::new().await;
+        let to = backend.open().await;
+        assert_eq!(to.copy_snapshots_from(&from, 5).await.unwrap(), 2);
+        same_snapshots(&from, &to, &users).await;
     }
 
     /// How many entity values the entities bucket holds, all snapshots and generations.
