@@ -1,8 +1,8 @@
 //! The NATS JetStream key-value backend of [`super::StateStore`], for several collectors that
 //! share their state. One bucket per concern under a prefix (`<prefix>-checkpoints`, `-runs`,
-//! `-rates`, `-clock`, `-sinks`, `-files`, `-leases`), each keeping one revision per key
-//! (history 1), with 1 or 3 replicas; keys are escaped parts (`keys.rs`), values JSON
-//! (`records.rs`).
+//! `-rates`, `-clock`, `-sinks`, `-files`, `-leases`, and for inventory snapshots `-inventory`
+//! and `-entities`, laid out in `inventory.rs`), each keeping one revision per key (history 1),
+//! with 1 or 3 replicas; keys are escaped parts (`keys.rs`), values JSON (`records.rs`).
 //!
 //! A checkpoint is written only by `create` (a stream's first commit) or `update` at the
 //! revision the committer holds: a failed compare-and-set is [`StateError::Fenced`], and
