@@ -218,6 +218,8 @@ impl NatsStore {
         if let Some(abandoned) = abandoned {
             self.purge_generation(key, abandoned).await;
         }
+        // What an earlier snapshot of the key left listed is of generations no longer read.
+        self.listings.forget_snapshot(&snapshot_token(key));
         Ok(snapshot)
     }
 
