@@ -462,19 +462,26 @@ async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
                 eprintln!("error: --integration {name:?}: no such integration in the config");
                 return Ok(ExitCode::from(EXIT_CONFIG));
             }
-            let path = cfg.state_db_path();
-            if !path.exists() {
-                eprintln!("no state database at {} yet: run `duo-collector collect-now --only inventory` first", path.display());
-                return Ok(ExitCode::from(EXIT_FAILURE));
-            }
-            let state = State::open_read_only(&path)?;
+            let store = match &cfg.state {
+                StoreSettings::Nats(_) => {
+                    StateStore::open(&cfg.state, &cfg.state_db_path()).await?
+                }
+                StoreSettings::Sqlite => {
+                    let path = cfg.state_db_path();
+                    if !path.exists() {
+                        eprintln!("no state database at {} yet: run `duo-collector collect-now --only inventory` first", path.display());
+                        return Ok(ExitCode::from(EXIT_FAILURE));
+                    }
+                    StateStore::sqlite(State::open_read_only(&path)?)
+                }
+            };
             let selected: Vec<(String, std::time::Duration)> = cfg
                 .integrations
                 .iter()
                 .filter(|i| integration.as_deref().is_none_or(|n| n == i.name))
                 .map(|i| (i.name.clone(), i.inactive_after))
                 .collect();
-            let report = posture_report::report(&state, &selected)?;
+            let report = posture_report::report(&store, &selected).await?;
             if json {
                 let value = posture_report::to_json(&report, details);
                 emit(&format!("{}\n", serde_json::to_string_pretty(&value)?))?;

@@ -10,7 +10,10 @@ use serde::Serialize;
 
 use crate::inventory::entity::{AdminState, SummaryState, UserState};
 use crate::inventory::{posture, EntityState, InventoryKind, Posture, PostureSettings};
-use crate::state::{SnapshotKey, State, StateError};
+use crate::state::{SnapshotKey, StateError, StateStore};
+
+/// Entities read from the state store at a time.
+const READ_CHUNK: usize = 500;
 
 /// One account's posture.
 #[derive(Debug, Clone, Serialize)]
@@ -29,17 +32,27 @@ pub struct PostureReport {
     pub integrations: Vec<AccountPosture>,
 }
 
-fn read_kind<T>(
-    state: &State,
+async fn read_kind<T>(
+    store: &StateStore,
     key: &SnapshotKey,
     pick: impl Fn(EntityState) -> Option<T>,
 ) -> Result<Vec<T>, StateError> {
     let mut out = Vec::new();
     let mut unreadable = 0usize;
-    state.for_each_complete(key, |text| match EntityState::from_stored(text) {
-        Ok(s) => out.extend(pick(s)),
-        Err(_) => unreadable += 1,
-    })?;
+    let mut after = String::new();
+    loop {
+        let chunk = store.complete_entities(key, &after, READ_CHUNK).await?;
+        for entity in &chunk {
+            match EntityState::from_stored(&entity.state) {
+                Ok(s) => out.extend(pick(s)),
+                Err(_) => unreadable += 1,
+            }
+        }
+        match chunk.last() {
+            Some(last) if chunk.len() == READ_CHUNK => after = last.entity_id.clone(),
+            _ => break,
+        }
+    }
     if unreadable > 0 {
         tracing::warn!(integration = %key.integration, inventory = %key.kind, unreadable,
             "stored inventory states this build cannot read are left out of the posture");
@@ -50,8 +63,8 @@ fn read_kind<T>(
 /// The posture of one account from its complete snapshots of users, admins and the summary;
 /// `None` when no users snapshot has completed. Inactivity is measured at the users
 /// snapshot's time.
-pub fn account_posture(
-    state: &State,
+pub async fn account_posture(
+    store: &StateStore,
     integration: &str,
     account_id: Option<&str>,
     inactive_after: Duration,
@@ -62,21 +75,24 @@ pub fn account_posture(
         kind,
     };
     let users_key = key(InventoryKind::Users);
-    let Some(snapshot_ms) = state.snapshot_completed_ms(&users_key)? else {
+    let Some(snapshot_ms) = store.snapshot_completed_ms(&users_key).await? else {
         return Ok(None);
     };
-    let users: Vec<UserState> = read_kind(state, &users_key, |s| match s {
+    let users: Vec<UserState> = read_kind(store, &users_key, |s| match s {
         EntityState::User(u) => Some(u),
         _ => None,
-    })?;
-    let admins: Vec<AdminState> = read_kind(state, &key(InventoryKind::Admins), |s| match s {
+    })
+    .await?;
+    let admins: Vec<AdminState> = read_kind(store, &key(InventoryKind::Admins), |s| match s {
         EntityState::Admin(a) => Some(a),
         _ => None,
-    })?;
-    let summary: Vec<SummaryState> = read_kind(state, &key(InventoryKind::Summary), |s| match s {
+    })
+    .await?;
+    let summary: Vec<SummaryState> = read_kind(store, &key(InventoryKind::Summary), |s| match s {
         EntityState::Summary(m) => Some(m),
         _ => None,
-    })?;
+    })
+    .await?;
     let settings = PostureSettings {
         now_s: snapshot_ms / 1000,
         inactive_after_s: inactive_after.as_secs() as i64,
@@ -91,12 +107,12 @@ pub fn account_posture(
 
 /// Every (integration, account) with a complete users snapshot, for the integrations given
 /// (name and `inactive_after`), in state order.
-pub fn report(
-    state: &State,
+pub async fn report(
+    store: &StateStore,
     integrations: &[(String, Duration)],
 ) -> Result<PostureReport, StateError> {
     let mut out = Vec::new();
-    for snapshot in state.snapshots()? {
+    for snapshot in store.snapshots().await? {
         if snapshot.kind != InventoryKind::Users.as_str() {
             continue;
         }
@@ -107,7 +123,7 @@ pub fn report(
             continue;
         };
         if let Some(p) =
-            account_posture(state, name, snapshot.account_id.as_deref(), *inactive_after)?
+            account_posture(store, name, snapshot.account_id.as_deref(), *inactive_after).await?
         {
             out.push(p);
         }

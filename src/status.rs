@@ -34,7 +34,7 @@ impl Stored {
         })
     }
 
-    /// The store `[state]` chose; the NATS store keeps no inventory snapshots yet.
+    /// The store `[state]` chose.
     pub async fn read(store: &StateStore) -> Result<Stored, StateError> {
         let nats = match store {
             StateStore::Sqlite(sqlite) => return Stored::read_sqlite(sqlite.state()),
@@ -45,7 +45,7 @@ impl Stored {
             sinks: store.sink_status().await?,
             pacing: store.pacing_status().await?,
             clocks: store.clock_offsets().await?,
-            snapshots: Vec::new(),
+            snapshots: store.snapshots().await?,
             leases: Some(nats.lease_view().await?),
         })
     }

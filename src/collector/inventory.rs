@@ -19,7 +19,7 @@ use crate::normalize::{change_event_id, inventory_event_id, InventoryCtx};
 use crate::sink::deliver_all;
 use crate::sink::SinkError;
 use crate::state::RunOutcome;
-use crate::state::{SnapshotKey, StoredEntity};
+use crate::state::{PendingSnapshot, SnapshotKey, StoredEntity};
 
 /// Changed entities read from the state store per round (and so change events in memory).
 const CHANGE_CHUNK: usize = 500;
@@ -49,14 +49,7 @@ pub(super) async fn snapshot(
     cancel: &CancellationToken,
 ) -> Result<(), CollectError> {
     let key = key(target, kind);
-    let started = key.clone();
-    let previous = rt
-        .inventory_state()?
-        .blocking(move |state| {
-            state.begin_snapshot(&started)?;
-            state.snapshot_completed_ms(&started)
-        })
-        .await?;
+    let mut pending = rt.store.begin_snapshot(&key).await?;
     let snapshot_ms = rt.duo_clock.now_ms();
     let collected_at = crate::status::iso(snapshot_ms);
     let ctx = InventoryCtx {
@@ -103,12 +96,10 @@ pub(super) async fn snapshot(
                 step.entities.into_iter().map(InventoryItem::Entity).collect();
             let count = items.len();
             let receipt = deliver(rt, target, &collected_at, &events, &items, cancel).await?;
-            let pending = key.clone();
-            rt.inventory_state()?
-                .blocking(move |state| {
-                    state.add_pending(&pending, &stored, &receipt.files(), now_ms())?;
-                    receipt.committed();
-                    Ok(())
+            let files = receipt.files();
+            rt.store
+                .add_pending(&mut pending, stored, files, now_ms(), move || {
+                    receipt.committed()
                 })
                 .await?;
             drop(permit);
@@ -122,12 +113,11 @@ pub(super) async fn snapshot(
     .await;
     fetcher.finish();
     result?;
-    if previous.is_some() {
-        progress.changes = emit_changes(rt, target, &key, &ctx, cancel).await?;
+    if pending.previous_completed_ms.is_some() {
+        progress.changes = emit_changes(rt, target, &pending, &ctx, cancel).await?;
     }
-    let completed = key.clone();
-    rt.inventory_state()?
-        .blocking(move |state| state.complete_snapshot(&completed, snapshot_ms, &[], now_ms()))
+    rt.store
+        .complete_snapshot(pending, snapshot_ms, Vec::new(), now_ms(), || {})
         .await?;
     Ok(())
 }
@@ -168,17 +158,17 @@ async fn deliver(
 async fn emit_changes(
     rt: &IntegrationRuntime,
     target: &StreamTarget,
-    key: &SnapshotKey,
+    pending: &PendingSnapshot,
     ctx: &InventoryCtx<'_>,
     cancel: &CancellationToken,
 ) -> Result<u64, CollectError> {
+    let key = &pending.key;
     let mut after = String::new();
     let mut emitted = 0u64;
     loop {
-        let (chunk_key, from) = (key.clone(), after.clone());
         let chunk = rt
-            .inventory_state()?
-            .blocking(move |state| state.changed_entities(&chunk_key, &from, CHANGE_CHUNK))
+            .store
+            .changed_entities(pending, &after, CHANGE_CHUNK)
             .await?;
         let Some(last) = chunk.last() else {
             return Ok(emitted);
@@ -200,12 +190,9 @@ async fn emit_changes(
             .collect();
         let items: Vec<InventoryItem> = changes.into_iter().map(InventoryItem::Change).collect();
         let receipt = deliver(rt, target, ctx.collected_at, &events, &items, cancel).await?;
-        rt.inventory_state()?
-            .blocking(move |state| {
-                state.commit_files(&receipt.files(), now_ms())?;
-                receipt.committed();
-                Ok(())
-            })
+        let files = receipt.files();
+        rt.store
+            .commit_files(files, now_ms(), move || receipt.committed())
             .await?;
         emitted += items.len() as u64;
         tracing::debug!(integration = %ctx.integration, account = account(target), inventory = %key.kind,
@@ -284,25 +271,19 @@ impl IntegrationRuntime {
 
     /// The posture gauges of every account from its latest complete snapshots.
     pub(super) async fn update_posture(&self, accounts: &[Option<String>]) {
-        let Ok(state) = self.inventory_state() else {
-            return;
-        };
         for account_id in accounts {
             let (integration, account, inactive_after) = (
                 self.settings.name.clone(),
                 account_id.clone(),
                 self.settings.inactive_after,
             );
-            let computed = state
-                .blocking(move |state| {
-                    crate::posture_report::account_posture(
-                        state,
-                        &integration,
-                        account.as_deref(),
-                        inactive_after,
-                    )
-                })
-                .await;
+            let computed = crate::posture_report::account_posture(
+                &self.store,
+                &integration,
+                account.as_deref(),
+                inactive_after,
+            )
+            .await;
             match computed {
                 Ok(Some(p)) => self.observer.posture(
                     &self.settings.name,

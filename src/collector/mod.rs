@@ -29,7 +29,7 @@ use crate::pacing::PaceKey;
 use crate::pacing::Pacers;
 use crate::pager::PagerError;
 use crate::sink::{Sink, SinkError, SinkRetry, SinkSet};
-use crate::state::{ClockReading, RunEnd, RunOutcome, State, StateError, StateStore, Write};
+use crate::state::{ClockReading, RunEnd, RunOutcome, StateError, StateStore, Write};
 
 pub use accounts::{parse_children, ChildAccount, ACCOUNT_LIST_PATH};
 pub use leases::StreamLeases;
@@ -47,8 +47,6 @@ pub enum CollectError {
     Pager(#[from] PagerError),
     #[error(transparent)]
     InventoryPager(#[from] crate::inventory::PagerError),
-    #[error("inventory snapshots keep their state in SQLite only (state.db): with [state] backend = \"nats\", remove `inventory` from the integration")]
-    InventoryNeedsSqlite,
 }
 
 /// What one stream's run did.
@@ -179,14 +177,6 @@ impl IntegrationRuntime {
     pub fn with_leases(mut self, leases: StreamLeases) -> Self {
         self.leases = leases;
         self
-    }
-
-    /// The SQLite database of the inventory snapshots (not yet behind [`StateStore`]).
-    fn inventory_state(&self) -> Result<&State, CollectError> {
-        match &self.store {
-            StateStore::Sqlite(s) => Ok(s.state()),
-            StateStore::Nats(_) => Err(CollectError::InventoryNeedsSqlite),
-        }
     }
 
     /// Duo's clock as this integration measures it.

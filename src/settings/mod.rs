@@ -50,9 +50,6 @@ fn assemble(mut file: ConfigFile, env: &Env) -> Result<Config, ConfigError> {
     duplicate_names(report, "sink", sinks.iter().map(|s| s.name.as_str()));
     one_file_sink_per_path(report, &sinks);
     let state = state::validate_state(report, env, file.state.as_ref());
-    if let Some(StoreSettings::Nats(_)) = &state {
-        state::no_inventory_on_nats(report, &file.integrations);
-    }
     if file.integrations.is_empty() && report.problems.is_empty() {
         report.problems.push(
             "no [[integration]] is configured: add one with name, api_hostname, ikey and a secret key"

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::config::{parse_duration_field, Env, Integration, Report};
+use crate::config::{parse_duration_field, Env, Report};
 use crate::sink::config::{nats_connection, Fragment, Key, Kind, SinkType, NATS_CONNECTION_KEYS};
 use crate::state::{NatsStoreSettings, StoreSettings, DEFAULT_BUCKET_PREFIX, DEFAULT_LEASE_TTL};
 
@@ -111,19 +111,6 @@ pub fn validate_state(
             );
             None
         }
-    }
-}
-
-/// Inventory snapshots keep their per-entity hashes in SQLite only (not yet behind the state
-/// store): with the NATS backend, an integration that snapshots an inventory is refused rather
-/// than half-shared.
-pub(super) fn no_inventory_on_nats(report: &mut Report, integrations: &[Integration]) {
-    for integration in integrations.iter().filter(|i| !i.inventory.is_empty()) {
-        report.error(
-            &format!("integration {:?}", integration.name),
-            "inventory",
-            "inventory snapshots are not kept in NATS yet, and [state] has backend = \"nats\": remove `inventory` from this integration, or set backend = \"sqlite\"",
-        );
     }
 }
 
@@ -268,22 +255,15 @@ mod tests {
     }
 
     #[test]
-    fn an_inventory_with_the_nats_store_is_refused_naming_both_fields() {
+    fn an_inventory_with_the_nats_store_is_accepted() {
         let text = format!(
             "[state]\nbackend = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\n{}\n[[sink]]\nname = \"out\"\ntype = \"stdout\"\n",
             crate::settings::tests::corp_integration("[\"out\"]", "inventory = [\"users\"]")
         );
         let env = Env::from_pairs(&[("DUO_SKEY", "s3cr3t-skey-value")]);
-        let problems = parse_config_str(&text, "test.toml", &env)
-            .unwrap_err()
-            .problems
-            .join("\n");
-        assert!(
-            problems.contains("integration \"corp\": field `inventory`: ")
-                && problems.contains("backend = \"nats\"")
-                && problems.contains("remove `inventory`"),
-            "{problems}"
-        );
+        let config = parse_config_str(&text, "test.toml", &env).unwrap();
+        assert!(matches!(config.state, StoreSettings::Nats(_)));
+        assert!(!config.integrations[0].inventory.is_empty());
     }
 
     #[test]

@@ -56,6 +56,35 @@ pub struct SnapshotInfo {
     pub entities: i64,
 }
 
+/// A snapshot being taken, as [`crate::state::StateStore::begin_snapshot`] handed it out: every
+/// later write of it hands it back, and is refused with [`StateError::Fenced`] once another
+/// writer began (or completed) the same snapshot since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSnapshot {
+    pub key: SnapshotKey,
+    /// When the previous complete snapshot completed; `None` before the first (which reports
+    /// no changes).
+    pub previous_completed_ms: Option<i64>,
+    /// The head revision this writer last read or wrote.
+    pub(in crate::state) revision: u64,
+    /// The NATS store's generation of the entities being written (SQLite: unused).
+    pub(in crate::state) generation: u64,
+    /// The NATS store's generation of the complete snapshot, if any.
+    pub(in crate::state) complete_generation: Option<u64>,
+}
+
+impl SnapshotKey {
+    /// The snapshot as errors and logs name it: `integration/account/inventory kind`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}/{}/inventory {}",
+            self.integration,
+            self.account_id.as_deref().unwrap_or("-"),
+            self.kind
+        )
+    }
+}
+
 const PENDING: i64 = 0;
 const COMPLETE: i64 = 1;
 
@@ -225,28 +254,37 @@ impl State {
         })
     }
 
-    /// The stored states of the complete snapshot of `key`, in entity-id order, handed to
-    /// `each` one at a time (the posture report reads them).
-    pub fn for_each_complete(
+    /// Up to `limit` entities of the complete snapshot of `key` after `after_id`, in entity-id
+    /// order (the posture report reads them a chunk at a time).
+    pub fn complete_entities(
         &self,
         key: &SnapshotKey,
-        mut each: impl FnMut(&str),
-    ) -> Result<(), StateError> {
+        after_id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredEntity>, StateError> {
         self.with(|c| {
-            let mut query = c.prepare(
-                "SELECT state FROM inventory_entities WHERE integration = ?1 AND account_id = ?2 AND kind = ?3 AND complete = ?4 ORDER BY entity_id",
+            let mut query = c.prepare_cached(
+                "SELECT entity_id, hash, state FROM inventory_entities WHERE integration = ?1 AND account_id = ?2
+                   AND kind = ?3 AND complete = ?4 AND entity_id > ?5 ORDER BY entity_id LIMIT ?6",
             )?;
-            let mut rows = query.query(params![
-                key.integration,
-                key.account(),
-                key.kind.as_str(),
-                COMPLETE
-            ])?;
-            while let Some(row) = rows.next()? {
-                let state: String = row.get(0)?;
-                each(&state);
-            }
-            Ok(())
+            let rows = query.query_map(
+                params![
+                    key.integration,
+                    key.account(),
+                    key.kind.as_str(),
+                    COMPLETE,
+                    after_id,
+                    limit as i64
+                ],
+                |r| {
+                    Ok(StoredEntity {
+                        entity_id: r.get(0)?,
+                        hash: r.get(1)?,
+                        state: r.get(2)?,
+                    })
+                },
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 }
@@ -317,10 +355,11 @@ mod tests {
         state.complete_snapshot(&key(), 200, &[], 4).unwrap();
         let info = state.snapshots().unwrap();
         assert_eq!((info[0].completed_ms, info[0].entities), (200, 3));
-        let mut stored = Vec::new();
-        state
-            .for_each_complete(&key(), |s| stored.push(s.to_string()))
-            .unwrap();
-        assert_eq!(stored, ["a:1", "b:2", "d:1"]);
+        let stored = |after: &str| -> Vec<String> {
+            let chunk = state.complete_entities(&key(), after, 2).unwrap();
+            chunk.into_iter().map(|e| e.state).collect()
+        };
+        assert_eq!(stored(""), ["a:1", "b:2"]);
+        assert_eq!(stored("b"), ["d:1"]);
     }
 }

@@ -28,7 +28,7 @@ pub use crate::checkpoint::{Checkpoint, Cursor, V1Checkpoint, WindowedCheckpoint
 
 pub use file_marks::FileMarks;
 pub use files::FileMark;
-pub use inventory::{ChangedEntity, SnapshotInfo, SnapshotKey, StoredEntity};
+pub use inventory::{ChangedEntity, PendingSnapshot, SnapshotInfo, SnapshotKey, StoredEntity};
 pub use nats::{
     instance_id, keys as nats_keys, HeldLease, LeaseHolder, LeaseRecord, LeaseView, NatsStore,
     NatsStoreSettings, DEFAULT_BUCKET_PREFIX, DEFAULT_LEASE_TTL,

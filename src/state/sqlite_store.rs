@@ -5,14 +5,16 @@
 //! column: a state directory is used by one process at a time (the state-dir lock), so only
 //! writers inside this process can race, and a counter tells them apart without a migration.
 //! The counter is checked and moved under one lock around the transaction, so two commits
-//! from the same revision cannot both land.
+//! from the same revision cannot both land. Inventory snapshots are fenced the same way, with
+//! a counter per snapshot that every `begin_snapshot` moves (same tables as before: migration 6).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::{
-    ClockStatus, FileMark, PaceStatus, PageCommit, Revision, RunRecord, SinkStatus, State,
-    StateError, StreamStatus, Versioned, Write,
+    ChangedEntity, ClockStatus, FileMark, PaceStatus, PageCommit, PendingSnapshot, Revision,
+    RunRecord, SinkStatus, SnapshotInfo, SnapshotKey, State, StateError, StoredEntity,
+    StreamStatus, Versioned, Write,
 };
 use crate::checkpoint::Checkpoint;
 use crate::event::StreamId;
@@ -22,6 +24,7 @@ use crate::pacing::PaceKey;
 pub struct SqliteStore {
     state: State,
     revisions: Arc<Mutex<HashMap<StreamId, u64>>>,
+    snapshot_revisions: Arc<Mutex<HashMap<SnapshotKey, u64>>>,
 }
 
 impl SqliteStore {
@@ -29,6 +32,7 @@ impl SqliteStore {
         SqliteStore {
             state,
             revisions: Arc::default(),
+            snapshot_revisions: Arc::default(),
         }
     }
 
@@ -165,5 +169,128 @@ impl SqliteStore {
             Write::FileMark { mark, now_ms } => s.record_file_mark(&mark, now_ms),
         })
         .await
+    }
+
+    pub async fn begin_snapshot(&self, key: &SnapshotKey) -> Result<PendingSnapshot, StateError> {
+        let (key, revisions) = (key.clone(), self.snapshot_revisions.clone());
+        self.run(move |s| {
+            let mut revisions = revisions.lock().unwrap_or_else(|p| p.into_inner());
+            s.begin_snapshot(&key)?;
+            let previous_completed_ms = s.snapshot_completed_ms(&key)?;
+            let revision = revisions.get(&key).copied().unwrap_or(0) + 1;
+            revisions.insert(key.clone(), revision);
+            Ok(PendingSnapshot {
+                key,
+                previous_completed_ms,
+                revision,
+                generation: 0,
+                complete_generation: None,
+            })
+        })
+        .await
+    }
+
+    /// Runs `write` if `snapshot` is still the one its key's last `begin_snapshot` handed out,
+    /// under the lock that `begin_snapshot` moves the counter with.
+    async fn fenced<T: Send + 'static>(
+        &self,
+        snapshot: &PendingSnapshot,
+        write: impl FnOnce(&State) -> Result<T, StateError> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let (key, revision) = (snapshot.key.clone(), snapshot.revision);
+        let revisions = self.snapshot_revisions.clone();
+        self.run(move |s| {
+            let revisions = revisions.lock().unwrap_or_else(|p| p.into_inner());
+            if revisions.get(&key).copied() != Some(revision) {
+                return Err(StateError::Fenced {
+                    stream: key.describe(),
+                    revision,
+                });
+            }
+            write(s)
+        })
+        .await
+    }
+
+    pub async fn add_pending(
+        &self,
+        snapshot: &PendingSnapshot,
+        entities: Vec<StoredEntity>,
+        files: Vec<FileMark>,
+        now_ms: i64,
+        then: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StateError> {
+        let key = snapshot.key.clone();
+        self.fenced(snapshot, move |s| {
+            s.add_pending(&key, &entities, &files, now_ms)?;
+            then();
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn changed_entities(
+        &self,
+        snapshot: &PendingSnapshot,
+        after_id: &str,
+        limit: usize,
+    ) -> Result<Vec<ChangedEntity>, StateError> {
+        let (key, after_id) = (snapshot.key.clone(), after_id.to_string());
+        self.run(move |s| s.changed_entities(&key, &after_id, limit))
+            .await
+    }
+
+    pub async fn commit_files(
+        &self,
+        files: Vec<FileMark>,
+        now_ms: i64,
+        then: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StateError> {
+        self.run(move |s| {
+            s.commit_files(&files, now_ms)?;
+            then();
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn complete_snapshot(
+        &self,
+        snapshot: PendingSnapshot,
+        completed_ms: i64,
+        files: Vec<FileMark>,
+        now_ms: i64,
+        then: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StateError> {
+        let key = snapshot.key.clone();
+        self.fenced(&snapshot, move |s| {
+            s.complete_snapshot(&key, completed_ms, &files, now_ms)?;
+            then();
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn snapshot_completed_ms(
+        &self,
+        key: &SnapshotKey,
+    ) -> Result<Option<i64>, StateError> {
+        let key = key.clone();
+        self.run(move |s| s.snapshot_completed_ms(&key)).await
+    }
+
+    pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>, StateError> {
+        self.run(|s| s.snapshots()).await
+    }
+
+    pub async fn complete_entities(
+        &self,
+        key: &SnapshotKey,
+        after_id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredEntity>, StateError> {
+        let (key, after_id) = (key.clone(), after_id.to_string());
+        self.run(move |s| s.complete_entities(&key, &after_id, limit))
+            .await
     }
 }

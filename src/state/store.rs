@@ -10,15 +10,21 @@
 //! stream instead of trying again (a blind retry would move a checkpoint the new holder
 //! already moved, possibly backwards).
 //!
-//! TODO(issue 11): inventory hashes (the per-entity change hashes of inventory collection)
-//! belong here too, as `inventory_hashes(stream)` / `commit_inventory(.., revision)` with the
-//! same fencing; the SQLite side comes with migration 6 (inventory state).
+//! Inventory snapshots are fenced alike: [`StateStore::begin_snapshot`] hands out a
+//! [`PendingSnapshot`] that every later write of that snapshot hands back; once another writer
+//! began or completed the same snapshot, the write fails with [`StateError::Fenced`] and the
+//! complete snapshot stays as that writer left it.
+//!
+//! Moving inventory between backends: [`StateStore::copy_snapshots_from`] (built on
+//! `snapshots`, `complete_entities` by chunks, and `begin_snapshot` / `add_pending` /
+//! `complete_snapshot` at the listed `completed_ms`).
 
 use std::collections::HashMap;
 
 use super::{
-    ClockStatus, FileMark, NatsStore, PaceStatus, RunRecord, SinkStatus, SqliteStore, StateError,
-    StreamStatus, Write,
+    ChangedEntity, ClockStatus, FileMark, NatsStore, PaceStatus, PendingSnapshot, RunRecord,
+    SinkStatus, SnapshotInfo, SnapshotKey, SqliteStore, StateError, StoredEntity, StreamStatus,
+    Write,
 };
 use crate::checkpoint::Checkpoint;
 use crate::event::StreamId;
@@ -170,5 +176,123 @@ impl StateStore {
     /// Applies a write other than a page's commit (see [`Write`]).
     pub async fn write(&self, write: Write) -> Result<(), StateError> {
         each_backend!(self, s => s.write(write))
+    }
+
+    /// Starts a snapshot of `key`: what a snapshot that did not complete left pending is
+    /// dropped; the complete one stays until [`StateStore::complete_snapshot`].
+    pub async fn begin_snapshot(&self, key: &SnapshotKey) -> Result<PendingSnapshot, StateError> {
+        each_backend!(self, s => s.begin_snapshot(key))
+    }
+
+    /// Adds a delivered page's entities to the pending snapshot, with the file sinks' lengths
+    /// after the page; an entity listed twice keeps its latest state. `then` runs once both
+    /// are durable (see [`StateStore::commit_page`]).
+    pub async fn add_pending(
+        &self,
+        snapshot: &mut PendingSnapshot,
+        entities: Vec<StoredEntity>,
+        files: Vec<FileMark>,
+        now_ms: i64,
+        then: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StateError> {
+        match self {
+            StateStore::Sqlite(s) => s.add_pending(snapshot, entities, files, now_ms, then).await,
+            StateStore::Nats(s) => s.add_pending(snapshot, entities, files, now_ms, then).await,
+        }
+    }
+
+    /// Up to `limit` entities after `after_id` (in id order) whose hash differs between the
+    /// complete and the pending snapshot, including those only one of them holds.
+    pub async fn changed_entities(
+        &self,
+        snapshot: &PendingSnapshot,
+        after_id: &str,
+        limit: usize,
+    ) -> Result<Vec<ChangedEntity>, StateError> {
+        each_backend!(self, s => s.changed_entities(snapshot, after_id, limit))
+    }
+
+    /// Records the file sinks' lengths after a delivery that moves nothing else (a chunk of
+    /// change events before the snapshot completes); `then` runs once they are durable.
+    pub async fn commit_files(
+        &self,
+        files: Vec<FileMark>,
+        now_ms: i64,
+        then: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StateError> {
+        each_backend!(self, s => s.commit_files(files, now_ms, then))
+    }
+
+    /// The pending snapshot becomes the complete one (the previous one is dropped), with the
+    /// file sinks' lengths; SQLite does it in one transaction, NATS by one compare-and-set of
+    /// the snapshot's head after the marks.
+    pub async fn complete_snapshot(
+        &self,
+        snapshot: PendingSnapshot,
+        completed_ms: i64,
+        files: Vec<FileMark>,
+        now_ms: i64,
+        then: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StateError> {
+        each_backend!(self, s => s.complete_snapshot(snapshot, completed_ms, files, now_ms, then))
+    }
+
+    /// When the last complete snapshot of `key` completed; `None` before the first.
+    pub async fn snapshot_completed_ms(
+        &self,
+        key: &SnapshotKey,
+    ) -> Result<Option<i64>, StateError> {
+        each_backend!(self, s => s.snapshot_completed_ms(key))
+    }
+
+    /// Every complete snapshot, sorted by integration, account (own first) and kind.
+    pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>, StateError> {
+        each_backend!(self, s => s.snapshots())
+    }
+
+    /// Up to `limit` entities of the complete snapshot of `key` after `after_id`, in id order.
+    pub async fn complete_entities(
+        &self,
+        key: &SnapshotKey,
+        after_id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredEntity>, StateError> {
+        each_backend!(self, s => s.complete_entities(key, after_id, limit))
+    }
+
+    /// Copies every complete inventory snapshot of `source` into this store, a chunk at a
+    /// time, each completed at its `completed_ms` (so the next snapshot reports the changes
+    /// since it); returns how many snapshots were copied. A snapshot this store already has
+    /// is replaced.
+    pub async fn copy_snapshots_from(
+        &self,
+        source: &StateStore,
+        now_ms: i64,
+    ) -> Result<usize, StateError> {
+        const CHUNK: usize = 500;
+        let listed = source.snapshots().await?;
+        for info in &listed {
+            let kind = info.kind.parse().map_err(|_| StateError::Corrupt {
+                stream: format!("{}/{}", info.integration, info.kind),
+                detail: "an inventory kind this build does not know".into(),
+            })?;
+            let key = SnapshotKey {
+                integration: info.integration.clone(),
+                account_id: info.account_id.clone(),
+                kind,
+            };
+            let mut pending = self.begin_snapshot(&key).await?;
+            let mut after = String::new();
+            loop {
+                let chunk = source.complete_entities(&key, &after, CHUNK).await?;
+                let Some(last) = chunk.last() else { break };
+                after = last.entity_id.clone();
+                self.add_pending(&mut pending, chunk, Vec::new(), now_ms, || {})
+                    .await?;
+            }
+            self.complete_snapshot(pending, info.completed_ms, Vec::new(), now_ms, || {})
+                .await?;
+        }
+        Ok(listed.len())
     }
 }

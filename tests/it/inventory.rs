@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::common::{now_ms, run_cli, sim_config, start_sim, text, Setup};
 
-const ALL_KINDS: &str =
+pub(crate) const ALL_KINDS: &str =
     r#"inventory = ["users", "admins", "phones", "endpoints", "integrations", "summary"]"#;
 
 fn counts(users: usize) -> InventoryCounts {
@@ -55,7 +55,7 @@ pub(crate) async fn posture(setup: &Setup) -> Value {
 }
 
 /// The output lines from line `from` on.
-fn events_from(path: &Path, from: usize) -> Vec<Value> {
+pub(crate) fn events_from(path: &Path, from: usize) -> Vec<Value> {
     crate::common::read_events(path)
         .into_iter()
         .skip(from)
@@ -101,7 +101,7 @@ fn emitted(e: &Value) -> Emitted {
 }
 
 /// Every entity id of the simulator's inventory, by kind.
-fn truth_ids(inv: &Inventory) -> BTreeMap<String, BTreeSet<String>> {
+pub(crate) fn truth_ids(inv: &Inventory) -> BTreeMap<String, BTreeSet<String>> {
     let set = |ids: Vec<&String>| ids.into_iter().cloned().collect::<BTreeSet<_>>();
     BTreeMap::from([
         (
@@ -133,7 +133,7 @@ fn truth_ids(inv: &Inventory) -> BTreeMap<String, BTreeSet<String>> {
 }
 
 /// Entity ids per kind, asserting each came exactly once.
-fn entities_once(events: &[Value]) -> BTreeMap<String, BTreeSet<String>> {
+pub(crate) fn entities_once(events: &[Value]) -> BTreeMap<String, BTreeSet<String>> {
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     let mut snapshots = BTreeSet::new();
     for e in events {
@@ -170,7 +170,7 @@ fn changes(events: &[Value]) -> Vec<Emitted> {
     out
 }
 
-fn changed_ids(events: &[Value]) -> BTreeSet<(String, String)> {
+pub(crate) fn changed_ids(events: &[Value]) -> BTreeSet<(String, String)> {
     changes(events)
         .into_iter()
         .map(|c| match c {
@@ -178,6 +178,25 @@ fn changed_ids(events: &[Value]) -> BTreeSet<(String, String)> {
             Emitted::Entity { .. } => unreachable!(),
         })
         .collect()
+}
+
+/// Disables the first active user; returns its id.
+pub(crate) fn disable_an_active_user(inv: &mut Inventory) -> String {
+    let user = inv.users.iter_mut().find(|u| u.status == "active").unwrap();
+    user.status = "disabled".into();
+    user.user_id.clone()
+}
+
+/// Moves the first admin to another role; returns its id.
+pub(crate) fn change_the_first_admins_role(inv: &mut Inventory) -> String {
+    let admin = &mut inv.admins[0];
+    admin.role = if admin.role == "Billing" {
+        "Help Desk"
+    } else {
+        "Billing"
+    }
+    .into();
+    admin.admin_id.clone()
 }
 
 /// A Python with pydantic-ocsf and cefp, in the virtual environment `.ci/run` makes.
@@ -294,9 +313,7 @@ async fn a_snapshot_emits_every_entity_once_in_valid_ocsf_and_changes_only_after
     // group, an admin's role, an application renamed.
     let mut expected = BTreeSet::new();
     handle.mutate_inventory(None, |inv| {
-        let disabled = inv.users.iter_mut().find(|u| u.status == "active").unwrap();
-        disabled.status = "disabled".into();
-        expected.insert(("users".to_string(), disabled.user_id.clone()));
+        expected.insert(("users".to_string(), disable_an_active_user(inv)));
         let gone = inv
             .users
             .iter()
@@ -311,14 +328,7 @@ async fn a_snapshot_emits_every_entity_once_in_valid_ocsf_and_changes_only_after
             .unwrap();
         joiner.group_ids.push(group);
         expected.insert(("users".to_string(), joiner.user_id.clone()));
-        let admin = &mut inv.admins[0];
-        admin.role = if admin.role == "Billing" {
-            "Help Desk"
-        } else {
-            "Billing"
-        }
-        .into();
-        expected.insert(("admins".to_string(), admin.admin_id.clone()));
+        expected.insert(("admins".to_string(), change_the_first_admins_role(inv)));
         let app = &mut inv.integrations[0];
         app.name = format!("{} (renamed)", app.name);
         expected.insert(("integrations".to_string(), app.integration_key.clone()));

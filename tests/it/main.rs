@@ -23,6 +23,7 @@ mod duo_strict;
 mod faults_and_retries;
 mod inventory;
 mod inventory_golden;
+mod inventory_nats;
 mod inventory_posture;
 mod log_kinds_and_msp;
 mod normalize_golden;

@@ -21,6 +21,8 @@ pub struct Conflict;
 pub struct Bucket {
     pub name: String,
     pub kv: kv::Store,
+    /// How long a scan waits for its next entry before it gives up.
+    pub timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -144,35 +146,71 @@ impl Bucket {
         Ok(keys)
     }
 
-    /// Every key's latest value, read in one pass (one consumer delivering the last message
-    /// per key) rather than a request per key; deleted and purged keys are left out. The
-    /// consumer's last message says how many are pending: the pass ends at 0, or when nothing
-    /// arrives for `idle` (an empty bucket, or keys that expired meanwhile).
-    pub async fn latest(
+    /// Hands every key matching `filter` (a key pattern, `>` for the rest) to `each` with its
+    /// value (empty with `headers_only`), in the order they were written, not sorted. One
+    /// consumer delivers them, instead of a request per key; deleted keys are left out.
+    pub async fn scan(
         &self,
-        idle: std::time::Duration,
-    ) -> Result<Vec<(String, bytes::Bytes)>, StateError> {
-        use futures::StreamExt;
-        let mut watch = self
+        filter: &str,
+        headers_only: bool,
+        mut each: impl FnMut(&str, &[u8]) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        use async_nats::jetstream::consumer::{pull, DeliverPolicy, ReplayPolicy};
+        // Pulled in batches: a pushed consumer would deliver the whole listing into the
+        // client's buffer as fast as the server sends it, whatever `each` keeps up with.
+        let consumer = self
             .kv
-            .watch_with_history(">")
+            .stream
+            .create_consumer(pull::OrderedConfig {
+                description: Some("duo-collector inventory scan".to_string()),
+                filter_subject: format!("{}{filter}", self.kv.prefix),
+                headers_only,
+                replay_policy: ReplayPolicy::Instant,
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
             .await
             .map_err(|e| self.error(e))?;
-        let mut out = Vec::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(());
+        }
+        let mut messages = consumer.messages().await.map_err(|e| self.error(e))?;
         loop {
-            let Ok(next) = tokio::time::timeout(idle, watch.next()).await else {
-                break;
+            // The count of what is left comes with each entry; one removed meanwhile (a purge)
+            // would leave the last never delivered, so waiting is bounded.
+            let next = tokio::time::timeout(self.timeout, messages.try_next())
+                .await
+                .map_err(|_| self.error(format!("{filter}: no entry within {:?}", self.timeout)))?
+                .map_err(|e| self.error(e))?;
+            let Some(message) = next else {
+                return Ok(());
             };
-            let Some(entry) = next else { break };
-            let entry = entry.map_err(|e| self.error(e))?;
-            let last = entry.delta == 0;
-            if matches!(entry.operation, kv::Operation::Put) {
-                out.push((entry.key, entry.value));
+            let info = message.info().map_err(|e| self.error(e))?;
+            let pending = info.pending;
+            let removed = message.headers.as_ref().is_some_and(|h| {
+                h.get("KV-Operation").is_some() || h.get("Nats-Marker-Reason").is_some()
+            });
+            if !removed {
+                let key = message
+                    .subject
+                    .strip_prefix(self.kv.prefix.as_str())
+                    .unwrap_or(&message.subject);
+                each(key, &message.payload)?;
             }
-            if last {
-                break;
+            if pending == 0 {
+                return Ok(());
             }
         }
-        Ok(out)
+    }
+
+    /// Removes every key matching `filter` at once (a purge of the bucket's stream).
+    pub async fn purge(&self, filter: &str) -> Result<(), StateError> {
+        self.kv
+            .stream
+            .purge()
+            .filter(format!("{}{filter}", self.kv.prefix))
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
     }
 }

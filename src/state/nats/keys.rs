@@ -71,7 +71,8 @@ pub fn stream_key(stream: &StreamId) -> String {
     key(&[
         &stream.integration,
         stream.account_id.as_deref().unwrap_or(""),
-        stream.log.as_str(),
+        // A log kind's name, or `inventory_<kind>`: an inventory kind's stream is its own.
+        stream.source_name(),
     ])
 }
 
@@ -81,8 +82,14 @@ pub fn stream_of(key: &str) -> Option<StreamId> {
     let [integration, account, log] = parts.as_slice() else {
         return None;
     };
-    let log: LogKind = log.parse().ok()?;
     let account = (!account.is_empty()).then(|| account.clone());
+    if let Some(kind) = crate::inventory_kind::InventoryKind::ALL
+        .into_iter()
+        .find(|k| k.log_name() == log)
+    {
+        return Some(StreamId::inventory(integration, account, kind));
+    }
+    let log: LogKind = log.parse().ok()?;
     Some(StreamId::new(integration, account, log))
 }
 
@@ -112,6 +119,13 @@ mod tests {
         assert_eq!(stream_of(&stream_key(&child)), Some(child));
         assert_eq!(stream_of(&stream_key(&own)), Some(own));
         assert_eq!(stream_of("corp._.nope"), None);
+        // Each inventory kind is a stream of its own, apart from the administrator log.
+        let users = StreamId::inventory("corp", None, crate::inventory_kind::InventoryKind::Users);
+        let admins =
+            StreamId::inventory("corp", None, crate::inventory_kind::InventoryKind::Admins);
+        assert_eq!(stream_key(&users), "corp._.inventory_5Fusers");
+        assert_ne!(stream_key(&admins), stream_key(&users));
+        assert_eq!(stream_of(&stream_key(&users)), Some(users));
         assert_eq!(part("_zz"), None);
         assert_eq!(part("_41"), None, "a letter is never escaped");
         assert_eq!(part("a_2e"), None, "escapes are upper-case hex");

@@ -48,10 +48,6 @@ pub struct LeaseView {
     pub live: BTreeSet<String>,
 }
 
-/// How long a read of the lease bucket waits for a first key: it is empty when nothing
-/// arrives in this time.
-const VIEW_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
-
 /// A presence key's value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Presence {
@@ -128,7 +124,14 @@ impl NatsStore {
     /// that announced themselves within `lease_ttl`.
     pub async fn lease_view(&self) -> Result<LeaseView, StateError> {
         let mut view = LeaseView::default();
-        for (key, value) in self.leases.latest(VIEW_IDLE).await? {
+        let mut entries = Vec::new();
+        self.leases
+            .scan(">", false, |key, value| {
+                entries.push((key.to_string(), value.to_vec()));
+                Ok(())
+            })
+            .await?;
+        for (key, value) in entries {
             if let Some((PRESENCE, token)) = key.split_once('.') {
                 view.live.extend(keys::part(token));
                 continue;

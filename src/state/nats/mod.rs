@@ -1,8 +1,8 @@
 //! The NATS JetStream key-value backend of [`super::StateStore`], for several collectors that
 //! share their state. One bucket per concern under a prefix (`<prefix>-checkpoints`, `-runs`,
-//! `-rates`, `-clock`, `-sinks`, `-files`, `-leases`), each keeping one revision per key
-//! (history 1), with 1 or 3 replicas; keys are escaped parts (`keys.rs`), values JSON
-//! (`records.rs`).
+//! `-rates`, `-clock`, `-sinks`, `-files`, `-leases`, and for inventory snapshots `-inventory`
+//! and `-entities`, laid out in `inventory.rs`), each keeping one revision per key (history 1),
+//! with 1 or 3 replicas; keys are escaped parts (`keys.rs`), values JSON (`records.rs`).
 //!
 //! A checkpoint is written only by `create` (a stream's first commit) or `update` at the
 //! revision the committer holds: a failed compare-and-set is [`StateError::Fenced`], and
@@ -16,6 +16,7 @@
 //! written).
 
 mod bucket;
+mod inventory;
 pub mod keys;
 mod leases;
 mod records;
@@ -54,7 +55,7 @@ pub const DEFAULT_BUCKET_PREFIX: &str = "duo-collector";
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// The buckets, by concern.
-const CONCERNS: [&str; 7] = [
+const CONCERNS: [&str; 9] = [
     "checkpoints",
     "runs",
     "rates",
@@ -62,6 +63,8 @@ const CONCERNS: [&str; 7] = [
     "sinks",
     "files",
     "leases",
+    "inventory",
+    "entities",
 ];
 
 /// Cheap to clone: clones share the connection and the buckets.
@@ -77,6 +80,10 @@ pub struct Buckets {
     sinks: Bucket,
     files: Bucket,
     leases: Bucket,
+    inventory: Bucket,
+    entities: Bucket,
+    /// What an inventory scan found, kept between the chunks read from it (`inventory.rs`).
+    listings: inventory::Listings,
     /// This process, as run records and leases name it.
     instance: String,
     /// This host, as file marks are keyed.
@@ -136,11 +143,11 @@ impl NatsStore {
         for concern in CONCERNS {
             opened.push(open_bucket(&js, settings, concern).await?);
         }
-        let [checkpoints, runs, rates, clock, sinks, files, leases]: [Bucket; 7] =
-            opened.try_into().map_err(|_| StateError::Kv {
-                bucket: settings.bucket_prefix.clone(),
-                detail: "not every bucket opened".into(),
-            })?;
+        let [checkpoints, runs, rates, clock, sinks, files, leases, inventory, entities]: [Bucket;
+            9] = opened.try_into().map_err(|_| StateError::Kv {
+            bucket: settings.bucket_prefix.clone(),
+            detail: "not every bucket opened".into(),
+        })?;
         Ok(NatsStore(Arc::new(Buckets {
             checkpoints,
             runs,
@@ -149,6 +156,9 @@ impl NatsStore {
             sinks,
             files,
             leases,
+            inventory,
+            entities,
+            listings: inventory::Listings::default(),
             instance: instance_id(),
             host: host_name(),
             lease_ttl: settings.lease_ttl,
@@ -412,7 +422,11 @@ async fn open_bucket(
         .get_key_value(name.as_str())
         .await
         .map_err(|e| error(format!("cannot open the bucket: {e}")))?;
-    Ok(Bucket { name, kv })
+    Ok(Bucket {
+        name,
+        kv,
+        timeout: settings.connection.timeout,
+    })
 }
 
 fn stream_missing(e: &jetstream::context::GetStreamError) -> bool {

@@ -155,3 +155,35 @@ impl StoredFileMark {
         }
     }
 }
+
+/// `<prefix>-inventory`, one per snapshot (integration, account, kind): which generation of
+/// `<prefix>-entities` holds the complete snapshot and which the one being taken. Every write
+/// of a snapshot is a compare-and-set of this head, which is what fences it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoredSnapshotHead {
+    pub next_generation: u64,
+    pub pending: Option<u64>,
+    pub complete: Option<CompleteGeneration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompleteGeneration {
+    pub generation: u64,
+    pub completed_ms: i64,
+    pub entities: i64,
+}
+
+/// `<prefix>-entities`, one per entity of one generation of a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredInventoryEntity {
+    pub hash: String,
+    pub state: String,
+}
+
+/// Only the hash of a [`StoredInventoryEntity`], read while comparing generations (the state
+/// is skipped, not copied).
+#[derive(Debug, Deserialize)]
+pub struct EntityHash<'a> {
+    #[serde(borrow)]
+    pub hash: std::borrow::Cow<'a, str>,
+}

@@ -49,6 +49,9 @@ contract!(
     names_that_keys_do_not_allow_read_back,
 );
 
+// After `contract!`, which it uses.
+mod inventory;
+
 async fn checkpoints_of_every_paging_family_load_commit_and_advance(b: &dyn Backend) {
     let store = b.open().await;
     for (stream, first, second) in the_streams() {

@@ -63,7 +63,11 @@ impl Nats {
     }
 
     fn settings(&self) -> NatsStoreSettings {
-        nats_settings(&format!("nats://127.0.0.1:{}", self.port))
+        nats_settings(&self.url())
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
     }
 }
 
