@@ -73,7 +73,9 @@ impl Scenario {
     }
 
     /// Instance `name`'s config: its own state dir (the lock) and file sink; the shared state
-    /// buckets and NATS sink on every node; a run every second.
+    /// buckets and NATS sink on every node; a run every second. Each file sink has a name of
+    /// its own: the `-files` bucket keys a file's committed length by sink name alone, so
+    /// instances sharing one name would overwrite each other's marks.
     pub fn config(&self, name: &str) -> PathBuf {
         let home = self.dir.path().join(name);
         std::fs::create_dir_all(&home).unwrap();
