@@ -168,6 +168,11 @@ impl Runtime {
         };
         let lock = take_state_dir(config)?;
         let store = StateStore::open(&config.state, &config.state_db_path()).await?;
+        if let StateStore::Nats(nats) = &store {
+            // Lease holders and run records name instances by this id: the one line that ties
+            // a process (and its host) to them.
+            tracing::info!(instance = %nats.instance(), "state in NATS JetStream; this instance's id");
+        }
         warn_abandoned(store.close_abandoned_runs(crate::clock::now_ms()).await?);
         let mut learned = HashMap::new();
         for integration in &config.integrations {

@@ -77,26 +77,20 @@ impl NatsConnection {
                 .map_err(|detail| ConnectFailure::permanent(detail, crate::tls::FILES_FIX))?;
             options = options.require_tls(true).tls_client_config(tls);
         }
-        // `url` may list several servers of a cluster, comma-separated: any one of them
-        // answering is enough, and the client learns the others from the server.
-        let servers = self
-            .url
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(|u| u.parse::<async_nats::ServerAddr>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| {
-                ConnectFailure::permanent(
-                    format!("`url` {:?} is not a NATS server list: {e}", self.url),
-                    "write `url` as \"nats://host:4222\", or several comma-separated",
-                )
-            })?;
         options
-            .connect(servers)
+            .connect(servers(&self.url))
             .await
             .map_err(|e| connect_error(&self.url, &e))
     }
+}
+
+/// The servers `url` names: async-nats parses a string as one URL, so a comma-separated list
+/// (a cluster) would otherwise fail as an invalid port.
+fn servers(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
 }
 
 fn connect_error(url: &str, e: &async_nats::ConnectError) -> ConnectFailure {
@@ -116,5 +110,19 @@ fn connect_error(url: &str, e: &async_nats::ConnectError) -> ConnectFailure {
             detail,
             fix: None,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::servers;
+
+    #[test]
+    fn a_comma_separated_url_names_every_server() {
+        assert_eq!(
+            servers("nats://n1:4222, nats://n2:4222,nats://n3:4222"),
+            ["nats://n1:4222", "nats://n2:4222", "nats://n3:4222"]
+        );
+        assert_eq!(servers("tls://one:4222"), ["tls://one:4222"]);
     }
 }

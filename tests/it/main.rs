@@ -4,6 +4,7 @@
 
 mod common;
 mod fixtures;
+mod nats_cluster;
 mod proxy_support;
 mod sink_support;
 
@@ -15,6 +16,7 @@ mod chaos_state;
 mod cli_config_and_secrets;
 mod cli_operator;
 mod cli_stdout;
+mod cluster;
 mod connectivity;
 mod crash_and_shutdown;
 mod crash_per_sink;

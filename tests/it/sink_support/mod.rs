@@ -76,7 +76,7 @@ pub struct Peer {
 }
 
 impl Peer {
-    fn spawn(cmd: &mut Command, log: PathBuf) -> Peer {
+    pub fn spawn(cmd: &mut Command, log: PathBuf) -> Peer {
         let out = std::fs::File::create(&log).unwrap();
         let child = cmd
             .stdout(Stdio::from(out.try_clone().unwrap()))
