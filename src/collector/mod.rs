@@ -428,6 +428,13 @@ impl IntegrationRuntime {
         // A lost or given-up lease stops the stream between pages, as a shutdown would.
         let result = drive::drain(self, target, run_id, &mut progress, &run.stop).await;
         let (outcome, error) = match result {
+            // A fenced commit says more than the lost lease that usually comes with it.
+            Err(CollectError::State(e @ StateError::Fenced { .. })) => {
+                self.leases.fenced();
+                // Nothing of the page was committed; the other instance goes on from the
+                // checkpoint it wrote. Only this stream stops: the others are not fenced.
+                (RunOutcome::Failed, Some(format!("another instance moved this stream's checkpoint ({stream}); this stream stopped and committed nothing: {e}")))
+            }
             _ if run.lost_lease() => (RunOutcome::Failed, Some(format!("this instance lost the lease of {stream} (taken over, or not renewed in time); the stream stopped between pages"))),
             Ok(()) if run.handed_over() => {
                 tracing::info!(integration = %stream.integration, account, log = %stream.log, "stream handed over to another instance (fair share); it goes on from this checkpoint");
@@ -440,12 +447,6 @@ impl IntegrationRuntime {
             }
             Err(CollectError::Duo(e @ DuoError::Api { status: 403, .. })) if !self.settings.logs_explicit => {
                 (RunOutcome::NotPermitted, Some(format!("{e} (skipped: `logs` is not set, so only the kinds these keys may read are collected)")))
-            }
-            Err(CollectError::State(e @ StateError::Fenced { .. })) => {
-                self.leases.fenced();
-                // Nothing of the page was committed; the other instance goes on from the
-                // checkpoint it wrote. Only this stream stops: the others are not fenced.
-                (RunOutcome::Failed, Some(format!("another instance moved this stream's checkpoint ({stream}); this stream stopped and committed nothing: {e}")))
             }
             Err(CollectError::State(e)) if e.needs_operator() => {
                 tracing::error!(integration = %stream.integration, error = %e, "the state database failed; this integration stops collecting until the next run");
