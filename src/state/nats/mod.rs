@@ -16,6 +16,7 @@
 //! written).
 
 mod bucket;
+mod dump;
 pub mod keys;
 mod leases;
 mod records;
