@@ -1,0 +1,343 @@
+//! `migrate-state` through the binary, with a real `nats-server -js` and the strict simulator:
+//! a single host's state copied into NATS and back, each `collect-now` after a copy delivering
+//! only the events that appeared since (none twice, none lost, into the same file sink); and
+//! the refusals: a config without the NATS store, no state database, a collector holding the
+//! state-dir lock (a real `run` child), a lease held in the buckets, a target that already
+//! holds the streams (and `--force`).
+
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+use crate::sink_support::{free_port, NatsServer};
+use duo_collector::event::StreamId;
+use duo_collector::log_kind::LogKind;
+use duo_collector::settings::Config;
+use duo_collector::simulator::{KindCounts, Simulator};
+use duo_collector::state::{NatsStore, State, StateStore, StoreSettings};
+
+const KINDS: [&str; 2] = ["authentication", "administrator"];
+
+/// A nats-server, the simulator, and two configs on one state_dir and one file sink: the
+/// single host's (SQLite) and the same with `[state] backend = "nats"` on that server.
+struct Host {
+    _nats_dir: tempfile::TempDir,
+    _nats: NatsServer,
+    sim: Simulator,
+    setup: Setup,
+    nats_config: PathBuf,
+}
+
+impl Host {
+    /// Events of both kinds from ten minutes ago to `future_ms` from now (new ones keep
+    /// appearing until then).
+    async fn start(counts: KindCounts, future_ms: i64) -> Host {
+        let nats_dir = tempfile::tempdir().unwrap();
+        let nats = NatsServer::start(nats_dir.path(), free_port()).await;
+        let now = now_ms();
+        let mut cfg = sim_config(0, now - 10 * 60_000, now + future_ms);
+        cfg.counts = counts;
+        let sim = start_sim(cfg).await;
+        let setup = Setup::new(
+            &sim.base_url(),
+            "initial_lookback = \"1h\"\npage_size = 500\nlogs = [\"authentication\", \"administrator\"]",
+        );
+        let nats_config = setup.dir.path().join("config-nats.toml");
+        let mut text = std::fs::read_to_string(&setup.config).unwrap();
+        text.push_str(&format!(
+            "\n[state]\nbackend = \"nats\"\nurl = \"{}\"\nbucket_prefix = \"grown\"\n",
+            nats.url()
+        ));
+        std::fs::write(&nats_config, text).unwrap();
+        set_mode(&nats_config, 0o600);
+        Host {
+            _nats_dir: nats_dir,
+            _nats: nats,
+            sim,
+            setup,
+            nats_config,
+        }
+    }
+
+    fn sqlite_config(&self) -> &str {
+        self.setup.config.to_str().unwrap()
+    }
+
+    fn nats_config(&self) -> &str {
+        self.nats_config.to_str().unwrap()
+    }
+
+    async fn migrate(&self, extra: &[&str]) -> std::process::Output {
+        let mut args = vec!["migrate-state", "--config", self.nats_config()];
+        args.extend_from_slice(extra);
+        run_cli(&args).await
+    }
+
+    async fn collect_now(&self, config: &str) {
+        let out = run_cli(&["collect-now", "--config", config]).await;
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
+    /// The file sink against what the simulator published up to now.
+    fn tally(&self) -> Tally {
+        tally(
+            &self.sim.handle(),
+            &read_events(&self.setup.events),
+            &KINDS,
+            now_ms(),
+        )
+    }
+
+    async fn nats_store(&self) -> NatsStore {
+        let config = Config::load(&self.nats_config).unwrap();
+        let StoreSettings::Nats(settings) = &config.state else {
+            panic!("the NATS store")
+        };
+        NatsStore::open(settings).await.unwrap()
+    }
+
+    fn sqlite_store(&self) -> StateStore {
+        StateStore::sqlite(State::open(&self.setup.state_db()).unwrap())
+    }
+}
+
+fn auth() -> StreamId {
+    StreamId::new("corp", None, LogKind::Authentication)
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every checkpoint and file mark of `a` is in `b` as it is in `a`.
+async fn assert_same_state(a: &StateStore, b: &StateStore) {
+    let (a, b) = (a.export_all().await.unwrap(), b.export_all().await.unwrap());
+    assert!(!a.streams.is_empty());
+    for stream in &a.streams {
+        let copy = b.streams.iter().find(|s| s.stream == stream.stream);
+        assert_eq!(
+            copy.map(|c| (&c.checkpoint, &c.runs)),
+            Some((&stream.checkpoint, &stream.runs)),
+            "{}",
+            stream.stream
+        );
+    }
+    assert_eq!(a.files, b.files, "the file sinks' committed lengths");
+    assert_eq!(a.sinks, b.sinks);
+    assert_eq!(a.rates, b.rates);
+}
+
+/// One host collects into a file sink on SQLite; its state is copied into NATS; the next
+/// collection runs on NATS and delivers only what appeared since, into the same file; the
+/// state goes back into the state.db (refused at first: the file still holds the old state;
+/// `--force` replaces it) and the collection after that, on SQLite again, delivers the rest.
+/// In the end the file holds every event exactly once. Without the copy, the NATS run would
+/// start over from `initial_lookback` (duplicates), and the SQLite run would resume from the
+/// old checkpoints and cut the file back to the old committed length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_host_moves_its_state_into_nats_and_back_and_no_event_is_lost_or_repeated() {
+    let future_ms = 25_000;
+    let counts = KindCounts {
+        authentication: 6_000,
+        administrator: 600,
+        ..KindCounts::default()
+    };
+    let host = Host::start(counts, future_ms).await;
+    let end_ms = now_ms() + future_ms;
+    let handle = host.sim.handle();
+
+    host.collect_now(host.sqlite_config()).await;
+    let on_sqlite = host.tally();
+    assert!(
+        on_sqlite.duplicated == 0 && on_sqlite.unexpected == 0,
+        "{on_sqlite}"
+    );
+    let delivered_on_sqlite = read_events(&host.setup.events).len();
+    assert!(delivered_on_sqlite > 0);
+
+    let out = host.migrate(&["--to", "nats"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("2 streams: 2 checkpoints, 2 runs"),
+        "{summary}"
+    );
+    assert!(summary.contains("1 file mark"), "{summary}");
+    let nats = StateStore::Nats(host.nats_store().await);
+    assert_same_state(&host.sqlite_store(), &nats).await;
+
+    let auth_seen = read_events(&host.setup.events)
+        .iter()
+        .filter(|e| e["_duo_collector"]["log"] == "authentication")
+        .count();
+    wait_for_published(&handle, "authentication", 6_000, auth_seen).await;
+    host.collect_now(host.nats_config()).await;
+    let on_nats = host.tally();
+    assert!(
+        on_nats.duplicated == 0 && on_nats.unexpected == 0,
+        "the NATS run resumed from the copied checkpoints: {on_nats}"
+    );
+    let delivered_on_nats = read_events(&host.setup.events).len();
+    assert!(
+        delivered_on_nats > delivered_on_sqlite,
+        "the NATS run delivered the new events: {delivered_on_nats} after {delivered_on_sqlite}"
+    );
+
+    // The state.db still holds the single host's state from before: refused, named.
+    let refused = host.migrate(&["--to", "sqlite"]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let error = stderr(&refused);
+    assert!(
+        error.contains("already holds state")
+            && error.contains("corp/authentication")
+            && error.contains("--force"),
+        "{error}"
+    );
+    let back = host.migrate(&["--to", "sqlite", "--force"]).await;
+    assert!(back.status.success(), "{}", text(&back));
+    assert!(
+        String::from_utf8_lossy(&back.stdout).contains("replaced what the target held"),
+        "{}",
+        text(&back)
+    );
+    assert_same_state(&nats, &host.sqlite_store()).await;
+
+    // Everything published, past the delay: the last run on SQLite collects the rest.
+    wait_until("the simulator's last events are published", || {
+        now_ms() > end_ms + 8_000
+    })
+    .await;
+    host.collect_now(host.sqlite_config()).await;
+    let last = host.tally();
+    assert!(last.exactly_once(), "{last}");
+    assert!(
+        read_events(&host.setup.events).len() > delivered_on_nats,
+        "the SQLite run delivered the newer events"
+    );
+    host.sim.shutdown().await;
+}
+
+/// The refusals, each with exit 1 (2 for the config) and the fix, and nothing written: a
+/// config whose state is not in NATS; no state database; a collector running with the
+/// state_dir (a real `run`); a lease held in the buckets. Then `--dry-run` writes nothing, the
+/// copy lands, a second copy is refused because the buckets hold the streams, and `--force`
+/// replaces them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_state_refuses_while_a_collector_runs_or_the_target_holds_the_streams() {
+    let counts = KindCounts {
+        authentication: 1_500,
+        administrator: 100,
+        ..KindCounts::default()
+    };
+    let host = Host::start(counts, -60_000).await;
+
+    let no_nats = run_cli(&[
+        "migrate-state",
+        "--config",
+        host.sqlite_config(),
+        "--to",
+        "nats",
+    ])
+    .await;
+    assert_eq!(no_nats.status.code(), Some(2), "{}", text(&no_nats));
+    assert!(
+        stderr(&no_nats).contains("[state]: field `backend`"),
+        "{}",
+        text(&no_nats)
+    );
+
+    let no_db = host.migrate(&["--to", "nats"]).await;
+    assert_eq!(no_db.status.code(), Some(1), "{}", text(&no_db));
+    assert!(
+        stderr(&no_db).contains("no state database at"),
+        "{}",
+        text(&no_db)
+    );
+
+    let mut collector = spawn_collector(&["run", "--config", host.sqlite_config()]);
+    wait_for_commits(&host.setup.state_db(), std::time::Duration::from_secs(30)).await;
+    let locked = host.migrate(&["--to", "nats"]).await;
+    assert_eq!(locked.status.code(), Some(1), "{}", text(&locked));
+    assert!(
+        stderr(&locked).contains("a collector is running with state_dir"),
+        "{}",
+        text(&locked)
+    );
+    collector.kill().await.unwrap();
+    collector.wait().await.unwrap();
+    // Finish the backlog with the collector stopped, so the state no longer moves.
+    host.collect_now(host.sqlite_config()).await;
+
+    let nats = host.nats_store().await;
+    let held = nats
+        .take_lease(&auth(), now_ms())
+        .await
+        .unwrap()
+        .expect("free");
+    let leased = host.migrate(&["--to", "nats"]).await;
+    assert_eq!(leased.status.code(), Some(1), "{}", text(&leased));
+    let error = stderr(&leased);
+    assert!(
+        error.contains("collectors are running on the NATS buckets grown-*")
+            && error.contains(&format!("corp/authentication by {}", nats.instance())),
+        "{error}"
+    );
+    nats.release_lease(&held).await.unwrap();
+    let nats = StateStore::Nats(nats);
+
+    let dry = host.migrate(&["--to", "nats", "--dry-run"]).await;
+    assert!(dry.status.success(), "{}", text(&dry));
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).contains("would copy"),
+        "{}",
+        text(&dry)
+    );
+    assert!(
+        nats.export_all().await.unwrap().is_empty(),
+        "a dry run writes nothing"
+    );
+
+    let copied = host.migrate(&["--to", "nats"]).await;
+    assert!(copied.status.success(), "{}", text(&copied));
+    let sqlite = host.sqlite_store();
+    assert_same_state(&sqlite, &nats).await;
+    let in_nats = nats.load_checkpoint(&auth()).await.unwrap();
+
+    let again = host.migrate(&["--to", "nats"]).await;
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    let error = stderr(&again);
+    assert!(
+        error.contains("the NATS buckets grown-* at nats://127.0.0.1:")
+            && error.contains("already holds state")
+            && error.contains("2 streams (corp/administrator, corp/authentication)")
+            && error.contains("--force"),
+        "{error}"
+    );
+    assert_eq!(
+        nats.load_checkpoint(&auth()).await.unwrap(),
+        in_nats,
+        "a refused copy writes nothing"
+    );
+
+    let forced = host.migrate(&["--to", "nats", "--force"]).await;
+    assert!(forced.status.success(), "{}", text(&forced));
+    assert!(
+        String::from_utf8_lossy(&forced.stdout)
+            .contains("replaced what the target held (--force): 2 streams"),
+        "{}",
+        text(&forced)
+    );
+    assert_same_state(&sqlite, &nats).await;
+    assert_state_dir_unlocked(&host.setup.state_db());
+    host.sim.shutdown().await;
+}
+
+/// migrate-state let go of the state-dir lock when it exited.
+fn assert_state_dir_unlocked(db: &Path) {
+    let dir = db.parent().unwrap();
+    assert!(
+        duo_collector::state::try_lock_state_dir(dir)
+            .unwrap()
+            .is_some(),
+        "the lock is free"
+    );
+}
