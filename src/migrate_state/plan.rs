@@ -114,7 +114,10 @@ pub enum Refusal {
         holders: Vec<LeaseHolder>,
     },
     /// The target holds state under the source's keys, and `--force` was not given.
-    TargetHolds { target: String, overlap: Overlap },
+    TargetHolds {
+        target: String,
+        overlap: Box<Overlap>,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -171,7 +174,7 @@ pub fn plan(
     if !overlap.is_empty() && !force {
         return Err(Refusal::TargetHolds {
             target: names.target.clone(),
-            overlap,
+            overlap: Box::new(overlap),
         });
     }
     let copied: BTreeSet<_> = source.streams.iter().map(|s| &s.stream).collect();

@@ -341,3 +341,131 @@ fn assert_state_dir_unlocked(db: &Path) {
         "the lock is free"
     );
 }
+
+/// A dump with every field set (an MSP child, a v1 seen list, a Trust Monitor offset, a run
+/// still marked running and a failed one, a rate limit, a failing sink, a file mark with
+/// device and inode numbers above `i64::MAX`) reads back exactly from SQLite and from NATS,
+/// and a second import without overwriting is refused by both, naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_with_every_field_reads_back_from_both_backends_and_is_not_imported_twice() {
+    use duo_collector::checkpoint::{Checkpoint, Cursor, V1Checkpoint, WindowedCheckpoint};
+    use duo_collector::pacing::PaceKey;
+    use duo_collector::state::{
+        CheckpointDump, ClockStatus, FileMark, FileMarkDump, RateDump, RunOutcome, RunRecord,
+        SinkStatus, StateDump, StateError, StreamDump,
+    };
+
+    let run = |outcome: Option<RunOutcome>, error: Option<&str>| RunRecord {
+        started_ms: 10,
+        ended_ms: outcome.map(|_| 20),
+        pages: 3,
+        events: 1_200,
+        outcome,
+        error: error.map(str::to_string),
+    };
+    let dump = StateDump {
+        streams: vec![
+            StreamDump {
+                stream: StreamId::new("corp", None, LogKind::Administrator),
+                checkpoint: Some(CheckpointDump {
+                    checkpoint: Checkpoint::V1(V1Checkpoint {
+                        mintime_ms: 1_700_000_000_000,
+                        seen: vec!["f1".into(), "f2".into()],
+                        newest_event_ms: Some(1_700_000_000_000),
+                    }),
+                    events_total: 42,
+                    updated_ms: 7,
+                }),
+                runs: vec![run(Some(RunOutcome::Ok), None), run(None, None)],
+            },
+            StreamDump {
+                stream: StreamId::new("corp", Some("DA1.east".into()), LogKind::TrustMonitor),
+                checkpoint: Some(CheckpointDump {
+                    checkpoint: Checkpoint::Windowed(WindowedCheckpoint {
+                        mintime_ms: 5,
+                        window_max_ms: Some(9_000),
+                        cursor: Some(Cursor::TrustMonitorOffset {
+                            offset: "31415".into(),
+                        }),
+                        newest_event_ms: None,
+                    }),
+                    events_total: 0,
+                    updated_ms: 8,
+                }),
+                runs: vec![run(Some(RunOutcome::Failed), Some("refused: 403"))],
+            },
+            StreamDump {
+                stream: StreamId::new("msp", Some("DA2".into()), LogKind::Authentication),
+                checkpoint: None,
+                runs: vec![run(Some(RunOutcome::NotPermitted), Some("not permitted"))],
+            },
+        ],
+        rates: vec![RateDump {
+            integration: "corp".into(),
+            key: PaceKey {
+                account: "DA1.east".into(),
+                endpoint: "/admin/v2/logs/authentication".into(),
+            },
+            rate_per_minute: 37.5,
+            ceiling_per_minute: 60.0,
+            updated_ms: 11,
+            rate_limited_until_ms: Some(99),
+        }],
+        clocks: vec![ClockStatus {
+            integration: "corp".into(),
+            offset_ms: -45_000,
+            measured_ms: 12,
+        }],
+        sinks: vec![SinkStatus {
+            sink: "siem".into(),
+            last_success_ms: Some(1),
+            failing_since_ms: Some(2),
+            last_error: Some("connection refused".into()),
+            last_error_ms: Some(3),
+            failed_attempts: 4,
+        }],
+        files: vec![FileMarkDump {
+            mark: FileMark {
+                sink: "local".into(),
+                path: "/var/log/duo/events.jsonl".into(),
+                dev: u64::MAX - 1,
+                ino: 1 << 63,
+                len: 4_096,
+            },
+            updated_ms: 13,
+        }],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nats_server = NatsServer::start(dir.path(), free_port()).await;
+    let sqlite = StateStore::sqlite(State::open(&dir.path().join("state.db")).unwrap());
+    let settings = duo_collector::state::NatsStoreSettings {
+        connection: duo_collector::nats_connection::NatsConnection {
+            url: nats_server.url(),
+            auth: duo_collector::nats_connection::NatsAuth::None,
+            tls: Default::default(),
+            tls_required: false,
+            timeout: std::time::Duration::from_secs(5),
+        },
+        bucket_prefix: "dump".into(),
+        replicas: 1,
+        lease_ttl: duo_collector::state::DEFAULT_LEASE_TTL,
+    };
+    let nats = StateStore::Nats(NatsStore::open(&settings).await.unwrap());
+
+    for store in [&sqlite, &nats] {
+        assert!(store.export_all().await.unwrap().is_empty());
+        store.import(dump.clone(), false).await.unwrap();
+        assert_eq!(store.export_all().await.unwrap(), dump, "{store:?}");
+        let twice = store.import(dump.clone(), false).await.unwrap_err();
+        assert!(
+            matches!(&twice, StateError::AlreadyHeld { what, .. } if what.contains("corp/administrator") || what.contains("local")),
+            "{twice}"
+        );
+        store.import(dump.clone(), true).await.unwrap();
+        assert_eq!(
+            store.export_all().await.unwrap(),
+            dump,
+            "overwritten with the same"
+        );
+    }
+}

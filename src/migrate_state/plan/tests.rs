@@ -165,7 +165,7 @@ fn a_target_holding_the_sources_keys_is_refused_unless_forced() {
     );
 
     let forced = plan(Direction::Sqlite, &source, &target, &names(), true).unwrap();
-    assert_eq!(&forced.replaced, overlap);
+    assert_eq!(&forced.replaced, overlap.as_ref());
     assert_eq!(forced.kept, vec!["corp/telephony".to_string()]);
     let text = render(&forced, &names(), false);
     assert!(
