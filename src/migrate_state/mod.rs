@@ -31,7 +31,7 @@ It refuses (exit 1) while a collector runs on the state: the state-dir lock held
 a collect-now) or any stream's lease held in the buckets; and when the target already holds \
 state under the source's keys (a stream, a sink, ...), naming it, unless --force, which \
 replaces those keys with the source's (the target's other streams are left as they are). \
-The source is not changed. After the copy the target is read back and compared with the \
+The source's state is only read. After the copy the target is read back and compared with the \
 source.
 
 Inventory snapshots are not copied yet: the first snapshot of each kind after the migration \
