@@ -163,26 +163,11 @@ async fn export(store: Option<&StateStore>) -> Result<StateDump, StateError> {
     }
 }
 
-/// The buckets as messages name them: the prefix and the servers, without any login a URL
-/// may carry.
+/// The buckets as messages name them (`[state] url` holds no credentials: validated so).
 fn describe_buckets(nats: &NatsStoreSettings) -> String {
-    let servers: Vec<String> = nats
-        .connection
-        .url
-        .split(',')
-        .map(|url| {
-            let url = url.trim();
-            match (url.split_once("://"), url.rsplit_once('@')) {
-                (Some((scheme, _)), Some((_, host))) => format!("{scheme}://{host}"),
-                (None, Some((_, host))) => host.to_string(),
-                _ => url.to_string(),
-            }
-        })
-        .collect();
     format!(
         "the NATS buckets {}-* at {}",
-        nats.bucket_prefix,
-        servers.join(", ")
+        nats.bucket_prefix, nats.connection.url
     )
 }
 

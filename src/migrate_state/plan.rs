@@ -316,7 +316,7 @@ pub fn render(plan: &Plan, names: &Names, dry_run: bool) -> String {
     out.push_str("  inventory snapshots are not copied: the first snapshot of each kind after the migration is taken afresh (it emits no changes)\n");
     if !dry_run {
         out.push_str(match plan.direction {
-            Direction::Nats => "Next: keep [state] backend = \"nats\" in the config and start the collectors; each resumes from the copied checkpoints.\n",
+            Direction::Nats => "Next: keep [state] backend = \"nats\" in the config and start the collectors; each resumes from the copied checkpoints. state.db is left as it was: do not collect on it again without migrate-state --to sqlite.\n",
             Direction::Sqlite => "Next: set [state] backend = \"sqlite\" (or remove [state]) in the config and start the collector; it resumes from the copied checkpoints.\n",
         });
     }
