@@ -317,7 +317,7 @@ pub fn render(plan: &Plan, names: &Names, dry_run: bool) -> String {
     if !dry_run {
         out.push_str(match plan.direction {
             Direction::Nats => "Next: keep [state] backend = \"nats\" in the config and start the collectors; each resumes from the copied checkpoints. state.db is left as it was: do not collect on it again without migrate-state --to sqlite.\n",
-            Direction::Sqlite => "Next: set [state] backend = \"sqlite\" (or remove [state]) in the config and start the collector; it resumes from the copied checkpoints.\n",
+            Direction::Sqlite => "Next: set [state] backend = \"sqlite\" (or remove [state]) in the config and start the collector; it resumes from the copied checkpoints. The buckets are left as they were: do not collect on them again without migrate-state --to nats --force.\n",
         });
     }
     out

@@ -220,7 +220,7 @@ async fn a_single_host_moves_its_state_into_nats_and_back_and_no_event_is_lost_o
 /// config whose state is not in NATS; no state database; a collector running with the
 /// state_dir (a real `run`); a lease held in the buckets. Then `--dry-run` writes nothing, the
 /// copy lands, a second copy is refused because the buckets hold the streams, and `--force`
-/// replaces them.
+/// replaces them; and the buckets go back into a new file named by `--state-db`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_state_refuses_while_a_collector_runs_or_the_target_holds_the_streams() {
     let counts = KindCounts {
@@ -328,6 +328,16 @@ async fn migrate_state_refuses_while_a_collector_runs_or_the_target_holds_the_st
     );
     assert_same_state(&sqlite, &nats).await;
     assert_state_dir_unlocked(&host.setup.state_db());
+
+    // Back into another, new file (named with the flag's alias), nothing to replace there.
+    let elsewhere = host.setup.dir.path().join("elsewhere/state.db");
+    let path = elsewhere.to_str().unwrap();
+    let back = host
+        .migrate(&["--to", "sqlite", "--from-state-db", path])
+        .await;
+    assert!(back.status.success(), "{}", text(&back));
+    let copy = StateStore::sqlite(State::open(&elsewhere).unwrap());
+    assert_same_state(&nats, &copy).await;
     host.sim.shutdown().await;
 }
 
