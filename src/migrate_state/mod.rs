@@ -128,12 +128,22 @@ pub async fn run(config: &Config, args: &MigrateStateArgs) -> Result<String, Mig
         None
     };
     let (source, target, names) = match args.to {
-        Direction::Nats => (sqlite.as_ref(), Some(&nats_store), (sqlite_name, buckets)),
-        Direction::Sqlite => (Some(&nats_store), sqlite.as_ref(), (buckets, sqlite_name)),
-    };
-    let names = Names {
-        source: names.0,
-        target: names.1,
+        Direction::Nats => (
+            sqlite.as_ref(),
+            Some(&nats_store),
+            Names {
+                source: sqlite_name,
+                target: buckets,
+            },
+        ),
+        Direction::Sqlite => (
+            Some(&nats_store),
+            sqlite.as_ref(),
+            Names {
+                source: buckets,
+                target: sqlite_name,
+            },
+        ),
     };
     let source_dump = export(source).await?;
     let target_dump = export(target).await?;
@@ -176,7 +186,8 @@ fn describe_buckets(nats: &NatsStoreSettings) -> String {
 pub async fn run_command(config: &Config, args: &MigrateStateArgs) -> u8 {
     match run(config, args).await {
         Ok(summary) => {
-            print!("{summary}");
+            // The state is copied whatever becomes of the summary (a reader that went away).
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), summary.as_bytes());
             0
         }
         Err(e) => {

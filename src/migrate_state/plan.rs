@@ -136,11 +136,10 @@ impl fmt::Display for Refusal {
                 "a collector is running with state_dir {dir} (the service, or a collect-now holds {dir}/lock): stop it first (systemctl stop duo-collector); copying under it would copy checkpoints that are still moving"
             ),
             Refusal::Leased { buckets, holders } => {
-                let mut names: Vec<String> = holders
+                let names: Vec<String> = holders
                     .iter()
                     .map(|h| format!("{} by {}", h.stream, h.instance))
                     .collect();
-                names.dedup();
                 write!(
                     f,
                     "collectors are running on {buckets}: {} held ({}); stop every collector that uses these buckets and run again (a stopped collector's lease expires lease_ttl after its last renewal); copying under them would copy checkpoints that are still moving",
