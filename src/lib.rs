@@ -38,6 +38,8 @@ pub mod lease_metrics;
 pub mod log_kind;
 /// Duo log page parsing.
 pub mod logs;
+/// `migrate-state`: the collector's state copied between SQLite and NATS.
+pub mod migrate_state;
 /// A NATS login as configured, shared by the NATS sink and the NATS state store.
 pub mod nats_connection;
 /// Output formats (pure).

@@ -152,6 +152,7 @@ enum Command {
         #[command(flatten)]
         args: duo_collector::verify::VerifyUserArgs,
     },
+    MigrateState(Box<duo_collector::migrate_state::MigrateStateArgs>),
     /// Serve the embedded Duo API simulator.
     Simulate(Box<demo::SimulateArgs>),
     /// Start the simulator and a collector printing events to stdout: no Duo account needed.
@@ -206,6 +207,7 @@ fn config_source(cli: &Cli) -> Option<(&std::path::Path, Env)> {
             Some((&config.config, Env::real().without_secrets()))
         }
         Command::VerifyUser { config, .. } => Some((&config.config, env)),
+        Command::MigrateState(args) => Some((&args.config, env)),
         Command::Simulate(_) | Command::Demo(_) => None,
     }
 }
@@ -490,6 +492,12 @@ async fn real_main(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::MigrateState(args) => match load_config(loaded) {
+            Ok(cfg) => Ok(ExitCode::from(
+                duo_collector::migrate_state::run_command(&cfg, &args).await,
+            )),
+            Err(code) => Ok(code),
+        },
         Command::Simulate(args) => {
             let cancel = shutdown_token()?;
             demo::simulate(*args, cancel).await?;

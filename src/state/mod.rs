@@ -5,6 +5,8 @@
 
 mod checkpoints;
 mod diagnose;
+mod dir_lock;
+mod dump;
 mod file_marks;
 mod files;
 mod inventory;
@@ -12,6 +14,7 @@ mod nats;
 mod pacing;
 mod schema;
 mod sinks;
+mod sqlite_dump;
 mod sqlite_store;
 mod store;
 mod write;
@@ -26,6 +29,8 @@ use crate::logs::LogKind;
 
 pub use crate::checkpoint::{Checkpoint, Cursor, V1Checkpoint, WindowedCheckpoint};
 
+pub use dir_lock::try_lock_state_dir;
+pub use dump::{CheckpointDump, FileMarkDump, RateDump, StateDump, StreamDump};
 pub use file_marks::FileMarks;
 pub use files::FileMark;
 pub use inventory::{ChangedEntity, PendingSnapshot, SnapshotInfo, SnapshotKey, StoredEntity};
@@ -73,6 +78,9 @@ pub enum StateError {
     /// one last read or wrote it.
     #[error("the checkpoint of {stream} was moved by another collector since revision {revision}: this one stops the stream and commits nothing; the holder of the stream goes on from the checkpoint it wrote")]
     Fenced { stream: String, revision: u64 },
+    /// An import (`migrate-state`) met a key the target holds, and was not told to replace it.
+    #[error("{store} already holds {what} (written since migrate-state looked, or left by an earlier attempt): run migrate-state again with --force to replace what the target holds under the source's keys")]
+    AlreadyHeld { store: String, what: String },
     #[error("state store {bucket} (NATS JetStream key-value): {detail}")]
     Kv { bucket: String, detail: String },
     #[error("state database {path} is not a usable SQLite database (corrupt, or another file): restore it from a backup and run again, which resumes from the last checkpoint it holds; or move it away, and the next run starts over from `initial_lookback` (delivering again what was delivered since then)")]
@@ -96,7 +104,7 @@ pub struct StreamStatus {
     pub last_run: Option<RunRecord>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RunRecord {
     pub started_ms: i64,
     pub ended_ms: Option<i64>,

@@ -7,7 +7,6 @@
 //! length is recorded in the state store (`[state]`: `state.db` or NATS) afterwards, so that
 //! the service's next start does not take the event for a page it never committed and cut it.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -19,7 +18,7 @@ use crate::log_kind::LogKind;
 use crate::observe::Observer;
 use crate::settings::Config;
 use crate::sink::{deliver_all, Sink, SinkError, SinkReporting, SinkRetry};
-use crate::state::{FileMarks, StateError, StateStore, Write};
+use crate::state::{try_lock_state_dir, FileMarks, StateError, StateStore, Write};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliverError {
@@ -31,22 +30,6 @@ pub enum DeliverError {
     Open(Vec<SinkError>),
     #[error(transparent)]
     Sink(#[from] SinkError),
-}
-
-/// Whether another collector runs with this state directory: `Some(lock)` when this process
-/// took the lock (none runs), `None` when another one holds it.
-fn try_lock_state_dir(dir: &Path) -> Result<Option<std::fs::File>, std::io::Error> {
-    std::fs::create_dir_all(dir)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("lock"))?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => Err(e),
-    }
 }
 
 /// Delivers `event` to every sink of `integration`; returns the sinks' names once each

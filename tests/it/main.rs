@@ -28,6 +28,7 @@ mod inventory_golden;
 mod inventory_nats;
 mod inventory_posture;
 mod log_kinds_and_msp;
+mod migrate_state;
 mod normalize_golden;
 mod normalize_mapping;
 mod normalize_perf;

@@ -16,6 +16,7 @@
 //! written).
 
 mod bucket;
+mod dump;
 mod inventory;
 pub mod keys;
 mod leases;
@@ -118,7 +119,7 @@ fn host_name() -> String {
 }
 
 /// A file sink's mark key: per host and sink.
-fn file_mark_key(host: &str, sink: &str) -> String {
+pub(super) fn file_mark_key(host: &str, sink: &str) -> String {
     keys::key(&[host, sink])
 }
 
