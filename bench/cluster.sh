@@ -119,7 +119,7 @@ measure_cluster() {
     nats_after=$(pids_cpu "${nats_pids[@]}")
     if [ "$failed" = 1 ]; then
         echo "bench/run: collect-now failed (cluster scenario, NATS state):" >&2
-        tail -5 "$work"/?/collect.err >&2
+        tail -n 5 "$work"/?/collect.err >&2
         exit 1
     fi
     local cpu=0 rsss="" streams="" events="" total=0 unique

@@ -54,6 +54,9 @@ pub struct Keeper {
     wake: Notify,
     stop: CancellationToken,
     started: Instant,
+    /// A service gives streams up to instances below their share; a one-shot collection
+    /// (`collect-now`) keeps what it claimed until it has drained it.
+    gives_up: std::sync::atomic::AtomicBool,
 }
 
 /// How long after its start an instance waits before its first claims, so that instances
@@ -136,11 +139,20 @@ impl StreamLeases {
             wake: Notify::new(),
             stop: CancellationToken::new(),
             started: Instant::now(),
+            gives_up: std::sync::atomic::AtomicBool::new(false),
         });
         tracing::info!(instance = keeper.nats.instance(), lease_ttl = %humantime::format_duration(keeper.nats.lease_ttl()), "sharing streams with the other collectors on the NATS state store");
         tokio::spawn(keeper.clone().run());
         tokio::spawn(keeper.clone().stop_at_expiry());
         StreamLeases(Some(keeper))
+    }
+
+    /// For a service: streams above this instance's share are given up to instances below
+    /// theirs. (A one-shot collection never gives a stream up: it would end without it.)
+    pub fn share_with_others(&self) {
+        if let Some(k) = &self.0 {
+            k.gives_up.store(true, Ordering::SeqCst);
+        }
     }
 
     /// A token whose drop stops the keeper (leases then expire after `lease_ttl`).
@@ -471,7 +483,10 @@ impl Keeper {
         for action in actions {
             match action {
                 Action::Claim(stream) => claims.push(stream),
-                Action::Release(stream) => self.give_up(&stream),
+                Action::Release(stream) if self.gives_up.load(Ordering::SeqCst) => {
+                    self.give_up(&stream)
+                }
+                Action::Release(_) => {}
             }
         }
         for stream in &mine_elsewhere {

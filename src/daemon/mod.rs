@@ -310,6 +310,8 @@ pub async fn run(
         ),
         None => None,
     };
+    // A service shares its streams fairly with the other instances (collect-now does not).
+    runtime.leases.share_with_others();
     let scheduler = JobScheduler::new()
         .await
         .context("cannot start the scheduler")?;
