@@ -252,7 +252,19 @@ async fn a_holder_paused_past_its_lease_is_fenced_when_it_wakes_and_the_checkpoi
     eprintln!("the woken holder: {why:?}");
     // Its run (the first of the stream) counts only the pages committed before the pause.
     let stream = StreamId::new("corp", Some(account.clone()), LogKind::Authentication);
-    let runs = store.runs(&stream).await.unwrap();
+    // The run's end is written after the line that logs it: wait for it to land.
+    let ended = Instant::now();
+    let runs = loop {
+        let runs = store.runs(&stream).await.unwrap();
+        let first_ended = runs
+            .iter()
+            .min_by_key(|r| r.started_ms)
+            .is_some_and(|r| r.outcome.is_some());
+        if first_ended || ended.elapsed() > Duration::from_secs(10) {
+            break runs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let first = runs
         .iter()
         .min_by_key(|r| r.started_ms)
