@@ -119,7 +119,8 @@ measure_cluster() {
     nats_after=$(pids_cpu "${nats_pids[@]}")
     if [ "$failed" = 1 ]; then
         echo "bench/run: collect-now failed (cluster scenario, NATS state):" >&2
-        tail -n 5 "$work"/?/collect.err >&2
+        # What failed, rather than the last streams that went well.
+        grep -h -v '^ok ' "$work"/?/collect.err | tail -n 20 >&2
         exit 1
     fi
     local cpu=0 rsss="" streams="" events="" total=0 unique

@@ -212,6 +212,37 @@ impl StreamLeases {
         })
     }
 
+    /// A one-shot collection about to end: claims every stream of `integration` nobody holds
+    /// (whatever the share: the others may have ended too, or lost a claim race), so that one
+    /// drain leaves no stream undrained; returns how many it took. A service leaves this to
+    /// its rounds.
+    pub(super) async fn claim_unheld(&self, integration: &str) -> usize {
+        let Some(k) = &self.0 else { return 0 };
+        if k.gives_up.load(Ordering::SeqCst) {
+            return 0;
+        }
+        let _serial = k.rounds.lock().await;
+        let view = match k.nats.lease_view().await {
+            Ok(view) => view,
+            Err(e) => {
+                tracing::warn!(instance = k.instance(), error = %e, "cannot read the stream leases");
+                return 0;
+            }
+        };
+        let unheld: Vec<StreamId> = {
+            let held = k.lock();
+            held.universe
+                .get(integration)
+                .into_iter()
+                .flatten()
+                .filter(|s| !held.streams.contains_key(*s))
+                .filter(|s| !view.holders.iter().any(|h| &h.stream == *s))
+                .cloned()
+                .collect()
+        };
+        k.claim(unheld).await
+    }
+
     /// A commit of a stream was fenced: another instance moved its checkpoint.
     pub(super) fn fenced(&self) {
         if let Some(k) = &self.0 {
@@ -493,6 +524,13 @@ impl Keeper {
             self.give_up(stream);
         }
         self.release_given_up().await;
+        self.claim(claims).await;
+    }
+
+    /// Takes the leases of `claims` that are still free; starts their streams (the collection
+    /// in flight, or a new one); returns how many it took.
+    async fn claim(&self, claims: Vec<StreamId>) -> usize {
+        let me = self.instance().to_string();
         let taken: Vec<_> = futures::stream::iter(claims)
             .map(|stream| async move {
                 let sent = Instant::now();
@@ -503,6 +541,7 @@ impl Keeper {
             .collect()
             .await;
         let mut started: BTreeSet<String> = BTreeSet::new();
+        let mut count = 0;
         for (stream, sent, taken) in taken {
             match taken {
                 Ok(Some(lease)) => {
@@ -518,6 +557,7 @@ impl Keeper {
                         },
                     );
                     started.insert(stream.integration.clone());
+                    count += 1;
                 }
                 // Another instance took it first.
                 Ok(None) => self.observer.leases().conflict(&me, CasOn::Lease),
@@ -536,6 +576,7 @@ impl Keeper {
                 let _ = tick.try_send(());
             }
         }
+        count
     }
 
     /// Marks a stream to give up: its run stops between pages, then the lease is released.

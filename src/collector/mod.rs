@@ -384,8 +384,14 @@ impl IntegrationRuntime {
                     (i, report)
                 });
             }
-            if running.is_empty() {
+            // A one-shot collection takes what nobody holds before it ends.
+            if running.is_empty()
+                && (stop.is_cancelled() || self.leases.claim_unheld(&self.settings.name).await == 0)
+            {
                 break;
+            }
+            if running.is_empty() {
+                continue;
             }
             tokio::select! {
                 Some(done) = futures::StreamExt::next(&mut running) => reports.push(done),
