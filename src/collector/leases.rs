@@ -57,6 +57,8 @@ pub struct Keeper {
     /// A service gives streams up to instances below their share; a one-shot collection
     /// (`collect-now`) keeps what it claimed until it has drained it.
     gives_up: std::sync::atomic::AtomicBool,
+    /// Why the latest renewal failed, for the line that stops a stream at 2/3 of the ttl.
+    last_renewal_error: Mutex<String>,
 }
 
 /// How long after its start an instance waits before its first claims, so that instances
@@ -140,6 +142,7 @@ impl StreamLeases {
             stop: CancellationToken::new(),
             started: Instant::now(),
             gives_up: std::sync::atomic::AtomicBool::new(false),
+            last_renewal_error: Mutex::new(String::new()),
         });
         tracing::info!(instance = keeper.nats.instance(), lease_ttl = %humantime::format_duration(keeper.nats.lease_ttl()), "sharing streams with the other collectors on the NATS state store");
         tokio::spawn(keeper.clone().run());
@@ -401,10 +404,14 @@ impl Keeper {
                     self.lose(stream);
                 }
                 Ok(Err(e)) => {
+                    self.renewal_failed(e.to_string());
                     tracing::warn!(instance = self.instance(), integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log, error = %e,
                         "cannot renew the stream's lease; trying again");
                 }
                 Err(_) => {
+                    self.renewal_failed(format!(
+                        "the state store did not answer the renewal of {stream} in time"
+                    ));
                     tracing::warn!(instance = self.instance(), integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log,
                         "renewing the stream's lease timed out; trying again");
                 }
@@ -413,11 +420,23 @@ impl Keeper {
         self.observer.leases().renewed(self.instance(), renewed);
     }
 
+    fn renewal_failed(&self, why: String) {
+        *self
+            .last_renewal_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
     /// Stops the streams no renewal landed for in `2·lease_ttl / 3`.
     fn stop_expiring(&self) {
         let expiring = self.lock().timing.expiring(Instant::now());
+        let why = self
+            .last_renewal_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         for stream in &expiring {
-            tracing::error!(instance = self.instance(), integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log,
+            tracing::error!(instance = self.instance(), integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log, error = %why,
                 "no lease renewal landed for 2/3 of lease_ttl (is the NATS cluster reachable, with quorum?); this stream stops before its lease can expire, and is claimed again once the state store answers");
             self.lose(stream);
         }

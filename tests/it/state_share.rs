@@ -153,7 +153,15 @@ async fn wait_for_view(
 ) -> (LeaseView, Duration) {
     let started = Instant::now();
     loop {
-        let view = store.lease_view().await.unwrap();
+        // A read that times out on a loaded machine is tried again, within `within`.
+        let view = match store.lease_view().await {
+            Ok(view) => view,
+            Err(e) => {
+                assert!(started.elapsed() < within, "{what}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         if reached(&view) {
             return (view, started.elapsed());
         }
