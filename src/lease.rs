@@ -31,6 +31,25 @@ pub fn fair_share(streams: usize, instances: usize) -> usize {
     streams.div_ceil(instances.max(1))
 }
 
+/// Whether an instance holding `held` of `streams` is below `floor(streams / instances)`, the
+/// least its fair share gives it.
+pub fn below_floor(held: usize, streams: usize, instances: usize) -> bool {
+    held < streams / instances.max(1)
+}
+
+/// How long until an instance's next lease round: `ttl / 3`, or a quarter of that when the
+/// round is wanted `soon` (a renewal failed, or the instance is [`below_floor`]), so that a
+/// renewal is tried again several times before its stream has to stop at `2 · ttl / 3`, and a
+/// joining instance takes the streams the others give up as they are released.
+pub fn next_round_in(ttl: Duration, soon: bool) -> Duration {
+    let every = ttl / 3;
+    if soon {
+        every / 4
+    } else {
+        every
+    }
+}
+
 /// How much `instance` prefers `stream` (rendezvous hashing): instances rank the free streams
 /// differently, so they seldom race for the same one, and a stream's preferred instance stays
 /// the same while the others come and go.

@@ -1,10 +1,11 @@
 //! Stream leases held between runs (`[state] backend = "nats"`). One keeper per process: every
-//! `lease_ttl / 3` it says this instance is alive, renews the leases it holds, stops the streams
-//! whose lease it lost or could not renew in time, reads who holds what, and claims or gives up
-//! streams towards its fair share (`crate::lease::assign`). A collection drains only the
-//! streams this instance holds; a stream claimed while a collection runs joins it, and one
-//! claimed between collections starts one (the integration's tick), so a stream whose holder
-//! died is collected again within `lease_ttl` and a round.
+//! `lease_ttl / 3` (a quarter of that after a failed renewal or below its floor) it says this
+//! instance is alive, renews the leases it holds, stops the streams whose lease it lost or
+//! could not renew in time, reads who holds what, and claims or gives up streams towards its
+//! fair share (`crate::lease::assign`). A collection drains only the streams this instance
+//! holds; a stream claimed while a collection runs joins it, and one claimed between
+//! collections starts one (the integration's tick), so a stream whose holder died is
+//! collected again within `lease_ttl` and a round.
 //!
 //! Architecture Invariant: a stream is drained only while this instance holds its lease, and
 //! its run is stopped (between pages) as soon as the lease is lost, given up, or has gone
@@ -59,6 +60,8 @@ pub struct Keeper {
     gives_up: std::sync::atomic::AtomicBool,
     /// Why the latest renewal failed, for the line that stops a stream at 2/3 of the ttl.
     last_renewal_error: Mutex<String>,
+    /// Until the next round, as the last one left things (`lease::next_round_in`).
+    round_in: Mutex<Duration>,
 }
 
 /// How long after its start an instance waits before its first claims, so that instances
@@ -135,6 +138,7 @@ impl StreamLeases {
                 claimed: HashMap::new(),
                 ticks: HashMap::new(),
             }),
+            round_in: Mutex::new(nats.lease_ttl() / 3),
             nats,
             observer,
             rounds: tokio::sync::Mutex::new(()),
@@ -304,8 +308,8 @@ impl Keeper {
         if let Err(e) = self.nats.announce(now_ms()).await {
             tracing::warn!(instance = self.instance(), error = %e, "cannot announce this instance on the NATS state store");
         }
-        let every = self.nats.lease_ttl() / 3;
         loop {
+            let every = *self.round_in.lock().unwrap_or_else(|p| p.into_inner());
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
@@ -341,21 +345,25 @@ impl Keeper {
         if let Err(e) = self.nats.announce(now_ms()).await {
             tracing::warn!(instance = self.instance(), error = %e, "cannot announce this instance on the NATS state store");
         }
-        self.renew().await;
+        let renewal_failed = self.renew().await;
         self.stop_expiring();
         self.release_given_up().await;
         tokio::time::sleep_until(self.started + settle_time(self.nats.lease_ttl())).await;
-        match self.nats.lease_view().await {
+        let below_floor = match self.nats.lease_view().await {
             Ok(view) => self.rebalance(view).await,
             Err(e) => {
-                tracing::warn!(instance = self.instance(), error = %e, "cannot read the stream leases; no stream claimed or given up this round")
+                tracing::warn!(instance = self.instance(), error = %e, "cannot read the stream leases; no stream claimed or given up this round");
+                true
             }
-        }
+        };
+        *self.round_in.lock().unwrap_or_else(|p| p.into_inner()) =
+            lease::next_round_in(self.nats.lease_ttl(), renewal_failed || below_floor);
         let held = self.lock().streams.len();
         self.observer.leases().set_held(self.instance(), held);
     }
 
-    async fn renew(&self) {
+    /// Renews the leases due; whether a renewal failed (to be tried again soon).
+    async fn renew(&self) -> bool {
         let due: Vec<(HeldLease, Instant)> = {
             let held = self.lock();
             let now = Instant::now();
@@ -373,21 +381,20 @@ impl Keeper {
             .map(|(lease, written)| async move {
                 let sent = Instant::now();
                 let left = stop_after.saturating_sub(sent.duration_since(written));
-                let renewed = tokio::time::timeout(
-                    left.max(Duration::from_millis(1)),
-                    self.nats.renew_lease(&lease),
-                )
-                .await;
+                let renewed = self
+                    .nats
+                    .renew_lease_within(&lease, left.max(Duration::from_millis(1)))
+                    .await;
                 (lease, sent, renewed)
             })
             .buffer_unordered(CONCURRENT_WRITES)
             .collect()
             .await;
-        let mut renewed = 0;
+        let (mut renewed, mut failed) = (0, false);
         for (lease, sent, result) in results {
             let stream = &lease.stream;
             match result {
-                Ok(Ok(Some(next))) => {
+                Ok(Some(next)) => {
                     let mut held = self.lock();
                     if let Some(h) = held.streams.get_mut(stream) {
                         h.lease = next.clone();
@@ -395,7 +402,7 @@ impl Keeper {
                         renewed += 1;
                     }
                 }
-                Ok(Ok(None)) => {
+                Ok(None) => {
                     tracing::error!(instance = self.instance(), integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log,
                         "the stream's lease was taken by another instance or expired; this stream stops between pages");
                     self.observer
@@ -403,21 +410,20 @@ impl Keeper {
                         .conflict(self.instance(), CasOn::Lease);
                     self.lose(stream);
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
+                    failed = true;
                     self.renewal_failed(e.to_string());
                     tracing::warn!(instance = self.instance(), integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log, error = %e,
                         "cannot renew the stream's lease; trying again");
                 }
-                Err(_) => {
-                    self.renewal_failed(format!(
-                        "the state store did not answer the renewal of {stream} in time"
-                    ));
-                    tracing::warn!(instance = self.instance(), integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log,
-                        "renewing the stream's lease timed out; trying again");
-                }
             }
         }
+        if renewed > 0 && !failed {
+            // An old failure must not explain a later stop.
+            self.renewal_failed(String::new());
+        }
         self.observer.leases().renewed(self.instance(), renewed);
+        failed
     }
 
     fn renewal_failed(&self, why: String) {
@@ -435,6 +441,11 @@ impl Keeper {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let why = if why.is_empty() {
+            format!("state store {}: no renewal was sent in time (the previous round is still waiting on the state store)", self.nats.lease_bucket())
+        } else {
+            why
+        };
         for stream in &expiring {
             tracing::error!(instance = self.instance(), integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log, error = %why,
                 "no lease renewal landed for 2/3 of lease_ttl (is the NATS cluster reachable, with quorum?); this stream stops before its lease can expire, and is claimed again once the state store answers");
@@ -496,10 +507,11 @@ impl Keeper {
         }
     }
 
-    /// Claims and gives up streams towards this instance's fair share.
-    async fn rebalance(&self, view: crate::state::LeaseView) {
+    /// Claims and gives up streams towards this instance's fair share; whether it is still
+    /// below its floor.
+    async fn rebalance(&self, view: crate::state::LeaseView) -> bool {
         let me = self.instance().to_string();
-        let (actions, mine_elsewhere) = {
+        let (actions, mine_elsewhere, streams, instances) = {
             let held = self.lock();
             let streams: Vec<StreamId> = held
                 .universe
@@ -527,7 +539,8 @@ impl Keeper {
                 .filter(|s| !streams.contains(s))
                 .cloned()
                 .collect();
-            (lease::assign(&me, &streams, &live, &holders), unlisted)
+            let actions = lease::assign(&me, &streams, &live, &holders);
+            (actions, unlisted, streams.len(), live.len())
         };
         let mut claims = Vec::new();
         for action in actions {
@@ -544,6 +557,7 @@ impl Keeper {
         }
         self.release_given_up().await;
         self.claim(claims).await;
+        lease::below_floor(self.lock().streams.len(), streams, instances)
     }
 
     /// Takes the leases of `claims` that are still free; starts their streams (the collection

@@ -161,3 +161,20 @@ async fn a_refused_renewal_stops_the_stream_at_once() {
         ["s2".to_string()]
     );
 }
+
+#[test]
+fn a_round_comes_four_times_as_soon_below_the_floor_or_after_a_failed_renewal() {
+    assert!(below_floor(0, 30, 3));
+    assert!(below_floor(9, 30, 3));
+    assert!(!below_floor(10, 30, 3));
+    assert!(!below_floor(11, 30, 3));
+    // Fewer streams than instances: a floor of 0, nothing to wait for.
+    assert!(!below_floor(0, 2, 3));
+    assert!(!below_floor(0, 0, 0));
+    let ttl = Duration::from_secs(30);
+    assert_eq!(next_round_in(ttl, false), Duration::from_secs(10));
+    assert_eq!(next_round_in(ttl, true), Duration::from_millis(2_500));
+    // Retried at ttl/12: three more tries fit before the stop at 2·ttl/3.
+    let leases = Leases::<String>::new(ttl);
+    assert!(leases.renew_every() + 3 * next_round_in(ttl, true) < leases.stop_after());
+}

@@ -140,7 +140,8 @@ enum Ended {
     /// The drain finished before the kill.
     Drained,
     /// The collector exited with an error on its own.
-    Failed(std::process::ExitStatus),
+    /// The collector exited with an error on its own: its status and the end of its log.
+    Failed(std::process::ExitStatus, String),
 }
 
 /// Starts the collector and kills it as `aim` says.
@@ -151,11 +152,12 @@ async fn run_and_kill(
     aim: Aim,
     rng: &mut impl Rng,
 ) -> Ended {
+    let log = Path::new(config).with_file_name("collector.log");
     let mut child = tokio::process::Command::new(bin())
         .args(["collect-now", "--config", config])
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("the collector's log file"))
         .kill_on_drop(true)
         .spawn()
         .expect("spawn duo-collector");
@@ -184,17 +186,19 @@ async fn run_and_kill(
                     lock = Some(conn);
                 }
             }
+            let locked_at = Instant::now();
             let (_, committed_len) = committed_with(lock.as_ref());
             // Well within the collector's 10 s wait for a lock: held longer, the lock would
             // stop the run with "locked by another process" (tests/chaos_state.rs).
-            let gap_deadline = Instant::now() + Duration::from_secs(4);
+            let gap_deadline = locked_at + Duration::from_secs(4);
             if lock.is_none() || !wait_for(gap_deadline, || file_len(events) > committed_len).await
             {
                 landed = Aim::Random;
             }
-            // The whole page: the length holds still while the commit waits.
+            // The whole page: the length holds still while the commit waits (and the lock is
+            // let go in any case by 6 s, whatever else keeps writing).
             let mut len = file_len(events);
-            loop {
+            while locked_at.elapsed() < Duration::from_secs(6) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let now = file_len(events);
                 if now == len {
@@ -206,7 +210,14 @@ async fn run_and_kill(
     }
     let ended = match child.try_wait().unwrap() {
         Some(status) if status.success() => Ended::Drained,
-        Some(status) => Ended::Failed(status),
+        Some(status) => {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            Ended::Failed(
+                status,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            )
+        }
         None => {
             kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGKILL).unwrap();
             child.wait().await.unwrap();
@@ -269,7 +280,8 @@ fn top_up_faults(handle: &SimHandle, rng: &mut impl Rng) {
     handle.inject_faults(queue);
 }
 
-async fn chaos(kills: u64, seed: u64) -> (u64, u64) {
+/// Runs the kills and the final drain: (checks passed, why each failed check failed).
+async fn chaos(kills: u64, seed: u64) -> (u64, Vec<String>) {
     let per_kill = kills.max(10) as usize;
     let counts = KindCounts {
         authentication: per_kill * 400,
@@ -308,7 +320,12 @@ async fn chaos(kills: u64, seed: u64) -> (u64, u64) {
     println!(
         "chaos: seed {seed}, {kills} kills, {events_total} events of six kinds in pages of {PAGE}, {PER_MINUTE} requests/min per endpoint, faults on"
     );
-    let (mut passed, mut failed) = (0u64, 0u64);
+    let mut passed = 0u64;
+    let mut failures: Vec<String> = Vec::new();
+    let mut fail = |why: String| {
+        println!("{why}");
+        failures.push(why);
+    };
     let mut landed = [0u64; 3];
     let mut plan: std::collections::VecDeque<Aim> = plan.into();
     let mut i = 0;
@@ -327,9 +344,10 @@ async fn chaos(kills: u64, seed: u64) -> (u64, u64) {
                 println!("kill {i}: the drain finished first; no more kills");
                 break;
             }
-            Ended::Failed(status) => {
-                failed += 1;
-                println!("kill {i} ({aim:?}): FAILED: the collector exited by itself, {status}");
+            Ended::Failed(status, log) => {
+                fail(format!(
+                    "kill {i} ({aim:?}): FAILED: the collector exited by itself, {status}:\n{log}"
+                ));
                 continue;
             }
         };
@@ -339,10 +357,7 @@ async fn chaos(kills: u64, seed: u64) -> (u64, u64) {
                 passed += 1;
                 println!("kill {i} ({aim:?}): ok, {what}");
             }
-            Err(why) => {
-                failed += 1;
-                println!("kill {i} ({aim:?}): FAILED: {why}");
-            }
+            Err(why) => fail(format!("kill {i} ({aim:?}): FAILED: {why}")),
         }
     }
     let committed_at_kills = committed(&db);
@@ -353,10 +368,9 @@ async fn chaos(kills: u64, seed: u64) -> (u64, u64) {
         landed[Aim::BeforeCommit as usize]
     );
     if landed[Aim::BeforeCommit as usize] < gap_planned {
-        failed += 1;
-        println!(
+        fail(format!(
             "FAILED: fewer than the {gap_planned} planned kills landed between write and commit"
-        );
+        ));
     }
     // A second for Duo's clock (read to the second) to pass the last window's end: see
     // tests/chaos_state.rs `resumes_exactly_once`.
@@ -382,24 +396,31 @@ async fn chaos(kills: u64, seed: u64) -> (u64, u64) {
     if tally.exactly_once() && tally.expected == events_total {
         passed += 1;
     } else {
-        failed += 1;
+        fail(format!(
+            "FAILED: after the drain, {tally} ({events_total} events in the simulator)"
+        ));
     }
-    println!("{passed} passed, {failed} failed");
+    println!("{passed} passed, {} failed", failures.len());
     let (committed_before_drain, _) = committed_at_kills;
     sim.shutdown().await;
     assert!(
         committed_before_drain > 0,
         "the kills interrupted a drain that had made progress"
     );
-    (passed, failed)
+    (passed, failures)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_and_between_write_and_commit_loses_and_repeats_nothing() {
     let kills = env_number("CHAOS_KILLS", 10);
     let seed = env_number("CHAOS_SEED", rand::random::<u32>() as u64);
-    let (passed, failed) = chaos(kills, seed).await;
-    assert_eq!(failed, 0, "seed {seed}: {failed} failed, {passed} passed");
+    let (passed, failures) = chaos(kills, seed).await;
+    assert!(
+        failures.is_empty(),
+        "seed {seed}: {} failed, {passed} passed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(
         passed >= 2,
         "at least one kill landed, and the drain was checked"

@@ -99,6 +99,30 @@ impl NatsStore {
         }
     }
 
+    /// The lease bucket's name, for messages about the leases.
+    pub fn lease_bucket(&self) -> &str {
+        &self.leases.name
+    }
+
+    /// [`NatsStore::renew_lease`], given up after `within` (a renewal landing later could not
+    /// keep the stream running): then an error naming the lease bucket.
+    pub async fn renew_lease_within(
+        &self,
+        held: &HeldLease,
+        within: std::time::Duration,
+    ) -> Result<Option<HeldLease>, StateError> {
+        match tokio::time::timeout(within, self.renew_lease(held)).await {
+            Ok(renewed) => renewed,
+            Err(_) => Err(self.leases.error(format!(
+                "no answer to the renewal of the lease of {} within {}",
+                held.stream,
+                humantime::format_duration(std::time::Duration::from_millis(
+                    within.as_millis() as u64
+                ))
+            ))),
+        }
+    }
+
     /// Gives a lease up (only if it is still the one this instance wrote).
     pub async fn release_lease(&self, held: &HeldLease) -> Result<(), StateError> {
         let key = keys::stream_key(&held.stream);
