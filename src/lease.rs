@@ -108,27 +108,20 @@ pub fn assign<K: Ord + Clone + Hash>(
     actions
 }
 
-/// A lease this instance holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Held {
-    /// The revision to renew it with.
-    pub revision: u64,
-    /// When the write that took or last renewed it was sent.
-    pub written_at: Instant,
-}
-
-/// The leases one instance holds, and their clocks.
+/// When each lease this instance holds was last written (taken or renewed): the clock its
+/// renewals and its stop run on. (The lease itself, with the revision to renew it at, is the
+/// caller's.)
 #[derive(Debug, Clone)]
 pub struct Leases<K> {
     ttl: Duration,
-    held: BTreeMap<K, Held>,
+    written_at: BTreeMap<K, Instant>,
 }
 
 impl<K: Ord + Clone> Leases<K> {
     pub fn new(ttl: Duration) -> Leases<K> {
         Leases {
             ttl,
-            held: BTreeMap::new(),
+            written_at: BTreeMap::new(),
         }
     }
 
@@ -142,36 +135,25 @@ impl<K: Ord + Clone> Leases<K> {
         self.ttl - self.ttl / 3
     }
 
-    pub fn held(&self) -> impl Iterator<Item = (&K, &Held)> {
-        self.held.iter()
-    }
-
-    pub fn get(&self, stream: &K) -> Option<&Held> {
-        self.held.get(stream)
+    pub fn streams(&self) -> impl Iterator<Item = &K> {
+        self.written_at.keys()
     }
 
     pub fn holds(&self, stream: &K) -> bool {
-        self.held.contains_key(stream)
+        self.written_at.contains_key(stream)
     }
 
-    /// Taken (or renewed) by a write sent at `sent_at` that the server answered with
-    /// `revision`.
-    pub fn written(&mut self, stream: K, revision: u64, sent_at: Instant) {
-        self.held.insert(
-            stream,
-            Held {
-                revision,
-                written_at: sent_at,
-            },
-        );
+    /// Taken (or renewed) by a write sent at `sent_at` that the server accepted.
+    pub fn written(&mut self, stream: K, sent_at: Instant) {
+        self.written_at.insert(stream, sent_at);
     }
 
-    /// The leases to renew now: last written `ttl / 3` ago or more.
-    pub fn due(&self, now: Instant) -> Vec<(K, u64)> {
-        self.held
+    /// The leases to renew now (last written `ttl / 3` ago or more), with when they were.
+    pub fn due(&self, now: Instant) -> Vec<(K, Instant)> {
+        self.written_at
             .iter()
-            .filter(|(_, h)| now.duration_since(h.written_at) >= self.renew_every())
-            .map(|(k, h)| (k.clone(), h.revision))
+            .filter(|(_, at)| now.duration_since(**at) >= self.renew_every())
+            .map(|(k, at)| (k.clone(), *at))
             .collect()
     }
 
@@ -182,34 +164,34 @@ impl<K: Ord + Clone> Leases<K> {
     pub fn expiring(&mut self, now: Instant) -> Vec<K> {
         let stop_after = self.stop_after();
         let expiring: Vec<K> = self
-            .held
+            .written_at
             .iter()
-            .filter(|(_, h)| now.duration_since(h.written_at) >= stop_after)
+            .filter(|(_, at)| now.duration_since(**at) >= stop_after)
             .map(|(k, _)| k.clone())
             .collect();
         for k in &expiring {
-            self.held.remove(k);
+            self.written_at.remove(k);
         }
         expiring
     }
 
     /// Gone: released, or refused on renewal (another instance moved it). The caller stops the
-    /// stream at once.
-    pub fn lost(&mut self, stream: &K) -> Option<Held> {
-        self.held.remove(stream)
+    /// stream at once. Whether it was held.
+    pub fn lost(&mut self, stream: &K) -> bool {
+        self.written_at.remove(stream).is_some()
     }
 
     /// When the first held lease reaches `2 · ttl / 3` without a write (see [`Leases::expiring`]).
     pub fn next_expiry(&self) -> Option<Instant> {
         let stop_after = self.stop_after();
-        self.held.values().map(|h| h.written_at + stop_after).min()
+        self.written_at.values().map(|at| *at + stop_after).min()
     }
 
     /// When the next thing is due: the earliest renewal.
     pub fn next_due(&self) -> Option<Instant> {
-        self.held
+        self.written_at
             .values()
-            .map(|h| h.written_at + self.renew_every())
+            .map(|at| *at + self.renew_every())
             .min()
     }
 }

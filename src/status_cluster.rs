@@ -20,13 +20,26 @@ pub struct InstanceRow {
 
 /// Sets each row's holder from the lease bucket.
 pub fn attach_holders(rows: &mut [StatusRow], view: &LeaseView) {
+    let by_stream: std::collections::HashMap<(&str, Option<&str>, &str), _> = view
+        .holders
+        .iter()
+        .map(|h| {
+            let stream = &h.stream;
+            let key = (
+                stream.integration.as_str(),
+                stream.account_id.as_deref(),
+                stream.source_name(),
+            );
+            (key, h)
+        })
+        .collect();
     for row in rows {
-        let holder = view.holders.iter().find(|h| {
-            h.stream.integration == row.integration
-                && h.stream.account_id == row.account_id
-                && h.stream.source_name() == row.log
-        });
-        if let Some(h) = holder {
+        let key = (
+            row.integration.as_str(),
+            row.account_id.as_deref(),
+            row.log.as_str(),
+        );
+        if let Some(h) = by_stream.get(&key) {
             row.held_by = Some(h.instance.clone());
             row.held_since = Some(iso(h.since_ms));
         }

@@ -370,9 +370,8 @@ impl Keeper {
             held.timing
                 .due(now)
                 .into_iter()
-                .filter_map(|(stream, _)| {
-                    let lease = held.streams.get(&stream)?.lease.clone();
-                    Some((lease, held.timing.get(&stream)?.written_at))
+                .filter_map(|(stream, written_at)| {
+                    Some((held.streams.get(&stream)?.lease.clone(), written_at))
                 })
                 .collect()
         };
@@ -398,7 +397,7 @@ impl Keeper {
                     let mut held = self.lock();
                     if let Some(h) = held.streams.get_mut(stream) {
                         h.lease = next.clone();
-                        held.timing.written(stream.clone(), next.revision.0, sent);
+                        held.timing.written(stream.clone(), sent);
                         renewed += 1;
                     }
                 }
@@ -580,7 +579,7 @@ impl Keeper {
                 Ok(Some(lease)) => {
                     tracing::info!(instance = %me, integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log, "took the stream's lease");
                     let mut held = self.lock();
-                    held.timing.written(stream.clone(), lease.revision.0, sent);
+                    held.timing.written(stream.clone(), sent);
                     held.streams.insert(
                         stream.clone(),
                         HeldStream {

@@ -1,10 +1,10 @@
 //! What the NATS store shows across the cluster: every stream's checkpoint and last run, the
 //! learned rates, Duo's clock, the sinks; and the runs no live process is running any more.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use super::keys;
-use super::records::{RunHistory, StoredClock, StoredRate, StoredSink};
+use super::records::{RunHistory, StoredClock, StoredRate, StoredRun, StoredSink};
 use super::NatsStore;
 use crate::pacing::PaceKey;
 use crate::state::{ClockStatus, PaceStatus, RunOutcome, SinkStatus, StateError, StreamStatus};
@@ -56,11 +56,14 @@ impl NatsStore {
     }
 
     /// Closes the runs left running whose stream no live instance holds a lease on (a running
-    /// stream's holder renews its lease; one whose holder died has none once it expired).
+    /// stream's holder renews its lease; one whose holder died has none once it expired). The
+    /// leases are read once, after `now_ms`: a run begun since then is not touched, as its
+    /// lease may be younger than that read.
     pub async fn close_abandoned_runs(&self, now_ms: i64) -> Result<usize, StateError> {
+        let leased: HashSet<String> = self.leases.keys().await?.into_iter().collect();
         let mut closed = 0;
         for key in self.runs.keys().await? {
-            if self.leases.get::<serde_json::Value>(&key).await?.is_some() {
+            if leased.contains(&key) {
                 continue;
             }
             let count = self
@@ -68,7 +71,9 @@ impl NatsStore {
                 .modify::<RunHistory, usize>(&key, |history| {
                     let mut history = history?;
                     let mut count = 0;
-                    for run in history.runs.iter_mut().filter(|r| r.outcome.is_none()) {
+                    let abandoned =
+                        |r: &&mut StoredRun| r.outcome.is_none() && r.started_ms < now_ms;
+                    for run in history.runs.iter_mut().filter(abandoned) {
                         run.outcome = Some(RunOutcome::Interrupted.as_str().to_string());
                         run.ended_ms = Some(now_ms);
                         run.error = Some(ABANDONED.to_string());
