@@ -104,6 +104,7 @@ mod tests {
             stream: StreamId::new("msp", Some(account.to_string()), LogKind::Authentication),
             instance: instance.to_string(),
             since_ms,
+            revision: crate::state::Revision(1),
         }
     }
 

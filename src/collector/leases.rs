@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::event::StreamId;
-use crate::lease::{self, Action, Leases};
+use crate::lease::{self, Leases};
 use crate::lease_metrics::CasOn;
 use crate::observe::Observer;
 use crate::state::{HeldLease, NatsStore};
@@ -62,6 +62,8 @@ pub struct Keeper {
     last_renewal_error: Mutex<String>,
     /// Until the next round, as the last one left things (`lease::next_round_in`).
     round_in: Mutex<Duration>,
+    /// Since when the lease bucket has not answered a read, and whether that was reported.
+    outage: Mutex<Option<(Instant, bool)>>,
 }
 
 /// How long after its start an instance waits before its first claims, so that instances
@@ -80,6 +82,9 @@ struct Held {
     claimed: HashMap<String, Arc<Notify>>,
     /// Per integration: starts a collection (the schedule's channel).
     ticks: HashMap<String, mpsc::Sender<()>>,
+    /// Streams whose lease was lost while a run drained them, until that run has ended: none
+    /// is claimed or entered again before, so one process never runs a stream twice at once.
+    ending: BTreeSet<StreamId>,
 }
 
 #[derive(Debug)]
@@ -117,6 +122,11 @@ impl Drop for StreamRun {
             return;
         };
         let mut held = keeper.lock();
+        if held.ending.remove(stream) {
+            // The run of a lease lost: the stream may be claimed again from the next round.
+            keeper.wake.notify_one();
+            return;
+        }
         if let Some(h) = held.streams.get_mut(stream) {
             h.run = None;
             if h.releasing {
@@ -137,8 +147,10 @@ impl StreamLeases {
                 streams: BTreeMap::new(),
                 claimed: HashMap::new(),
                 ticks: HashMap::new(),
+                ending: BTreeSet::new(),
             }),
             round_in: Mutex::new(nats.lease_ttl() / 3),
+            outage: Mutex::new(None),
             nats,
             observer,
             rounds: tokio::sync::Mutex::new(()),
@@ -206,6 +218,9 @@ impl StreamLeases {
             });
         };
         let mut held = k.lock();
+        if held.ending.contains(stream) {
+            return None;
+        }
         let h = held.streams.get_mut(stream)?;
         if h.releasing || h.run.is_some() {
             return None;
@@ -242,12 +257,12 @@ impl StreamLeases {
                 .get(integration)
                 .into_iter()
                 .flatten()
-                .filter(|s| !held.streams.contains_key(*s))
+                .filter(|s| !held.streams.contains_key(*s) && !held.ending.contains(*s))
                 .filter(|s| !view.holders.iter().any(|h| &h.stream == *s))
                 .cloned()
                 .collect()
         };
-        k.claim(unheld).await
+        k.claim(unheld, Vec::new()).await
     }
 
     /// A commit of a stream was fenced: another instance moved its checkpoint.
@@ -350,9 +365,12 @@ impl Keeper {
         self.release_given_up().await;
         tokio::time::sleep_until(self.started + settle_time(self.nats.lease_ttl())).await;
         let below_floor = match self.nats.lease_view().await {
-            Ok(view) => self.rebalance(view).await,
+            Ok(view) => {
+                self.store_answered();
+                self.rebalance(view).await
+            }
             Err(e) => {
-                tracing::warn!(instance = self.instance(), error = %e, "cannot read the stream leases; no stream claimed or given up this round");
+                self.store_failed(&e);
                 true
             }
         };
@@ -425,6 +443,30 @@ impl Keeper {
         failed
     }
 
+    /// A lease read failed. Once the store has not answered for `2·lease_ttl / 3` (when the
+    /// streams held stop, see `stop_expiring`), an error says that this instance collects
+    /// nothing until it does: with no stream held, nothing else would say so above a warning.
+    fn store_failed(&self, e: &crate::state::StateError) {
+        let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        let (since, reported) = outage.get_or_insert((Instant::now(), false));
+        let stop_after = self.nats.lease_ttl() - self.nats.lease_ttl() / 3;
+        if !*reported && since.elapsed() >= stop_after {
+            *reported = true;
+            tracing::error!(instance = self.instance(), error = %e, failing_for = %humantime::format_duration(Duration::from_secs(since.elapsed().as_secs())),
+                "the state store does not answer (is the NATS cluster reachable, with quorum?); this instance collects nothing until it does, then claims its streams again");
+        } else {
+            tracing::warn!(instance = self.instance(), error = %e, "cannot read the stream leases; no stream claimed or given up this round");
+        }
+    }
+
+    fn store_answered(&self) {
+        let outage = self.outage.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((since, true)) = outage {
+            tracing::info!(instance = self.instance(), failed_for = %humantime::format_duration(Duration::from_secs(since.elapsed().as_secs())),
+                "the state store answers again; claiming streams");
+        }
+    }
+
     fn renewal_failed(&self, why: String) {
         *self
             .last_renewal_error
@@ -460,6 +502,7 @@ impl Keeper {
             Some((stop, end)) => {
                 end.store(LOST, Ordering::SeqCst);
                 stop.cancel();
+                held.ending.insert(stream.clone());
                 false
             }
             None => true,
@@ -471,155 +514,6 @@ impl Keeper {
         }
         self.observer.leases().lost(self.instance());
     }
-
-    /// Gives up the leases marked for release whose run has ended.
-    async fn release_given_up(&self) {
-        let done: Vec<HeldLease> = {
-            let mut held = self.lock();
-            let ready: Vec<StreamId> = held
-                .streams
-                .iter()
-                .filter(|(_, h)| h.releasing && h.run.is_none())
-                .map(|(s, _)| s.clone())
-                .collect();
-            ready
-                .iter()
-                .filter_map(|s| {
-                    held.timing.lost(s);
-                    held.streams.remove(s).map(|h| h.lease)
-                })
-                .collect()
-        };
-        for lease in done {
-            let stream = &lease.stream;
-            self.observer.forget_stream(stream);
-            match self.nats.release_lease(&lease).await {
-                Ok(()) => {
-                    tracing::info!(instance = self.instance(), integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log,
-                        "gave the stream up to another instance (fair share)")
-                }
-                Err(e) => {
-                    tracing::warn!(instance = self.instance(), integration = %stream.integration, log = %stream.log, error = %e,
-                        "cannot release the stream's lease; it expires after lease_ttl")
-                }
-            }
-        }
-    }
-
-    /// Claims and gives up streams towards this instance's fair share; whether it is still
-    /// below its floor.
-    async fn rebalance(&self, view: crate::state::LeaseView) -> bool {
-        let me = self.instance().to_string();
-        let (actions, mine_elsewhere, streams, instances) = {
-            let held = self.lock();
-            let streams: Vec<StreamId> = held
-                .universe
-                .values()
-                .flatten()
-                .cloned()
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let mut holders: BTreeMap<StreamId, String> = view
-                .holders
-                .into_iter()
-                .map(|h| (h.stream, h.instance))
-                .collect();
-            // What this instance holds is its own until a renewal says otherwise.
-            for s in held.streams.keys() {
-                holders.insert(s.clone(), me.clone());
-            }
-            let mut live = view.live;
-            live.insert(me.clone());
-            // Held streams no collection lists any more (a child account removed) go too.
-            let unlisted: Vec<StreamId> = held
-                .streams
-                .keys()
-                .filter(|s| !streams.contains(s))
-                .cloned()
-                .collect();
-            let actions = lease::assign(&me, &streams, &live, &holders);
-            (actions, unlisted, streams.len(), live.len())
-        };
-        let mut claims = Vec::new();
-        for action in actions {
-            match action {
-                Action::Claim(stream) => claims.push(stream),
-                Action::Release(stream) if self.gives_up.load(Ordering::SeqCst) => {
-                    self.give_up(&stream)
-                }
-                Action::Release(_) => {}
-            }
-        }
-        for stream in &mine_elsewhere {
-            self.give_up(stream);
-        }
-        self.release_given_up().await;
-        self.claim(claims).await;
-        lease::below_floor(self.lock().streams.len(), streams, instances)
-    }
-
-    /// Takes the leases of `claims` that are still free; starts their streams (the collection
-    /// in flight, or a new one); returns how many it took.
-    async fn claim(&self, claims: Vec<StreamId>) -> usize {
-        let me = self.instance().to_string();
-        let taken: Vec<_> = futures::stream::iter(claims)
-            .map(|stream| async move {
-                let sent = Instant::now();
-                let taken = self.nats.take_lease(&stream, now_ms()).await;
-                (stream, sent, taken)
-            })
-            .buffer_unordered(CONCURRENT_WRITES)
-            .collect()
-            .await;
-        let mut started: BTreeSet<String> = BTreeSet::new();
-        let mut count = 0;
-        for (stream, sent, taken) in taken {
-            match taken {
-                Ok(Some(lease)) => {
-                    tracing::info!(instance = %me, integration = %stream.integration, account = stream.account_id.as_deref().unwrap_or("-"), log = %stream.log, "took the stream's lease");
-                    let mut held = self.lock();
-                    held.timing.written(stream.clone(), sent);
-                    held.streams.insert(
-                        stream.clone(),
-                        HeldStream {
-                            lease,
-                            run: None,
-                            releasing: false,
-                        },
-                    );
-                    started.insert(stream.integration.clone());
-                    count += 1;
-                }
-                // Another instance took it first.
-                Ok(None) => self.observer.leases().conflict(&me, CasOn::Lease),
-                Err(e) => {
-                    tracing::warn!(instance = %me, integration = %stream.integration, log = %stream.log, error = %e, "cannot take the stream's lease")
-                }
-            }
-        }
-        let held = self.lock();
-        for integration in started {
-            if let Some(claimed) = held.claimed.get(&integration) {
-                claimed.notify_one();
-            }
-            if let Some(tick) = held.ticks.get(&integration) {
-                // A full channel already has a collection coming.
-                let _ = tick.try_send(());
-            }
-        }
-        count
-    }
-
-    /// Marks a stream to give up: its run stops between pages, then the lease is released.
-    fn give_up(&self, stream: &StreamId) {
-        let mut held = self.lock();
-        if let Some(h) = held.streams.get_mut(stream) {
-            h.releasing = true;
-            if let Some((stop, end)) = &h.run {
-                end.store(HANDED_OVER, Ordering::SeqCst);
-                stop.cancel();
-            }
-        }
-    }
 }
+
+mod share;

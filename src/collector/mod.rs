@@ -455,7 +455,7 @@ impl IntegrationRuntime {
                 (RunOutcome::NotPermitted, Some(format!("{e} (skipped: `logs` is not set, so only the kinds these keys may read are collected)")))
             }
             Err(CollectError::State(e)) if e.needs_operator() => {
-                tracing::error!(integration = %stream.integration, error = %e, "the state database failed; this integration stops collecting until the next run");
+                tracing::error!(integration = %stream.integration, error = %e, "the state store failed (every stream of this integration would fail the same way); this integration stops collecting until the next run");
                 cancel.cancel();
                 (RunOutcome::Failed, Some(e.to_string()))
             }

@@ -54,12 +54,12 @@ struct Instance {
     child: tokio::process::Child,
 }
 
+/// The integration settings of the MSP parent the instances share.
+const MSP: &str = "accounts_api = true\naccount_refresh = \"0s\"\ninitial_lookback = \"2d\"\npage_size = 300\nschedule = \"*/2 * * * * *\"\nlogs = [\"authentication\", \"administrator\"]";
+
 impl Instance {
-    fn config(sim: &Simulator, nats: &NatsServer, n: usize) -> (Setup, u16) {
-        let setup = Setup::new(
-            &sim.base_url(),
-            "accounts_api = true\naccount_refresh = \"0s\"\ninitial_lookback = \"2d\"\npage_size = 300\nschedule = \"*/2 * * * * *\"\nlogs = [\"authentication\", \"administrator\"]",
-        );
+    fn config(sim: &Simulator, nats: &NatsServer, n: usize, settings: &str) -> (Setup, u16) {
+        let setup = Setup::new(&sim.base_url(), settings);
         let metrics_port = free_port();
         let text = std::fs::read_to_string(&setup.config).unwrap();
         // One file sink per instance, named apart: file marks are kept per host and sink.
@@ -79,7 +79,11 @@ impl Instance {
     }
 
     fn start(sim: &Simulator, nats: &NatsServer, n: usize) -> Instance {
-        let (setup, metrics_port) = Instance::config(sim, nats, n);
+        Instance::start_with(sim, nats, n, MSP)
+    }
+
+    fn start_with(sim: &Simulator, nats: &NatsServer, n: usize, settings: &str) -> Instance {
+        let (setup, metrics_port) = Instance::config(sim, nats, n, settings);
         let log = std::fs::File::create(setup.dir.path().join("collector.log")).unwrap();
         let child = tokio::process::Command::new(bin())
             .args(["run", "--config", setup.config.to_str().unwrap()])
@@ -343,6 +347,73 @@ async fn instances_share_streams_fairly_a_joiner_gets_work_within_a_lease_ttl_an
             "backfill did not complete: {tally}"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let _ = a.stop().await;
+    let _ = b.stop().await;
+    sim.shutdown().await;
+}
+
+/// An instance that holds no stream (one stream, two instances) says so at ERROR when the
+/// state store stops answering, naming it (a warning per round would be all it logged
+/// otherwise), and that the store answers again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_holding_nothing_reports_a_state_store_that_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let nats = NatsServer::start(dir.path(), port).await;
+    let now = now_ms();
+    let sim = start_sim(sim_config(50, now - DAY_MS, now - 60_000)).await;
+    let one_stream =
+        "initial_lookback = \"2d\"\nschedule = \"*/2 * * * * *\"\nlogs = [\"authentication\"]";
+    let mut a = Instance::start_with(&sim, &nats, 1, one_stream);
+    let mut b = Instance::start_with(&sim, &nats, 2, one_stream);
+    let store = observer_store(&a).await;
+    let (view, _) = wait_for_view(
+        &store,
+        "two instances, one holding the stream",
+        Duration::from_secs(30),
+        |v| v.live.len() == 2 && v.holders.len() == 1,
+    )
+    .await;
+    let holder = view.holders[0].instance.clone();
+    let idle_id = view.live.iter().find(|i| **i != holder).cloned().unwrap();
+    let idle = [&a, &b]
+        .into_iter()
+        .find(|i| i.log().contains(&idle_id))
+        .expect("the idle instance's log names it");
+
+    nats.stop();
+    let stopped = Instant::now();
+    let reported = |log: &str| {
+        log.lines().any(|l| {
+            l.contains("ERROR")
+                && l.contains("the state store does not answer")
+                && l.contains("state store share-leases")
+        })
+    };
+    while !reported(&idle.log()) {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "the idle instance logged no error naming the state store:\n{}",
+            idle.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        stopped.elapsed() >= LEASE_TTL * 2 / 3,
+        "not before the streams held would stop ({:?})",
+        stopped.elapsed()
+    );
+
+    let _nats = NatsServer::start(dir.path(), port).await;
+    let back = Instant::now();
+    while !idle.log().contains("the state store answers again") {
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "no line that the store is back:\n{}",
+            idle.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let _ = a.stop().await;
     let _ = b.stop().await;

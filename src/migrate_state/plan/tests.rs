@@ -240,6 +240,7 @@ fn refusals_say_what_is_in_the_way_and_the_fix() {
             stream: StreamId::new("corp", None, LogKind::Authentication),
             instance: "host-1".into(),
             since_ms: 1,
+            revision: crate::state::Revision(1),
         }],
     };
     let text = leased.to_string();

@@ -147,13 +147,13 @@ impl Bucket {
     }
 
     /// Hands every key matching `filter` (a key pattern, `>` for the rest) to `each` with its
-    /// value (empty with `headers_only`), in the order they were written, not sorted. One
+    /// revision and value (empty with `headers_only`), in the order they were written, not sorted. One
     /// consumer delivers them, instead of a request per key; deleted keys are left out.
     pub async fn scan(
         &self,
         filter: &str,
         headers_only: bool,
-        mut each: impl FnMut(&str, &[u8]) -> Result<(), StateError>,
+        mut each: impl FnMut(&str, u64, &[u8]) -> Result<(), StateError>,
     ) -> Result<(), StateError> {
         use async_nats::jetstream::consumer::{pull, DeliverPolicy, ReplayPolicy};
         // Pulled in batches: a pushed consumer would deliver the whole listing into the
@@ -195,7 +195,7 @@ impl Bucket {
                     .subject
                     .strip_prefix(self.kv.prefix.as_str())
                     .unwrap_or(&message.subject);
-                each(key, &message.payload)?;
+                each(key, info.stream_sequence, &message.payload)?;
             }
             if pending == 0 {
                 return Ok(());

@@ -293,7 +293,7 @@ impl NatsStore {
         let prefix = generation_prefix(&snapshot_token(key), generation);
         let bucket = &self.entities;
         bucket
-            .scan(&format!("{prefix}>"), headers_only, |k, value| {
+            .scan(&format!("{prefix}>"), headers_only, |k, _, value| {
                 let id = k
                     .strip_prefix(prefix.as_str())
                     .and_then(keys::part)

@@ -39,6 +39,8 @@ pub struct LeaseHolder {
     pub stream: StreamId,
     pub instance: String,
     pub since_ms: i64,
+    /// The lease's revision, as read.
+    pub revision: Revision,
 }
 
 /// The lease bucket as one read saw it.
@@ -150,12 +152,12 @@ impl NatsStore {
         let mut view = LeaseView::default();
         let mut entries = Vec::new();
         self.leases
-            .scan(">", false, |key, value| {
-                entries.push((key.to_string(), value.to_vec()));
+            .scan(">", false, |key, revision, value| {
+                entries.push((key.to_string(), revision, value.to_vec()));
                 Ok(())
             })
             .await?;
-        for (key, value) in entries {
+        for (key, revision, value) in entries {
             if let Some((PRESENCE, token)) = key.split_once('.') {
                 view.live.extend(keys::part(token));
                 continue;
@@ -172,6 +174,7 @@ impl NatsStore {
                 stream,
                 instance: record.instance,
                 since_ms: record.since_ms,
+                revision: Revision(revision),
             });
         }
         view.holders.sort_by(|a, b| a.stream.cmp(&b.stream));

@@ -349,17 +349,23 @@ async fn collection_goes_on_without_one_node_stops_without_quorum_and_resumes_lo
             .filter(state_failed)
             .collect()
     };
-    wait_for(
-        "every collector reporting the state store failing",
-        Duration::from_secs(45),
-        || async {
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while !collectors
+        .iter()
+        .zip(&earlier)
+        .all(|(c, skip)| !new_errors(c, *skip).is_empty())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for every collector reporting the state store failing; their last lines:\n{}",
             collectors
                 .iter()
-                .zip(&earlier)
-                .all(|(c, skip)| !new_errors(c, *skip).is_empty())
-        },
-    )
-    .await;
+                .map(|c| format!("{}:\n{}", c.name, last_lines(c, 12)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for (c, skip) in collectors.iter().zip(&earlier) {
         eprintln!(
             "{} after {:?}: {}",

@@ -250,3 +250,10 @@ pub fn error_lines(collector: &Collector) -> Vec<String> {
         })
         .collect()
 }
+
+/// The last `n` lines a collector logged, for a failure message.
+pub fn last_lines(collector: &Collector, n: usize) -> String {
+    let text = collector.log_text();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
