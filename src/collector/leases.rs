@@ -10,10 +10,12 @@
 //! Architecture Invariant: a stream is drained only while this instance holds its lease, and
 //! its run is stopped (between pages) as soon as the lease is lost, given up, or has gone
 //! `2·lease_ttl / 3` without a renewal landing — a third of the ttl before another instance
-//! can take it. A lease is given up only once its stream's run has ended. Commits are fenced on
-//! the checkpoint's revision in any case (`StateError::Fenced`), so even a run that missed all
-//! of this can never move a checkpoint backwards. With SQLite there is no keeper: one process
-//! per state directory, every stream runs.
+//! can take it. A lease is given up only once its stream's run has ended, and a stream whose
+//! run lost its lease is not claimed or entered again until that run has ended (one process
+//! never runs a stream twice at once). Commits are fenced on the checkpoint's revision in any
+//! case (`StateError::Fenced`), so even a run that missed all of this can never move a
+//! checkpoint backwards. With SQLite there is no keeper: one process per state directory,
+//! every stream runs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU8, Ordering};
