@@ -42,6 +42,41 @@ fn stream() -> StreamId {
     StreamId::new("msp", Some("DA1".into()), LogKind::Authentication)
 }
 
+/// The lease view is the bucket as one read saw it: renewals landing while it is read do not
+/// make a stream appear twice (the scan's consumer goes on delivering new writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_view_read_while_leases_are_renewed_lists_each_stream_once() {
+    let cluster = Cluster::start().await;
+    let (holder, reader) = (cluster.instance().await, cluster.instance().await);
+    let mut held = Vec::new();
+    for n in 0..200 {
+        let s = StreamId::new("corp", Some(format!("DA{n:018}")), LogKind::Authentication);
+        held.push(holder.take_lease(&s, 1).await.unwrap().expect("free"));
+    }
+    let renewing = tokio::spawn(async move {
+        for _ in 0..5 {
+            for lease in held.iter_mut() {
+                *lease = holder.renew_lease(lease).await.unwrap().expect("held");
+            }
+        }
+    });
+    let mut views = 0;
+    while !renewing.is_finished() {
+        let view = reader.lease_view().await.unwrap();
+        let mut streams: Vec<_> = view.holders.iter().map(|h| h.stream.clone()).collect();
+        streams.sort();
+        streams.dedup();
+        assert_eq!(
+            (view.holders.len(), streams.len()),
+            (200, 200),
+            "each stream once, every stream"
+        );
+        views += 1;
+    }
+    renewing.await.unwrap();
+    assert!(views > 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_contend_for_a_stream_and_one_wins() {
     let cluster = Cluster::start().await;

@@ -148,7 +148,9 @@ impl Bucket {
 
     /// Hands every key matching `filter` (a key pattern, `>` for the rest) to `each` with its
     /// revision and value (empty with `headers_only`), in the order they were written, not sorted. One
-    /// consumer delivers them, instead of a request per key; deleted keys are left out.
+    /// consumer delivers them, instead of a request per key; deleted keys are left out. A key
+    /// written while the scan runs may be handed over twice (its write before and after; the
+    /// later has the higher revision): the caller keeps the one it needs.
     pub async fn scan(
         &self,
         filter: &str,
@@ -197,10 +199,20 @@ impl Bucket {
                     .unwrap_or(&message.subject);
                 each(key, info.stream_sequence, &message.payload)?;
             }
-            if pending == 0 {
+            // The count of what is left can say 0 while a key written during the scan is still
+            // to come (its earlier write was superseded before it was delivered): a scan of the
+            // whole bucket (the leases, renewed all the time) is done only once the stream holds
+            // nothing after this entry. (A pattern's keys are written once: inventory entities.)
+            if pending == 0 && (filter != ">" || self.nothing_after(info.stream_sequence).await?) {
                 return Ok(());
             }
         }
+    }
+
+    /// Whether the bucket's stream holds no entry after `sequence`.
+    async fn nothing_after(&self, sequence: u64) -> Result<bool, StateError> {
+        let info = self.kv.stream.get_info().await.map_err(|e| self.error(e))?;
+        Ok(sequence >= info.state.last_sequence)
     }
 
     /// Removes every key matching `filter` at once (a purge of the bucket's stream).

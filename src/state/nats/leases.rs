@@ -178,6 +178,16 @@ impl NatsStore {
             });
         }
         view.holders.sort_by(|a, b| a.stream.cmp(&b.stream));
+        // One holder per stream whatever the scan saw: the latest write of a key.
+        view.holders.dedup_by(|later, earlier| {
+            if later.stream != earlier.stream {
+                return false;
+            }
+            if later.revision > earlier.revision {
+                std::mem::swap(later, earlier);
+            }
+            true
+        });
         Ok(view)
     }
 
