@@ -260,7 +260,8 @@ impl StreamLeases {
                 .into_iter()
                 .flatten()
                 .filter(|s| !held.streams.contains_key(*s) && !held.ending.contains(*s))
-                .filter(|s| !view.holders.iter().any(|h| &h.stream == *s))
+                // The view's holders are sorted by stream.
+                .filter(|s| view.holders.binary_search_by(|h| h.stream.cmp(s)).is_err())
                 .cloned()
                 .collect()
         };
@@ -384,18 +385,19 @@ impl Keeper {
 
     /// Renews the leases due; whether a renewal failed (to be tried again soon).
     async fn renew(&self) -> bool {
-        let due: Vec<(HeldLease, Instant)> = {
+        let (due, stop_after): (Vec<(HeldLease, Instant)>, Duration) = {
             let held = self.lock();
             let now = Instant::now();
-            held.timing
+            let due = held
+                .timing
                 .due(now)
                 .into_iter()
                 .filter_map(|(stream, written_at)| {
                     Some((held.streams.get(&stream)?.lease.clone(), written_at))
                 })
-                .collect()
+                .collect();
+            (due, held.timing.stop_after())
         };
-        let stop_after = self.nats.lease_ttl() - self.nats.lease_ttl() / 3;
         let results: Vec<_> = futures::stream::iter(due)
             .map(|(lease, written)| async move {
                 let sent = Instant::now();
@@ -449,12 +451,12 @@ impl Keeper {
     /// streams held stop, see `stop_expiring`), an error says that this instance collects
     /// nothing until it does: with no stream held, nothing else would say so above a warning.
     fn store_failed(&self, e: &crate::state::StateError) {
+        let stop_after = self.lock().timing.stop_after();
         let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
         let (since, reported) = outage.get_or_insert((Instant::now(), false));
-        let stop_after = self.nats.lease_ttl() - self.nats.lease_ttl() / 3;
         if !*reported && since.elapsed() >= stop_after {
             *reported = true;
-            tracing::error!(instance = self.instance(), error = %e, failing_for = %humantime::format_duration(Duration::from_secs(since.elapsed().as_secs())),
+            tracing::error!(instance = self.instance(), error = %e, failing_for = %crate::human::duration_secs(since.elapsed().as_secs() as i64),
                 "the state store does not answer (is the NATS cluster reachable, with quorum?); this instance collects nothing until it does, then claims its streams again");
         } else {
             tracing::warn!(instance = self.instance(), error = %e, "cannot read the stream leases; no stream claimed or given up this round");
@@ -464,7 +466,7 @@ impl Keeper {
     fn store_answered(&self) {
         let outage = self.outage.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((since, true)) = outage {
-            tracing::info!(instance = self.instance(), failed_for = %humantime::format_duration(Duration::from_secs(since.elapsed().as_secs())),
+            tracing::info!(instance = self.instance(), failed_for = %crate::human::duration_secs(since.elapsed().as_secs() as i64),
                 "the state store answers again; claiming streams");
         }
     }

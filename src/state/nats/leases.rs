@@ -46,6 +46,7 @@ pub struct LeaseHolder {
 /// The lease bucket as one read saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaseView {
+    /// Sorted by stream, one per stream.
     pub holders: Vec<LeaseHolder>,
     pub live: BTreeSet<String>,
 }
